@@ -1,0 +1,126 @@
+"""API key authentication (Authorization: Bearer <key>) and per-scope permissions.
+
+Verified keys are remembered in the process for ROUTER_POLICY_RECHECK_SECONDS, so the hot path does
+not query the database on every request while a revocation still takes effect within seconds.
+`last_used_at` is written at most once a minute per key, to spare a write per request.
+"""
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions
+
+from router.models import ApiKey
+
+LAST_USED_WRITE_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated service, as views see it (request.user)."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+    is_authenticated = True
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_cache: dict[str, tuple[float, Caller | None]] = {}
+_cache_lock = threading.Lock()
+_last_used_written: dict[str, float] = {}
+
+
+def _lookup(raw_key: str) -> Caller | None:
+    try:
+        api_key = ApiKey.objects.get_from_key(raw_key)
+    except ApiKey.DoesNotExist:
+        return None
+    if api_key.has_expired or api_key.revoked:
+        return None
+    return Caller(key_id=api_key.id, name=api_key.name, scopes=frozenset(api_key.scopes))
+
+
+def _touch(caller: Caller) -> None:
+    now = time.monotonic()
+    if now - _last_used_written.get(caller.key_id, -1e9) < LAST_USED_WRITE_INTERVAL.total_seconds():
+        return
+    _last_used_written[caller.key_id] = now
+    ApiKey.objects.filter(id=caller.key_id).update(last_used_at=timezone.now())
+
+
+def caller_for_key(raw_key: str) -> Caller | None:
+    digest = hashlib.sha256(raw_key.encode()).hexdigest()
+    now = time.monotonic()
+    cached = _cache.get(digest)
+    if cached and cached[0] > now:
+        caller = cached[1]
+    else:
+        caller = _lookup(raw_key)
+        with _cache_lock:
+            if len(_cache) > 10_000:
+                _cache.clear()
+            _cache[digest] = (now + settings.ROUTER_POLICY_RECHECK_SECONDS, caller)
+    if caller:
+        _touch(caller)
+    return caller
+
+
+def forget_cached_keys() -> None:
+    _cache.clear()
+    _last_used_written.clear()
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        keyword, _, raw_key = header.partition(" ")
+        if keyword.lower() != self.keyword.lower() or not raw_key.strip():
+            raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
+        caller = caller_for_key(raw_key.strip())
+        if caller is None:
+            raise exceptions.AuthenticationFailed("Unknown, revoked or expired API key.")
+        return caller, None
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class _HasScope(permissions.BasePermission):
+    scope = ""
+
+    def has_permission(self, request, view) -> bool:
+        caller = request.user
+        if not isinstance(caller, Caller):
+            raise exceptions.NotAuthenticated("Send an API key as 'Authorization: Bearer <key>'.")
+        if self.scope not in caller.scopes:
+            raise exceptions.PermissionDenied(f"This API key lacks the '{self.scope}' scope.")
+        return True
+
+
+class RouteScope(_HasScope):
+    scope = "route"
+
+
+class UsageScope(_HasScope):
+    scope = "usage"
+
+
+class ReadScope(_HasScope):
+    scope = "read"
+
+
+class AdminScope(_HasScope):
+    scope = "admin"

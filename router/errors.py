@@ -1,0 +1,63 @@
+"""One JSON shape for every API error: {"error": "<code>", "detail": "<what to do>", ...}."""
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """A domain error with its own code and extra fields for the body."""
+
+    def __init__(self, code: str, detail: str, status_code: int = status.HTTP_400_BAD_REQUEST, **extra) -> None:
+        super().__init__(detail=detail, code=code)
+        self.status_code = status_code
+        self.error_code = code
+        self.extra = extra
+
+
+def _flatten(detail, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        messages = []
+        for field, value in detail.items():
+            name = f"{prefix}.{field}" if prefix else str(field)
+            if field == "non_field_errors":
+                name = prefix
+            messages.extend(_flatten(value, name))
+        return messages
+    if isinstance(detail, list):
+        messages = []
+        for index, value in enumerate(detail):
+            name = prefix if not isinstance(value, (dict, list)) else f"{prefix}[{index}]"
+            messages.extend(_flatten(value, name))
+        return messages
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+CODES = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.AuthenticationFailed: "unauthorized",
+    exceptions.NotAuthenticated: "unauthorized",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ValidationError: "invalid_request",
+}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        body = {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
+        return Response(body, status=exc.status_code, headers=getattr(exc, "headers", None))
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = next((code for cls, code in CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, exceptions.ValidationError):
+        body = {"error": code, "detail": "; ".join(_flatten(exc.detail)), "fields": exc.detail}
+    else:
+        body = {"error": code, "detail": str(exc.detail)}
+    response.data = body
+    return response

@@ -1,0 +1,228 @@
+"""Routing policy (categories, routes, tiers, the policy version), decisions, usage and API keys."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from rest_framework_api_key.models import AbstractAPIKey
+from simple_history.models import HistoricalRecords
+
+from providers.models import MODEL_KEY, LLMModel
+
+
+class Complexity(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    ANY = "any"
+
+
+class Category(models.Model):
+    """A task category; `fallback: never` categories fail fast instead of downgrading."""
+
+    class Fallback(models.TextChoices):
+        ALLOW = "allow"
+        NEVER = "never"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    fallback = models.CharField(max_length=8, choices=Fallback.choices, default=Fallback.ALLOW)
+    may_use_headroom = models.BooleanField(
+        default=False,
+        help_text="May keep using its primary between the soft and the hard limit (headroom reserved for critical work).",
+    )
+    description = models.TextField(blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Route(models.Model):
+    """(category, complexity) -> ordered models: the first is the primary, the rest the fallback chain."""
+
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="routes")
+    complexity = models.CharField(max_length=8, choices=Complexity.choices, default=Complexity.ANY)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["category__slug", "complexity"]
+        constraints = [models.UniqueConstraint(fields=["category", "complexity"], name="route_unique_category_complexity")]
+
+    def __str__(self) -> str:
+        return f"{self.category.slug}/{self.complexity}"
+
+    def model_keys(self) -> list[str]:
+        return [entry.model.key for entry in self.entries.select_related("model").order_by("position")]
+
+
+class RouteModel(models.Model):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="entries")
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="route_entries")
+    position = models.PositiveSmallIntegerField(default=0, db_index=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["position"]
+        verbose_name = "route model"
+        constraints = [models.UniqueConstraint(fields=["route", "model"], name="route_model_distinct",
+                                               violation_error_message="A model can appear only once in a route.")]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.model.key}"
+
+
+class Tier(models.Model):
+    """A name services can ask for instead of a category (cheap, medium, quality, …)."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def model_keys(self) -> list[str]:
+        return [entry.model.key for entry in self.entries.select_related("model").order_by("position")]
+
+
+class TierModel(models.Model):
+    tier = models.ForeignKey(Tier, on_delete=models.CASCADE, related_name="entries")
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="tier_entries")
+    position = models.PositiveSmallIntegerField(default=0, db_index=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["position"]
+        verbose_name = "tier model"
+        constraints = [models.UniqueConstraint(fields=["tier", "model"], name="tier_model_distinct",
+                                               violation_error_message="A model can appear only once in a tier.")]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.model.key}"
+
+
+class Policy(models.Model):
+    """The one policy row: its version (bumped by every policy edit) and the default tier."""
+
+    version = models.PositiveBigIntegerField(default=1, editable=False)
+    default_tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                     help_text="Used when a request names neither category nor tier.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(excluded_fields=["version", "updated_at"])
+
+    class Meta:
+        verbose_name_plural = "policy"
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="policy_singleton")]
+
+    def __str__(self) -> str:
+        return f"policy v{self.version}"
+
+    @classmethod
+    def current(cls) -> "Policy":
+        policy, _ = cls.objects.get_or_create(pk=1)
+        return policy
+
+
+class Outcome(models.TextChoices):
+    PRIMARY = "primary"
+    FALLBACK = "fallback"
+    FAILED_FAST = "failed_fast", "failed fast"
+    EXHAUSTED = "exhausted"
+
+
+class Decision(models.Model):
+    """One routing answer, with the trace of every candidate considered.
+
+    A counted decision is also the usage ledger's entry for its request: it holds the estimate it
+    reserved, replaced by the actual tokens when a usage report names it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(db_index=True)
+    caller = models.CharField(max_length=100, blank=True)
+    category = models.CharField(max_length=64, blank=True)
+    complexity = models.CharField(max_length=8, blank=True)
+    tier = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    model_key = models.CharField(max_length=100, blank=True)
+    provider_slug = models.CharField(max_length=64, blank=True)
+    primary_key = models.CharField(max_length=100, blank=True)
+    reason = models.TextField(blank=True)
+    trace = models.JSONField(default=list)
+    policy_version = models.PositiveBigIntegerField()
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    reported = models.BooleanField(default=False, help_text="A usage report replaced the estimate with actual usage.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["outcome", "-created_at"]),
+            models.Index(fields=["model_key", "created_at"]),
+            models.Index(fields=["category", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.outcome} {self.model_key or '-'}"
+
+
+class UsageEvent(models.Model):
+    """What one LLM call used, as reported by the service that made it."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        RATE_LIMITED = "rate_limited", "rate limited"
+        ERROR = "error"
+
+    created_at = models.DateTimeField(db_index=True)
+    caller = models.CharField(max_length=100, blank=True)
+    model_key = models.CharField(max_length=100, validators=[MODEL_KEY])
+    provider_slug = models.CharField(max_length=64)
+    decision = models.ForeignKey(Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events")
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    retry_after = models.PositiveIntegerField(null=True, blank=True)
+    ratelimit_headers = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["model_key", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.model_key} {self.status} {self.input_tokens}+{self.output_tokens}"
+
+
+class ApiKey(AbstractAPIKey):
+    """A service's key: stored hashed (SHA-512), shown once, scoped, revocable."""
+
+    class Scope(models.TextChoices):
+        ROUTE = "route"
+        USAGE = "usage"
+        READ = "read"
+        ADMIN = "admin"
+
+    scopes = models.JSONField(default=list, help_text="Any of: route, usage, read, admin.")
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -1,0 +1,86 @@
+"""Factories for the policy objects; tests build exactly the policy they need."""
+
+from decimal import Decimal
+
+import factory
+
+from providers.models import LLMModel, Provider, Quota
+from router.models import ApiKey, Category, Route, RouteModel, Tier, TierModel
+
+
+class ProviderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Provider
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"provider-{n}")
+    kind = Provider.Kind.OPENAI
+
+
+class LLMModelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = LLMModel
+        django_get_or_create = ("key",)
+
+    key = factory.Sequence(lambda n: f"model-{n}")
+    provider = factory.SubFactory(ProviderFactory)
+    model_id = factory.LazyAttribute(lambda o: f"{o.key}-id")
+    input_cost_per_mtok = Decimal("1")
+    output_cost_per_mtok = Decimal("2")
+    context_window = 200_000
+
+
+class QuotaFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Quota
+        skip_postgeneration_save = True
+
+    provider = factory.SubFactory(ProviderFactory)
+    name = factory.Sequence(lambda n: f"quota-{n}")
+    metric = Quota.Metric.TOKENS
+    window = Quota.Window.DAY
+    limit = Decimal("1000000")
+    soft_limit_ratio = Decimal("0.8")
+
+    @factory.post_generation
+    def models(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.models.set(extracted)
+
+
+class CategoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Category
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"category-{n}")
+
+
+class TierFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Tier
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"tier-{n}")
+
+
+def make_route(category: Category | str, models: list[LLMModel], complexity: str = "any") -> Route:
+    if isinstance(category, str):
+        category = CategoryFactory(slug=category)
+    route = Route.objects.create(category=category, complexity=complexity)
+    for position, model in enumerate(models):
+        RouteModel.objects.create(route=route, model=model, position=position)
+    return route
+
+
+def make_tier(slug: str, models: list[LLMModel]) -> Tier:
+    tier = TierFactory(slug=slug)
+    for position, model in enumerate(models):
+        TierModel.objects.create(tier=tier, model=model, position=position)
+    return tier
+
+
+def make_api_key(name: str = "test-service", scopes: tuple[str, ...] = ("route", "usage", "read", "admin")) -> str:
+    """Creates an API key and returns the raw key, as create_api_key prints it."""
+    _, raw_key = ApiKey.objects.create_key(name=name, scopes=list(scopes))
+    return raw_key
