@@ -1,1 +1,13 @@
-urlpatterns = []
+from django.urls import path
+
+from router import api, ops
+
+urlpatterns = [
+    path("route", api.RouteView.as_view(), name="api-route"),
+    path("usage", api.UsageView.as_view(), name="api-usage"),
+    path("quotas", api.QuotasView.as_view(), name="api-quotas"),
+    path("models", api.ModelsView.as_view(), name="api-models"),
+    path("decisions", api.DecisionsView.as_view(), name="api-decisions"),
+    path("policy", api.PolicyView.as_view(), name="api-policy"),
+    path("health", ops.HealthView.as_view(), name="api-health"),
+]

@@ -36,3 +36,40 @@ def redis_client(settings):
 def postgres_only():
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         _required_in_ci("PostgreSQL (DATABASE_URL)")
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state():
+    """Each test starts like a new process: no cached policy, keys or Redis outage."""
+    from router import accounting
+    from router.auth import forget_cached_keys
+    from router.snapshot import forget_snapshot
+
+    forget_snapshot()
+    forget_cached_keys()
+    accounting.redis_down_since = None
+    accounting._skip_redis_until = 0.0
+    yield
+    forget_snapshot()
+
+
+@pytest.fixture(params=["database", "redis"])
+def counters(request, settings):
+    """Runs the test once on database counters and once on Redis counters."""
+    if request.param == "database":
+        settings.REDIS_URL = ""
+    else:
+        request.getfixturevalue("redis_client")
+    return request.param
+
+
+@pytest.fixture
+def api(db):
+    """An API client holding a key with every scope."""
+    from rest_framework.test import APIClient
+
+    from tests.factories import make_api_key
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_api_key()}")
+    return client

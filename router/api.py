@@ -1,0 +1,247 @@
+"""REST API v1: thin views that validate, call a service, and shape the answer."""
+
+import csv
+import json
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from providers.models import LLMModel
+from router import serializers as s
+from router.accounting import CountersUnavailable
+from router.auth import AdminScope, ReadScope, RouteScope, UsageScope
+from router.engine import RouteRequest, UnknownChoice, display_amount
+from router.errors import ApiError
+from router.models import Decision, Outcome
+from router.services import DecisionResult, UsageRejected, UsageReport, decide, quota_status, record_usage
+
+# The routing and usage bodies are a few hundred bytes; a policy document is larger.
+MAX_CALL_BODY_BYTES = 64 * 1024
+
+
+def _timestamp(value: float | None) -> str | None:
+    return datetime.fromtimestamp(value, tz=UTC).isoformat() if value is not None else None
+
+
+class ApiView(APIView):
+    max_body_bytes = MAX_CALL_BODY_BYTES
+
+    def initial(self, request, *args, **kwargs):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            raise ApiError("payload_too_large", f"The request body is larger than {self.max_body_bytes} bytes.",
+                           status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        super().initial(request, *args, **kwargs)
+
+
+def _refusal(result: DecisionResult) -> Response:
+    walk = result.walk
+    if walk.outcome == Outcome.FAILED_FAST:
+        code = "quota_exceeded" if walk.quota_blocked else "primary_unavailable"
+    else:
+        code = "no_capacity"
+    body = {
+        "error": code, "detail": walk.reason, "decision_id": result.decision_id, "outcome": walk.outcome,
+        "primary": walk.primary, "trace": walk.trace, "policy_version": result.policy_version,
+    }
+    if walk.quota_blocked:
+        return Response(body, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(walk.retry_after)})
+    return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+class RouteView(ApiView):
+    permission_classes = [RouteScope]
+
+    @extend_schema(
+        request=s.RouteRequestSerializer,
+        responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 429: s.RefusalSerializer, 503: s.RefusalSerializer},
+        summary="Which model, at which provider, under which id, right now",
+    )
+    def post(self, request):
+        params = s.RouteRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        route_request = RouteRequest(
+            category=data.get("category"), complexity=data["complexity"], tier=data.get("tier"),
+            estimated_input_tokens=data["estimated_input_tokens"], estimated_output_tokens=data["estimated_output_tokens"],
+        )
+        try:
+            result = decide(route_request, caller=request.user.name, dry_run=data["dry_run"])
+        except UnknownChoice as exc:
+            raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
+        except CountersUnavailable as exc:
+            raise ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from exc
+        if result.walk.refused:
+            return _refusal(result)
+        model = result.walk.chosen
+        return Response({
+            "decision_id": result.decision_id,
+            "outcome": result.walk.outcome,
+            "reason": result.walk.reason,
+            "model": {"key": model.key, "provider": model.provider, "model_id": model.model_id,
+                      "invoke_id": model.invoke_id, "region": model.region},
+            "primary": result.walk.primary,
+            "trace": result.walk.trace,
+            "policy_version": result.policy_version,
+            "dry_run": data["dry_run"],
+        })
+
+
+class UsageView(ApiView):
+    permission_classes = [UsageScope]
+
+    @extend_schema(
+        request=s.UsageRequestSerializer,
+        responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+        summary="Report what a call used (counted once per idempotency key)",
+    )
+    def post(self, request):
+        params = s.UsageRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        report = UsageReport(
+            model=data.get("model"), input_tokens=data["input_tokens"], output_tokens=data["output_tokens"],
+            status=data["status"], decision_id=data.get("decision_id"), idempotency_key=data.get("idempotency_key"),
+            retry_after=data.get("retry_after"), ratelimit_headers=data.get("ratelimit_headers", {}),
+        )
+        try:
+            event, created = record_usage(report, caller=request.user.name)
+        except UsageRejected as exc:
+            raise ApiError(exc.code, exc.detail, exc.status) from exc
+        body = s.UsageEventSerializer(event).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class QuotasView(generics.GenericAPIView):
+    permission_classes = [ReadScope]
+    serializer_class = s.QuotaStatusSerializer
+
+    def get(self, request):
+        rows = []
+        for row in quota_status():
+            quota = row["quota"]
+            rows.append({
+                "id": quota.id, "provider": quota.provider, "name": quota.name, "models": list(quota.model_keys),
+                "metric": quota.metric, "window": quota.window, "reset": quota.reset,
+                "limit": display_amount(quota, quota.limit), "soft_limit": display_amount(quota, quota.soft_limit),
+                "used": display_amount(quota, row["used"]),
+                "ratio": round(row["ratio"], 6), "source": quota.source, "frees_at": _timestamp(row["frees_at"]),
+                "forecast": {"soft_at": _timestamp(row["soft_at"]), "hard_at": _timestamp(row["hard_at"]),
+                             "burn_per_hour": display_amount(quota, row["burn_per_hour"])},
+            })
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(page)
+
+
+class ModelsView(generics.ListAPIView):
+    permission_classes = [ReadScope]
+    serializer_class = s.ModelCatalogSerializer
+    queryset = LLMModel.objects.select_related("provider").order_by("key")
+    filterset_fields = ["enabled", "availability"]
+
+
+class DecisionFilter(filters.FilterSet):
+    outcome = filters.ChoiceFilter(choices=Outcome.choices)
+    category = filters.CharFilter()
+    model = filters.CharFilter(field_name="model_key")
+    provider = filters.CharFilter(field_name="provider_slug")
+    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Decision
+        fields = ["outcome", "category", "model", "provider", "since", "until"]
+
+
+CSV_COLUMNS = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
+               "reason", "policy_version", "trace"]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpResponse:
+    """Every decision of the queryset as CSV, streamed (the export of what the filters show)."""
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_COLUMNS)
+        for d in queryset.iterator(chunk_size=2000):
+            yield writer.writerow([d.id, d.created_at.isoformat(), d.caller, d.category, d.complexity, d.tier, d.outcome,
+                                   d.model_key, d.provider_slug, d.primary_key, d.reason, d.policy_version,
+                                   json.dumps(d.trace, separators=(",", ":"))])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class DecisionsView(generics.ListAPIView):
+    permission_classes = [ReadScope]
+    serializer_class = s.DecisionSerializer
+    queryset = Decision.objects.order_by("-created_at")
+    filterset_class = DecisionFilter
+
+    @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "csv"], description="csv exports every match")])
+    def get(self, request, *args, **kwargs):
+        if request.query_params.get("format") == "csv":
+            return decisions_csv(self.filter_queryset(self.get_queryset()))
+        if request.query_params.get("format") not in (None, "json"):
+            raise ApiError("invalid_request", "format must be json or csv.")
+        return super().get(request, *args, **kwargs)
+
+
+YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
+
+
+class PolicyView(ApiView):
+    permission_classes = [AdminScope]
+    max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    parser_classes: list = []
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "yaml"])],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The whole policy in the policy file format")},
+    )
+    def get(self, request):
+        from router.policy_file import dump_policy, export_policy
+
+        wants_yaml = request.query_params.get("format") == "yaml" or any(t in request.META.get("HTTP_ACCEPT", "") for t in YAML_TYPES)
+        if wants_yaml:
+            return HttpResponse(dump_policy(export_policy(), "yaml"), content_type="application/yaml")
+        return Response(export_policy())
+
+    @extend_schema(
+        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.STR},
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="{changed, policy_version}"), 400: s.ErrorSerializer},
+    )
+    def put(self, request):
+        from router.models import Policy
+        from router.policy_file import PolicyError, apply_policy, parse_policy
+
+        content_type = request.content_type.split(";")[0].strip().lower()
+        if content_type == "application/json":
+            fmt = "json"
+        elif content_type in YAML_TYPES:
+            fmt = "yaml"
+        else:
+            raise ApiError("unsupported_media_type", "Send the policy as application/json or application/yaml.",
+                           status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+        try:
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError("malformed_request", "The policy must be UTF-8 text.") from exc
+        try:
+            changed = apply_policy(parse_policy(text, fmt))
+        except PolicyError as exc:
+            raise ApiError("invalid_policy", "; ".join(exc.problems), problems=exc.problems) from exc
+        return Response({"changed": changed, "policy_version": Policy.current().version})

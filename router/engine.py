@@ -1,0 +1,270 @@
+"""The candidate walk: pure functions from (policy snapshot, request, counter readings) to a decision.
+
+Nothing here touches the database or Redis, so the same walk serves counted decisions, dry runs
+and the dashboard's what-if.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, QuotaSpec
+
+COMPLEXITIES = ("low", "medium", "high")
+DEFAULT_RETRY_AFTER = 60
+
+
+class UnknownChoice(Exception):
+    """The request names a category, complexity or tier the policy does not have."""
+
+    def __init__(self, code: str, detail: str, valid: list[str]) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.valid = valid
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    category: str | None = None
+    complexity: str = "medium"
+    tier: str | None = None
+    estimated_input_tokens: int = 0
+    estimated_output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class QuotaReading:
+    used: int
+    frees_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    """What the provider's rate-limit headers last said about a model."""
+
+    requests_remaining: int | None = None
+    requests_reset_at: float | None = None
+    tokens_remaining: int | None = None
+    tokens_reset_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    cooldown_until: float | None = None
+    cooldown_reason: str = ""
+    ratelimit: RateLimitState | None = None
+
+
+@dataclass
+class Readings:
+    quotas: dict[int, QuotaReading] = field(default_factory=dict)
+    models: dict[str, ModelState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What choosing a model takes from one quota, and the most that quota may hold before it."""
+
+    quota: QuotaSpec
+    amount: int
+    soft_limit: int | None  # None: this request may use the headroom up to the hard limit
+
+    @property
+    def limit(self) -> int:
+        return self.quota.limit
+
+
+@dataclass
+class WalkResult:
+    outcome: str
+    chosen: ModelSpec | None
+    primary: str
+    reason: str
+    trace: list[dict]
+    charges: list[Charge]
+    quota_blocked: bool = False
+    retry_after: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.chosen is None
+
+
+def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tuple[str, ...], str | None]:
+    """The ordered model keys for the request, and the category slug if one was named."""
+    if request.category and request.tier:
+        raise UnknownChoice("invalid_request", "Name either a category or a tier, not both.", [])
+    if request.category:
+        if request.category not in snapshot.categories:
+            valid = sorted(snapshot.categories)
+            raise UnknownChoice("unknown_category", f"Unknown category '{request.category}'. Valid categories: {', '.join(valid)}.", valid)
+        route = snapshot.routes.get((request.category, request.complexity)) or snapshot.routes.get((request.category, "any"))
+        if not route:
+            valid = sorted(c for (cat, c) in snapshot.routes if cat == request.category)
+            raise UnknownChoice(
+                "no_route",
+                f"Category '{request.category}' has no route for complexity '{request.complexity}'. "
+                f"Routes exist for: {', '.join(valid) or 'none'}.",
+                valid,
+            )
+        return route, request.category
+    tier = request.tier or snapshot.default_tier
+    if not tier:
+        valid = sorted(snapshot.categories)
+        raise UnknownChoice("no_default_tier", "The policy has no default tier: name a category or a tier.", valid)
+    if tier not in snapshot.tiers:
+        valid = sorted(snapshot.tiers)
+        raise UnknownChoice("unknown_tier", f"Unknown tier '{tier}'. Valid tiers: {', '.join(valid)}.", valid)
+    return snapshot.tiers[tier], None
+
+
+def amount_for(quota: QuotaSpec, model: ModelSpec, input_tokens: int, output_tokens: int, requests: int = 1) -> int:
+    if quota.metric == "requests":
+        return requests
+    if quota.metric == "tokens":
+        return input_tokens + output_tokens
+    if quota.metric == "input_tokens":
+        return input_tokens
+    if quota.metric == "output_tokens":
+        return output_tokens
+    return model.cost_micro_usd(input_tokens, output_tokens)
+
+
+def charges_for(model: ModelSpec, request: RouteRequest, may_use_headroom: bool) -> list[Charge]:
+    return [
+        Charge(
+            quota=quota,
+            amount=amount_for(quota, model, request.estimated_input_tokens, request.estimated_output_tokens),
+            soft_limit=None if may_use_headroom else quota.soft_limit,
+        )
+        for quota in model.quotas
+    ]
+
+
+def admits(charge: Charge, used: int) -> bool:
+    """The quota rule of the routing spec: pressure is `used >= soft limit` or `used + estimate > limit`."""
+    if used + charge.amount > charge.limit:
+        return False
+    return charge.soft_limit is None or used < charge.soft_limit
+
+
+def display_amount(quota: QuotaSpec, value: int) -> float | int:
+    """A counter value in the quota's own unit (dollars for cost quotas)."""
+    return value / COST_SCALE if quota.metric == "cost_usd" else value
+
+
+def _quota_entry(charge: Charge, reading: QuotaReading) -> dict:
+    quota = charge.quota
+    return {
+        "quota": quota.label,
+        "quota_id": quota.id,
+        "metric": quota.metric,
+        "window": quota.window,
+        "reset": quota.reset,
+        "used": display_amount(quota, reading.used),
+        "estimate": display_amount(quota, charge.amount),
+        "soft_limit": display_amount(quota, quota.soft_limit),
+        "limit": display_amount(quota, quota.limit),
+        "frees_at": reading.frees_at,
+    }
+
+
+def _describe_quota(entry: dict) -> str:
+    limit_kind = "hard limit" if entry["used"] + entry["estimate"] > entry["limit"] else "soft limit"
+    return (
+        f"quota {entry['quota']} ({entry['metric']} per {entry['window']}) at {limit_kind}: "
+        f"used {entry['used']:g} + estimate {entry['estimate']:g} of limit {entry['limit']:g} (soft {entry['soft_limit']:g})"
+    )
+
+
+def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: Readings, now: float,
+           seen: set[str], headroom: bool, unavailable: frozenset[str]) -> tuple[dict, list[Charge]]:
+    """One candidate's trace entry (verdict 'skipped' with a reason, or 'chosen') and its charges."""
+    entry: dict = {"model": key, "provider": model.provider if model else None}
+    if model is None:
+        return entry | {"verdict": "skipped", "reason": "disabled", "detail": "not in the policy's catalog"}, []
+    if key in seen:
+        return entry | {"verdict": "skipped", "reason": "already_tried", "detail": "listed earlier in this route"}, []
+    if not model.provider_enabled:
+        return entry | {"verdict": "skipped", "reason": "disabled", "detail": f"provider {model.provider} is disabled"}, []
+    if not model.model_enabled:
+        return entry | {"verdict": "skipped", "reason": "disabled", "detail": "model is disabled"}, []
+    if model.availability == "unavailable" or key in unavailable:
+        detail = model.availability_reason if model.availability == "unavailable" else "marked unavailable in this what-if"
+        return entry | {"verdict": "skipped", "reason": "unavailable", "detail": detail or "last availability check found it unavailable"}, []
+    state = readings.models.get(key) or ModelState()
+    if state.cooldown_until and state.cooldown_until > now:
+        return entry | {
+            "verdict": "skipped", "reason": "cooldown", "until": state.cooldown_until,
+            "detail": f"cooling down for {math.ceil(state.cooldown_until - now)} s after {state.cooldown_reason or 'reported failures'}",
+        }, []
+    limits = state.ratelimit
+    if limits:
+        estimate = request.estimated_input_tokens + request.estimated_output_tokens
+        if limits.requests_remaining is not None and limits.requests_remaining <= 0 and (limits.requests_reset_at or 0) > now:
+            return entry | {"verdict": "skipped", "reason": "rate_limit", "until": limits.requests_reset_at,
+                            "detail": "provider reported no requests remaining until its reset"}, []
+        if limits.tokens_remaining is not None and limits.tokens_remaining < max(estimate, 1) and (limits.tokens_reset_at or 0) > now:
+            return entry | {"verdict": "skipped", "reason": "rate_limit", "until": limits.tokens_reset_at,
+                            "detail": f"provider reported {limits.tokens_remaining} tokens remaining until its reset"}, []
+    needed = request.estimated_input_tokens + request.estimated_output_tokens
+    if needed > model.context_window:
+        return entry | {"verdict": "skipped", "reason": "context_window",
+                        "detail": f"estimate of {needed} tokens exceeds its context window of {model.context_window}"}, []
+    charges = charges_for(model, request, headroom)
+    blocked = [
+        _quota_entry(charge, readings.quotas.get(charge.quota.id) or QuotaReading(used=0))
+        for charge in charges
+        if not admits(charge, (readings.quotas.get(charge.quota.id) or QuotaReading(used=0)).used)
+    ]
+    if blocked:
+        return entry | {"verdict": "skipped", "reason": "quota", "detail": _describe_quota(blocked[0]), "quotas": blocked}, []
+    return entry | {"verdict": "chosen", "reason": "within limits"}, charges
+
+
+def _retry_after(trace: list[dict], now: float) -> int | None:
+    """Seconds until the soonest quota-blocked candidate could be chosen again."""
+    times = []
+    for entry in trace:
+        if entry.get("reason") != "quota":
+            continue
+        frees = [q["frees_at"] for q in entry["quotas"]]
+        # Nothing counted yet means the estimate alone exceeds the limit: waiting will not help soon.
+        times.append(max(frees) if all(f is not None for f in frees) else now + DEFAULT_RETRY_AFTER)
+    return max(1, math.ceil(min(times) - now)) if times else None
+
+
+def walk(snapshot: PolicySnapshot, request: RouteRequest, readings: Readings, now: float,
+         unavailable: frozenset[str] = frozenset()) -> WalkResult:
+    candidates, category_slug = candidates_for(snapshot, request)
+    category = snapshot.categories.get(category_slug) if category_slug else None
+    never_fallback = bool(category and category.never_fallback)
+    headroom = bool(category and category.may_use_headroom)
+    primary = candidates[0]
+
+    trace: list[dict] = []
+    seen: set[str] = set()
+    for index, key in enumerate(candidates):
+        if never_fallback and index > 0:
+            break
+        entry, charges = _check(snapshot.models.get(key), key, request, readings, now, seen, headroom, unavailable)
+        seen.add(key)
+        trace.append(entry)
+        if entry["verdict"] == "chosen":
+            model = snapshot.models[key]
+            if index == 0:
+                return WalkResult("primary", model, primary, f"primary {key} is within its limits", trace, charges)
+            passed = "; ".join(f"{e['model']}: {e['reason']}" for e in trace[:-1])
+            return WalkResult("fallback", model, primary, f"fell back to {key} ({passed})", trace, charges)
+
+    quota_blocked = any(e.get("reason") == "quota" for e in trace)
+    if never_fallback:
+        skipped = trace[0]
+        reason = (f"category {category_slug} never falls back, and its primary {primary} was passed over: "
+                  f"{skipped['reason']} ({skipped.get('detail', '')})")
+        outcome = "failed_fast"
+    else:
+        reason = "every candidate was passed over: " + "; ".join(f"{e['model']}: {e['reason']}" for e in trace)
+        outcome = "exhausted"
+    return WalkResult(outcome, None, primary, reason, trace, [], quota_blocked=quota_blocked,
+                      retry_after=_retry_after(trace, now) if quota_blocked else None)

@@ -1,0 +1,83 @@
+"""Operations endpoints: /api/v1/health (no auth) and /metrics (Prometheus)."""
+
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Max
+from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from providers.models import AvailabilityCheck
+from router import accounting, metrics
+
+
+def _check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as exc:  # any failure here is what health exists to report
+        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
+
+
+def _check_redis() -> dict:
+    if not settings.REDIS_URL:
+        return {"configured": False, "ok": None, "counters": "database"}
+    try:
+        accounting.redis_client().ping()
+        ok = True
+    except Exception:
+        ok = False
+    counters = "redis" if ok else ("database" if settings.ROUTER_REDIS_DOWN == "db" else "refusing")
+    body = {"configured": True, "ok": ok, "counters": counters, "on_failure": settings.ROUTER_REDIS_DOWN}
+    if accounting.redis_down_since is not None:
+        body["down_since"] = accounting.redis_down_since
+    return body
+
+
+def _check_broker() -> dict:
+    from switchboard.celery import app
+
+    scheme = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return {"ok": True, "transport": scheme}
+    except Exception as exc:
+        return {"ok": False, "transport": scheme, "error": exc.__class__.__name__}
+
+
+def _last_refresh() -> dict:
+    last = AvailabilityCheck.objects.filter(kind=AvailabilityCheck.Kind.AVAILABILITY).aggregate(last=Max("started_at"))["last"]
+    if last is None:
+        return {"last_at": None, "age_seconds": None}
+    return {"last_at": last.isoformat(), "age_seconds": round(time.time() - last.timestamp())}
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(responses={200: inline_serializer("Health", {"status": serializers.CharField()}),
+                              503: inline_serializer("Unhealthy", {"status": serializers.CharField()})})
+    def get(self, request):
+        database, redis_state, broker = _check_database(), _check_redis(), _check_broker()
+        refusing = redis_state.get("counters") == "refusing"
+        if not database["ok"] or refusing:
+            state = "down"
+        elif redis_state["ok"] is False or not broker["ok"]:
+            state = "degraded"
+        else:
+            state = "ok"
+        body = {"status": state, "database": database, "redis": redis_state, "broker": broker,
+                "availability_refresh": _last_refresh() if database["ok"] else None}
+        return Response(body, status=503 if state == "down" else 200)
+
+
+def metrics_view(request) -> HttpResponse:
+    return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)

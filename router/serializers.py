@@ -1,0 +1,175 @@
+"""Request validation and response shapes of the REST API."""
+
+from rest_framework import serializers
+
+from providers.models import MODEL_KEY, LLMModel
+from router.models import Decision, UsageEvent
+
+# A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
+MAX_TOKENS_PER_CALL = 10_000_000
+MAX_RATELIMIT_HEADERS = 50
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer that must be sent as a JSON number, not a string or a boolean."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float) or (isinstance(data, float) and not data.is_integer()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know, so a typo is an error instead of being ignored."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Send a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            known = ", ".join(sorted(self.fields))
+            raise serializers.ValidationError({name: [f"Unknown field. Known fields: {known}."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def _tokens(**kwargs) -> StrictIntegerField:
+    return StrictIntegerField(min_value=0, max_value=MAX_TOKENS_PER_CALL, **kwargs)
+
+
+class RouteRequestSerializer(StrictSerializer):
+    category = serializers.CharField(max_length=64, required=False)
+    complexity = serializers.ChoiceField(choices=["low", "medium", "high"], default="medium")
+    tier = serializers.CharField(max_length=64, required=False)
+    estimated_input_tokens = _tokens(default=0)
+    estimated_output_tokens = _tokens(default=0)
+    dry_run = StrictBooleanField(default=False)
+
+    def validate(self, attrs):
+        if attrs.get("category") and attrs.get("tier"):
+            raise serializers.ValidationError("Name either a category or a tier, not both.")
+        return attrs
+
+
+class RoutedModelSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    provider = serializers.CharField()
+    model_id = serializers.CharField()
+    invoke_id = serializers.CharField()
+    region = serializers.CharField(allow_blank=True)
+
+
+class TraceEntrySerializer(serializers.Serializer):
+    model = serializers.CharField()
+    provider = serializers.CharField(allow_null=True)
+    verdict = serializers.ChoiceField(choices=["chosen", "skipped"])
+    reason = serializers.CharField()
+    detail = serializers.CharField(required=False)
+
+
+class RouteResponseSerializer(serializers.Serializer):
+    decision_id = serializers.UUIDField(allow_null=True, help_text="Null for a dry run, which stores nothing.")
+    outcome = serializers.ChoiceField(choices=["primary", "fallback"])
+    reason = serializers.CharField()
+    model = RoutedModelSerializer()
+    primary = serializers.CharField()
+    trace = TraceEntrySerializer(many=True)
+    policy_version = serializers.IntegerField()
+    dry_run = serializers.BooleanField()
+
+
+class RefusalSerializer(serializers.Serializer):
+    error = serializers.ChoiceField(choices=["quota_exceeded", "no_capacity", "primary_unavailable"])
+    detail = serializers.CharField()
+    decision_id = serializers.UUIDField(allow_null=True)
+    outcome = serializers.ChoiceField(choices=["failed_fast", "exhausted"])
+    primary = serializers.CharField()
+    trace = TraceEntrySerializer(many=True)
+    policy_version = serializers.IntegerField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class UsageRequestSerializer(StrictSerializer):
+    model = serializers.CharField(max_length=100, required=False, validators=[MODEL_KEY])
+    input_tokens = _tokens()
+    output_tokens = _tokens()
+    status = serializers.ChoiceField(choices=UsageEvent.Status.values, default=UsageEvent.Status.OK)
+    decision_id = serializers.UUIDField(required=False)
+    idempotency_key = serializers.CharField(max_length=200, required=False)
+    retry_after = StrictIntegerField(min_value=0, max_value=86_400, required=False)
+    ratelimit_headers = serializers.DictField(child=serializers.CharField(max_length=200), required=False)
+
+    def validate_ratelimit_headers(self, value: dict) -> dict:
+        if len(value) > MAX_RATELIMIT_HEADERS:
+            raise serializers.ValidationError(f"At most {MAX_RATELIMIT_HEADERS} headers.")
+        return value
+
+    def validate(self, attrs):
+        if not attrs.get("model") and not attrs.get("decision_id"):
+            raise serializers.ValidationError("Name the model, or the decision_id of the routing decision.")
+        return attrs
+
+
+class UsageEventSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_key")
+    provider = serializers.CharField(source="provider_slug")
+
+    class Meta:
+        model = UsageEvent
+        fields = ["id", "created_at", "model", "provider", "decision_id", "input_tokens", "output_tokens", "cost_usd",
+                  "status", "idempotency_key", "retry_after", "ratelimit_headers"]
+
+
+class ModelCatalogSerializer(serializers.ModelSerializer):
+    provider = serializers.CharField(source="provider.slug")
+    invoke_id = serializers.CharField(source="effective_invoke_id")
+    region = serializers.CharField(source="provider.region")
+
+    class Meta:
+        model = LLMModel
+        fields = ["key", "provider", "model_id", "invoke_id", "region", "availability", "availability_reason", "checked_at",
+                  "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok"]
+
+
+class ForecastSerializer(serializers.Serializer):
+    soft_at = serializers.DateTimeField(allow_null=True)
+    hard_at = serializers.DateTimeField(allow_null=True)
+    burn_per_hour = serializers.FloatField()
+
+
+class QuotaStatusSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    provider = serializers.CharField()
+    name = serializers.CharField()
+    models = serializers.ListField(child=serializers.CharField())
+    metric = serializers.CharField()
+    window = serializers.CharField()
+    reset = serializers.CharField()
+    limit = serializers.FloatField()
+    soft_limit = serializers.FloatField()
+    used = serializers.FloatField()
+    ratio = serializers.FloatField()
+    source = serializers.CharField()
+    frees_at = serializers.DateTimeField(allow_null=True)
+    forecast = ForecastSerializer()
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_key")
+    provider = serializers.CharField(source="provider_slug")
+    primary = serializers.CharField(source="primary_key")
+
+    class Meta:
+        model = Decision
+        fields = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
+                  "reason", "trace", "policy_version"]

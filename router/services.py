@@ -1,0 +1,193 @@
+"""Routing services: decide (walk + reserve + store), record usage, and read quota status."""
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+
+from django.db import IntegrityError, transaction
+
+from router import metrics
+from router.accounting import COUNTED_OUTCOMES, Counters, CountersUnavailable, DatabaseCounters, run_with_counters
+from router.engine import QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
+from router.models import Decision, UsageEvent
+from router.snapshot import COST_SCALE, PolicySnapshot, current_snapshot
+
+# A decision that loses the race for the last of a quota re-reads and walks again, this many times.
+MAX_ATTEMPTS = 10
+
+
+class UsageRejected(Exception):
+    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+@dataclass
+class DecisionResult:
+    walk: WalkResult
+    policy_version: int
+    decision_id: uuid.UUID | None
+    request: RouteRequest
+    tier: str | None = None
+    readings: Readings = field(default_factory=Readings)
+
+
+def _resolved_tier(snapshot: PolicySnapshot, request: RouteRequest) -> str | None:
+    return None if request.category else (request.tier or snapshot.default_tier)
+
+
+def _store(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot, caller: str, now: float,
+           decision_id: uuid.UUID) -> Decision:
+    counted = result.chosen is not None
+    estimate_in = request.estimated_input_tokens if counted else 0
+    estimate_out = request.estimated_output_tokens if counted else 0
+    cost = Decimal(result.chosen.cost_micro_usd(estimate_in, estimate_out)) / COST_SCALE if counted else Decimal(0)
+    return Decision.objects.create(
+        id=decision_id, created_at=datetime.fromtimestamp(now, tz=UTC), caller=caller,
+        category=request.category or "", complexity=request.complexity if request.category else "",
+        tier=_resolved_tier(snapshot, request) or "", outcome=result.outcome,
+        model_key=result.chosen.key if counted else "", provider_slug=result.chosen.provider if counted else "",
+        primary_key=result.primary, reason=result.reason, trace=result.trace, policy_version=snapshot.version,
+        input_tokens=estimate_in, output_tokens=estimate_out, cost_usd=cost,
+    )
+
+
+def decide(request: RouteRequest, *, caller: str, dry_run: bool = False,
+           used_ratio_overrides: dict[int, float] | None = None, unavailable: frozenset[str] = frozenset()) -> DecisionResult:
+    """Choose a model for the request; unless dry_run, count it against its quotas and store it.
+
+    `used_ratio_overrides` ({quota id: ratio}) and `unavailable` are the what-if page's assumptions;
+    they only make sense with dry_run.
+    """
+    snapshot = current_snapshot()
+    keys, _ = candidates_for(snapshot, request)
+    models = [snapshot.models[k] for k in dict.fromkeys(keys) if k in snapshot.models]
+    quotas = list({q.id: q for m in models for q in m.quotas}.values())
+
+    def operation(counters: Counters) -> DecisionResult:
+        for _ in range(MAX_ATTEMPTS):
+            now = time.time()
+            readings = counters.read(snapshot, quotas, models, now)
+            for quota in quotas:
+                if used_ratio_overrides and quota.id in used_ratio_overrides:
+                    readings.quotas[quota.id] = QuotaReading(used=round(quota.limit * used_ratio_overrides[quota.id]))
+            result = walk(snapshot, request, readings, now, unavailable)
+            if dry_run:
+                return DecisionResult(result, snapshot.version, None, request, _resolved_tier(snapshot, request), readings)
+            store = partial(_store, result, request, snapshot, caller, now, uuid.uuid4())
+            if result.refused:
+                with transaction.atomic():
+                    decision = store()
+            else:
+                decision = counters.reserve(result.charges, now, store)
+                if decision is None:
+                    continue  # another process took the room between our read and our reservation
+            metrics.count_decision(result)
+            return DecisionResult(result, snapshot.version, decision.id, request, _resolved_tier(snapshot, request), readings)
+        raise RuntimeError("Could not settle a decision under heavy contention; retry.")
+
+    return run_with_counters(operation)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    status: str = UsageEvent.Status.OK
+    decision_id: uuid.UUID | None = None
+    idempotency_key: str | None = None
+    retry_after: int | None = None
+    ratelimit_headers: dict[str, str] = field(default_factory=dict)
+
+
+def record_usage(report: UsageReport, *, caller: str) -> tuple[UsageEvent, bool]:
+    """Store a usage report and count it; returns (event, created). A known idempotency key counts once."""
+    if report.idempotency_key:
+        existing = UsageEvent.objects.filter(idempotency_key=report.idempotency_key).first()
+        if existing:
+            return existing, False
+    snapshot = current_snapshot()
+    model_key = report.model
+    if report.decision_id:
+        decision = Decision.objects.filter(pk=report.decision_id).first()
+        if decision is None:
+            raise UsageRejected("unknown_decision", f"No decision with id {report.decision_id}.")
+        if decision.outcome not in COUNTED_OUTCOMES:
+            raise UsageRejected("decision_refused", f"Decision {decision.id} was a refusal ({decision.outcome}): no call was routed.")
+        if model_key and model_key != decision.model_key:
+            raise UsageRejected("model_mismatch", f"Decision {decision.id} chose '{decision.model_key}', not '{model_key}'.")
+        model_key = decision.model_key
+    if not model_key:
+        raise UsageRejected("invalid_request", "Name the model, or the decision_id of the routing decision.")
+    model = snapshot.models.get(model_key)
+    if model is None:
+        raise UsageRejected("unknown_model", f"Unknown model '{model_key}'. Valid models: {', '.join(sorted(snapshot.models))}.")
+
+    cost = Decimal(model.cost_micro_usd(report.input_tokens, report.output_tokens)) / COST_SCALE
+    estimate = None
+    try:
+        with transaction.atomic():
+            event = UsageEvent.objects.create(
+                created_at=datetime.now(tz=UTC), caller=caller, model_key=model.key, provider_slug=model.provider,
+                decision_id=report.decision_id, input_tokens=report.input_tokens, output_tokens=report.output_tokens,
+                cost_usd=cost, status=report.status, idempotency_key=report.idempotency_key or None,
+                retry_after=report.retry_after, ratelimit_headers=report.ratelimit_headers,
+            )
+            if report.decision_id:
+                estimate = Decision.objects.select_for_update().get(pk=report.decision_id)
+                if estimate.reported:
+                    raise UsageRejected(
+                        "decision_already_reported",
+                        f"Usage for decision {estimate.id} was already reported; retry with the same idempotency_key to repeat a report.",
+                        status=409,
+                    )
+                Decision.objects.filter(pk=estimate.pk).update(
+                    input_tokens=report.input_tokens, output_tokens=report.output_tokens, cost_usd=cost, reported=True,
+                )
+    except IntegrityError:
+        existing = UsageEvent.objects.filter(idempotency_key=report.idempotency_key).first() if report.idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+
+    def apply(counters: Counters) -> None:
+        counters.apply_usage(model, event, estimate)
+
+    try:
+        run_with_counters(apply)
+    except CountersUnavailable:
+        pass  # The report is stored: the ledger is the truth, and Redis is rebuilt from it when it is back.
+    metrics.count_usage(event.status)
+    return event, True
+
+
+def quota_status(now: float | None = None) -> list[dict]:
+    """Every quota with its usage, when it frees up, and the burn-rate forecast (last hour's rate)."""
+    snapshot = current_snapshot()
+    now = now or time.time()
+    readings = run_with_counters(lambda counters: counters.read(snapshot, snapshot.quotas, [], now))
+    database = DatabaseCounters()
+    status = []
+    for quota in snapshot.quotas:
+        reading = readings.quotas.get(quota.id) or QuotaReading(used=0)
+        last_hour, _ = database.usage_between(quota, now - 3600, now)
+        rate = last_hour / 3600
+
+        def reaches(level: int, used: int = reading.used, rate: float = rate) -> float | None:
+            if used >= level:
+                return now
+            return now + (level - used) / rate if rate > 0 else None
+
+        status.append({
+            "quota": quota, "used": reading.used, "frees_at": reading.frees_at,
+            "ratio": reading.used / quota.limit if quota.limit else 0.0,
+            "burn_per_hour": last_hour, "soft_at": reaches(quota.soft_limit), "hard_at": reaches(quota.limit),
+        })
+    return status
+
