@@ -1,0 +1,92 @@
+"""The consistency contract: counters are global; a Redis outage is reported and handled as
+ROUTER_REDIS_DOWN says; what was accepted survives Redis losing everything."""
+
+import pytest
+
+from router import accounting
+from router.models import Decision
+from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def four_per_minute(db):
+    provider = ProviderFactory(slug="bedrock", kind="bedrock", region="us-east-1")
+    sonnet = LLMModelFactory(key="bedrock-sonnet-4-5", provider=provider)
+    fallback = LLMModelFactory(key="bedrock-sonnet-3-7", provider=provider)
+    QuotaFactory(provider=provider, name="sonnet-4-5-requests", metric="requests", window="minute", limit=4,
+                 soft_limit_ratio=1, models=[sonnet])
+    make_route("bedrock_agent", [sonnet, fallback], "any")
+
+
+def _route(api):
+    return api.post("/api/v1/route", {"category": "bedrock_agent"}, format="json")
+
+
+def _used(api) -> int:
+    return api.get("/api/v1/quotas").json()["results"][0]["used"]
+
+
+def test_it_keeps_deciding_on_database_counters_when_redis_is_down(api, four_per_minute, settings):
+    settings.REDIS_URL = UNREACHABLE_REDIS
+    settings.ROUTER_REDIS_DOWN = "db"
+
+    models = [_route(api).json()["model"]["key"] for _ in range(5)]
+
+    assert models == ["bedrock-sonnet-4-5"] * 4 + ["bedrock-sonnet-3-7"]
+    health = api.get("/api/v1/health").json()
+    assert health["status"] == "degraded"
+    assert health["redis"] | {"down_since": None} == {
+        "configured": True, "ok": False, "counters": "database", "on_failure": "db", "down_since": None,
+    }
+
+
+def test_it_refuses_when_redis_is_down_and_told_to(api, four_per_minute, settings):
+    settings.REDIS_URL = UNREACHABLE_REDIS
+    settings.ROUTER_REDIS_DOWN = "refuse"
+
+    response = _route(api)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "counters_unavailable"
+    assert Decision.objects.count() == 0
+    health = api.get("/api/v1/health")
+    assert health.status_code == 503
+    assert health.json()["redis"]["counters"] == "refusing"
+
+
+def test_it_still_records_usage_reports_when_redis_is_down_and_refusing(api, four_per_minute, settings):
+    settings.REDIS_URL = UNREACHABLE_REDIS
+    settings.ROUTER_REDIS_DOWN = "refuse"
+
+    response = api.post("/api/v1/usage", {"model": "bedrock-sonnet-4-5", "input_tokens": 10, "output_tokens": 5}, format="json")
+
+    assert response.status_code == 201
+
+
+def test_it_rebuilds_counters_from_the_database_when_redis_comes_back_empty(api, four_per_minute, redis_client, settings):
+    for _ in range(3):
+        assert _route(api).json()["outcome"] == "primary"
+    api.post("/api/v1/usage", {"model": "bedrock-sonnet-4-5", "input_tokens": 1, "output_tokens": 1}, format="json")
+
+    redis_client.delete(*redis_client.keys(settings.ROUTER_REDIS_PREFIX + "*"))  # what a Redis restart leaves
+
+    assert _used(api) == 4
+    assert _route(api).json()["outcome"] == "fallback"
+
+
+def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, four_per_minute, redis_client, settings):
+    redis_url = settings.REDIS_URL
+    assert _route(api).json()["outcome"] == "primary"
+
+    settings.REDIS_URL = UNREACHABLE_REDIS
+    for _ in range(2):
+        assert _route(api).json()["outcome"] == "primary"
+
+    settings.REDIS_URL = redis_url
+    accounting._skip_redis_until = 0.0
+    assert _route(api).json()["outcome"] == "primary"
+    assert _route(api).json()["outcome"] == "fallback"
+    assert _used(api) == 4
+    assert api.get("/api/v1/health").json()["redis"]["ok"] is True
