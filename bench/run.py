@@ -1,0 +1,208 @@
+"""`make bench`: routing decisions and usage reports under gunicorn on PostgreSQL and Redis, driven by wrk.
+
+Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
+under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
+events and 1 million decisions and measures decisions again, and the dashboard overview's render time.
+
+Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/switchboard_bench — the
+database is dropped and created), BENCH_REDIS_URL (default redis://127.0.0.1:6379/2 — flushed),
+BENCH_WORKERS (gunicorn workers, default 4), BENCH_DURATION (per run, default 10s), BENCH_HISTORY
+(usage events to store for the history run, default 10000000; 0 skips it).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchboard_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
+WORKERS = os.environ.get("BENCH_WORKERS", "4")
+DURATION = os.environ.get("BENCH_DURATION", "10s")
+HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
+HISTORY_DECISIONS = HISTORY_EVENTS // 10
+PORT = 8765
+
+ENV = {
+    **os.environ,
+    "DATABASE_URL": DATABASE_URL,
+    "REDIS_URL": REDIS_URL,
+    "DJANGO_DEBUG": "0",
+    "SECRET_KEY": "bench-only-secret-key-0123456789-0123456789-0123456789",
+    "SECURE_SSL_REDIRECT": "0",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "ROUTER_REDIS_PREFIX": "switchboard-bench:",
+    "LOG_LEVEL": "WARNING",
+}
+DECISION_BODY = '{"category": "general", "complexity": "medium", "estimated_input_tokens": 1200, "estimated_output_tokens": 800}'
+USAGE_BODY = '{"model": "bench-primary", "input_tokens": 1100, "output_tokens": 750, "status": "ok"}'
+
+
+def run(*args: str, env: dict | None = None, capture: bool = False) -> str:
+    result = subprocess.run(args, cwd=ROOT, env=env or ENV, check=True, text=True, capture_output=capture)
+    return result.stdout if capture else ""
+
+
+def psql(sql: str, database: str | None = None) -> None:
+    url = urlparse(DATABASE_URL)
+    run("psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432),
+        "-U", url.username or "postgres", "-d", database or "postgres", "-c", sql)
+
+
+def prepare() -> str:
+    """A fresh database and Redis with the bench policy; returns an API key."""
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    name = urlparse(DATABASE_URL).path.lstrip("/")
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{name}"')
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    python = str(BIN / "python")
+    run(python, "manage.py", "migrate", "--no-input", "-v", "0")
+    run(python, "manage.py", "import_policy", "bench/policy.yaml")
+    run(python, "manage.py", "collectstatic", "--no-input", "-v", "0")
+    return run(python, "manage.py", "create_api_key", "bench", "--scopes", "route,usage,read", capture=True).strip().splitlines()[-1]
+
+
+class Server:
+    """gunicorn with the same settings for Switchboard and the bare app."""
+
+    def __init__(self, app: str, env: dict) -> None:
+        self.app, self.env = app, env
+
+    def __enter__(self) -> "Server":
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), self.app, "--bind", f"127.0.0.1:{PORT}", "--workers", WORKERS,
+             "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"],
+            cwd=ROOT, env=self.env,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/v1/health", timeout=1)
+                return self
+            except urllib.error.HTTPError:
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.app} did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def wrk(path: str, connections: int, key: str = "", body: str | None = None) -> dict:
+    args = ["wrk", "-t", "2", "-c", str(connections), "-d", DURATION, "--latency", f"http://127.0.0.1:{PORT}{path}"]
+    env = dict(ENV)
+    if body is not None:
+        args[1:1] = ["-s", str(ROOT / "bench" / "post.lua")]
+        env |= {"BENCH_BODY": body, "BENCH_KEY": key}
+    output = run(*args, env=env, capture=True)
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency("50"), "p99": latency("99"),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def measure(label: str, path: str, key: str = "", body: str | None = None) -> dict:
+    wrk(path, 8, key, body)  # warm up every worker's policy snapshot and connections
+    throughput = wrk(path, 32, key, body)
+    latency = wrk(path, 4, key, body)
+    print(f"{label:<34} {throughput['rps']:>9.0f} req/s at 32 conns (p50 {throughput['p50']:.2f} ms, p99 {throughput['p99']:.2f} ms)"
+          f" | 4 conns: {latency['rps']:>6.0f} req/s, p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms"
+          f"{'  NON-2XX: ' + str(throughput['errors'] + latency['errors']) if throughput['errors'] + latency['errors'] else ''}",
+          flush=True)
+    return {"32": throughput, "4": latency}
+
+
+def store_history() -> float:
+    """10 million usage events and 1 million decisions over the last 60 days, as PostgreSQL can write them."""
+    name = urlparse(DATABASE_URL).path.lstrip("/")
+    started = time.time()
+    psql(f"""
+        INSERT INTO router_usageevent (created_at, caller, model_key, provider_slug, input_tokens, output_tokens, cost_usd,
+                                       status, ratelimit_headers)
+        SELECT now() - interval '1 hour' - (i * interval '518 milliseconds'), 'history', 'bench-primary', 'bench', 1000, 500,
+               0.0105, 'ok', '{{}}'
+        FROM generate_series(1, {HISTORY_EVENTS}) AS i;
+        INSERT INTO router_decision (id, created_at, caller, category, complexity, tier, outcome, model_key, provider_slug,
+                                     primary_key, reason, trace, policy_version, input_tokens, output_tokens, cost_usd, reported)
+        SELECT gen_random_uuid(), now() - interval '1 hour' - (i * interval '5184 milliseconds'), 'history', 'general', 'medium', '',
+               CASE WHEN i % 10 = 0 THEN 'fallback' ELSE 'primary' END,
+               CASE WHEN i % 10 = 0 THEN 'bench-fallback' ELSE 'bench-primary' END, 'bench', 'bench-primary', 'history',
+               '[{{"model": "bench-primary", "verdict": "chosen", "reason": "within limits"}}]', 1, 1000, 500, 0.0105, true
+        FROM generate_series(1, {HISTORY_DECISIONS}) AS i;
+        ANALYZE;
+    """, database=name)
+    return time.time() - started
+
+
+def overview_render_ms() -> float | None:
+    script = (
+        "import time\n"
+        "from django.contrib.auth.models import User\n"
+        "from django.test import Client\n"
+        "from django.urls import NoReverseMatch, reverse\n"
+        "user, _ = User.objects.get_or_create(username='bench-viewer', defaults={'is_staff': True, 'is_superuser': True})\n"
+        "client = Client()\n"
+        "client.force_login(user)\n"
+        "client.get('/')\n"
+        "times = []\n"
+        "for _ in range(5):\n"
+        "    start = time.perf_counter(); response = client.get('/'); times.append((time.perf_counter() - start) * 1000)\n"
+        "print('RENDER', response.status_code, sorted(times)[2])\n"
+    )
+    output = run(str(BIN / "python"), "manage.py", "shell", "-c", script, capture=True)
+    match = re.search(r"RENDER (\d+) ([\d.]+)", output)
+    return float(match.group(2)) if match and match.group(1) == "200" else None
+
+
+def main() -> None:
+    key = prepare()
+    print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} sync workers; wrk -t2, {DURATION} per run; "
+          f"PostgreSQL and Redis on localhost", flush=True)
+    with tempfile.TemporaryDirectory() as metrics_dir:
+        env = ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        with Server("switchboard.wsgi", env):
+            decisions = measure("counted decisions (POST /route)", "/api/v1/route", key, DECISION_BODY)
+            usage = measure("usage reports (POST /usage)", "/api/v1/usage", key, USAGE_BODY)
+    with Server("bench.bare_wsgi", ENV):
+        bare = measure("bare WSGI app (fixed JSON)", "/")
+    print(f"ratio decisions / bare WSGI at 32 connections: {decisions['32']['rps'] / bare['32']['rps']:.2f}", flush=True)
+
+    if HISTORY_EVENTS:
+        seconds = store_history()
+        print(f"stored {HISTORY_EVENTS:,} usage events and {HISTORY_DECISIONS:,} decisions in {seconds:.0f} s", flush=True)
+        started = time.time()
+        run(str(BIN / "python"), "manage.py", "rebuild_counters")
+        print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+        with tempfile.TemporaryDirectory() as metrics_dir:
+            with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}):
+                after = measure("counted decisions with history", "/api/v1/route", key, DECISION_BODY)
+        print(f"decisions with history / without: {after['32']['rps'] / decisions['32']['rps']:.2f}", flush=True)
+        render = overview_render_ms()
+        print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""`manage.py check --deploy` is clean with production settings."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_it_passes_the_deployment_checklist_with_production_settings(tmp_path):
+    env = {
+        key: value for key, value in os.environ.items()
+        if key not in {"SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "DJANGO_DEBUG"}
+    }
+    env |= {"DJANGO_DEBUG": "0", "SECRET_KEY": "a-long-random-production-secret-" + "k3y" * 12,
+            "ALLOWED_HOSTS": "switchboard.example.com", "SWITCHBOARD_VAR_DIR": str(tmp_path)}
+
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DJANGO_DEBUG"}}
+    env |= {"SWITCHBOARD_VAR_DIR": str(tmp_path)}
+
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
