@@ -19,7 +19,8 @@ from router.accounting import CountersUnavailable
 from router.auth import AdminScope, ReadScope, RouteScope, UsageScope
 from router.engine import RouteRequest, UnknownChoice, display_amount
 from router.errors import ApiError
-from router.models import Decision, Outcome
+from router.models import Decision, Outcome, Policy
+from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
 from router.services import DecisionResult, UsageRejected, UsageReport, decide, quota_status, record_usage
 
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
@@ -213,8 +214,6 @@ class PolicyView(ApiView):
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The whole policy in the policy file format")},
     )
     def get(self, request):
-        from router.policy_file import dump_policy, export_policy
-
         wants_yaml = request.query_params.get("format") == "yaml" or any(t in request.META.get("HTTP_ACCEPT", "") for t in YAML_TYPES)
         if wants_yaml:
             return HttpResponse(dump_policy(export_policy(), "yaml"), content_type="application/yaml")
@@ -225,9 +224,6 @@ class PolicyView(ApiView):
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="{changed, policy_version}"), 400: s.ErrorSerializer},
     )
     def put(self, request):
-        from router.models import Policy
-        from router.policy_file import PolicyError, apply_policy, parse_policy
-
         content_type = request.content_type.split(";")[0].strip().lower()
         if content_type == "application/json":
             fmt = "json"

@@ -73,3 +73,9 @@ def api(db):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_api_key()}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def plain_static_storage(settings):
+    """Pages render without `collectstatic` (production uses whitenoise's manifest storage)."""
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}

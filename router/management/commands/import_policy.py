@@ -1,0 +1,43 @@
+"""`manage.py import_policy FILE`: validate a policy file whole, then apply it in one transaction."""
+
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from router.models import Policy
+from router.policy_file import PolicyError, apply_policy, parse_policy
+
+
+class Command(BaseCommand):
+    help = "Validates a policy file (YAML, or JSON for a .json file) and makes the policy equal to it; a bad file changes nothing."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", help="The policy file, or - to read standard input.")
+        parser.add_argument("--format", choices=["yaml", "json"], help="Default: json for a .json file, else yaml.")
+
+    def handle(self, *args, file: str, format: str | None, **options) -> None:
+        fmt = format or ("json" if file.lower().endswith(".json") else "yaml")
+        text = sys.stdin.read() if file == "-" else self.read(file)
+        label = "<stdin>" if file == "-" else file
+        try:
+            changed = apply_policy(parse_policy(text, fmt))
+        except PolicyError as exc:
+            for problem in exc.problems:
+                self.stderr.write(f"{label}: {problem}")
+            count = len(exc.problems)
+            raise CommandError(f"{label}: {count} problem{'s' if count != 1 else ''} found; nothing was changed.") from exc
+        version = Policy.current().version
+        if changed:
+            self.stdout.write(f"Policy imported: version {version}")
+        else:
+            self.stdout.write(f"No changes: policy is already at version {version}")
+
+    @staticmethod
+    def read(file: str) -> str:
+        try:
+            return Path(file).read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise CommandError(f"No such policy file: {file}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"Cannot read the policy file {file}: {exc}") from exc
