@@ -221,9 +221,37 @@ class RedisCounters:
     return 0
     """
 
+    # KEYS: the quota hashes, then the models' cooldown and rate-limit keys, then the ready marker.
+    # ARGV: the number of quota hashes, then each one's oldest counted bucket. Returns the marker's
+    # existence, then per quota its counted usage and its oldest bucket holding usage (-1 if none),
+    # then the state keys' values. Summing here keeps the reply small.
+    READ = """
+    local quotas = tonumber(ARGV[1])
+    local out = {redis.call('EXISTS', KEYS[#KEYS])}
+    for i = 1, quotas do
+      local oldest = tonumber(ARGV[i + 1])
+      local fields = redis.call('HGETALL', KEYS[i])
+      local used, first = 0, -1
+      for j = 1, #fields, 2 do
+        local bucket, value = tonumber(fields[j]), tonumber(fields[j + 1])
+        if bucket >= oldest then
+          used = used + value
+          if value > 0 and (first < 0 or bucket < first) then first = bucket end
+        end
+      end
+      out[#out + 1] = used
+      out[#out + 1] = first
+    end
+    for i = quotas + 1, #KEYS - 1 do
+      out[#out + 1] = redis.call('GET', KEYS[i])
+    end
+    return out
+    """
+
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self._read = client.register_script(self.READ)
         self._reserve = client.register_script(self.RESERVE)
 
     def quota_key(self, quota_id: int) -> str:
@@ -248,35 +276,27 @@ class RedisCounters:
 
     def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
         quotas, models = list(quotas), list(models)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self.ready_key)
-        for quota in quotas:
-            pipe.hgetall(self.quota_key(quota.id))
         state_keys = [k for m in models for k in (self.cooldown_key(m.key), self.ratelimit_key(m.key))]
-        if state_keys:
-            pipe.mget(state_keys)
-        ready, *results = pipe.execute()
+        keys = [self.quota_key(q.id) for q in quotas] + state_keys + [self.ready_key]
+        args = [len(quotas)] + [oldest_counted_bucket(q, now) for q in quotas]
+        ready, *values = self._read(keys=keys, args=args)
         if not ready:
             self.ensure_built(snapshot, now)
             return self.read(snapshot, quotas, models, now)
 
         readings = Readings()
-        for quota, buckets in zip(quotas, results, strict=False):
-            oldest = oldest_counted_bucket(quota, now)
-            counted = {int(b): int(v) for b, v in buckets.items() if int(b) >= oldest}
-            used = sum(counted.values())
-            first = min((b for b, v in counted.items() if v > 0), default=None)
-            readings.quotas[quota.id] = QuotaReading(used=used, frees_at=bucket_frees_at(quota, first) if first is not None else None)
-        if state_keys:
-            values = results[len(quotas)]
-            for index, model in enumerate(models):
-                cooldown, ratelimit = values[2 * index], values[2 * index + 1]
-                if cooldown or ratelimit:
-                    cool = json.loads(cooldown) if cooldown else {}
-                    readings.models[model.key] = ModelState(
-                        cooldown_until=cool.get("until"), cooldown_reason=cool.get("reason", ""),
-                        ratelimit=RateLimitState(**json.loads(ratelimit)) if ratelimit else None,
-                    )
+        for index, quota in enumerate(quotas):
+            used, first = values[2 * index], values[2 * index + 1]
+            readings.quotas[quota.id] = QuotaReading(used=used, frees_at=bucket_frees_at(quota, first) if first >= 0 else None)
+        states = values[2 * len(quotas):]
+        for index, model in enumerate(models):
+            cooldown, ratelimit = states[2 * index], states[2 * index + 1]
+            if cooldown or ratelimit:
+                cool = json.loads(cooldown) if cooldown else {}
+                readings.models[model.key] = ModelState(
+                    cooldown_until=cool.get("until"), cooldown_reason=cool.get("reason", ""),
+                    ratelimit=RateLimitState(**json.loads(ratelimit)) if ratelimit else None,
+                )
         return readings
 
     def reserve(self, charges: list[Charge], now: float, commit: Callable[[], T]) -> T | None:
@@ -381,22 +401,23 @@ class RedisCounters:
         self.client.delete(self.ready_key)
 
 
-_clients: dict[str, redis.Redis] = {}
+_counters: dict[tuple[str, str], RedisCounters] = {}
 _state_lock = threading.Lock()
 # Monotonic time until which this process does not try Redis again, and since when it is down.
 _skip_redis_until = 0.0
 redis_down_since: float | None = None
 
 
-def redis_client() -> redis.Redis:
-    url = settings.REDIS_URL
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30)
-    return _clients[url]
-
-
 def redis_counters() -> RedisCounters:
-    return RedisCounters(redis_client(), settings.ROUTER_REDIS_PREFIX)
+    key = (settings.REDIS_URL, settings.ROUTER_REDIS_PREFIX)
+    if key not in _counters:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30)
+        _counters[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX)
+    return _counters[key]
+
+
+def redis_client() -> redis.Redis:
+    return redis_counters().client
 
 
 def run_with_counters(operation: Callable[[Counters], T]) -> T:
