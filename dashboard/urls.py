@@ -1,1 +1,13 @@
-urlpatterns = []
+"""The dashboard's pages, mounted at the site root."""
+
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("fallbacks/", views.fallbacks, name="fallbacks"),
+    path("what-if/", views.what_if, name="what-if"),
+]

@@ -1,0 +1,141 @@
+"""The ops pages: overview, fallback history and what-if. Thin: validate, call a selector, render."""
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from dashboard import selectors
+from dashboard.charts import volume_chart
+from dashboard.forms import FallbackFilterForm, WhatIfForm
+from router.accounting import CountersUnavailable
+from router.api import decisions_csv
+from router.engine import UnknownChoice
+from router.models import Decision
+from router.snapshot import current_snapshot
+
+VIEW_PERMISSION = "router.view_decision"
+HISTORY_PAGE_SIZE = 50
+# The history counts at most this many matches: an exact count of a long history is a full scan on every view.
+HISTORY_COUNT_CAP = 10_000
+REFRESH_SECONDS = 15
+# Quick ranges offered above the history's filters: (label, hours back).
+QUICK_RANGES = (("Last hour", 1), ("Last 24 h", 24), ("Last 7 days", 24 * 7))
+
+
+class CappedPaginator(Paginator):
+    """A paginator that counts no further than `cap` (LIMIT cap + 1 inside the COUNT), and says when it stopped."""
+
+    def __init__(self, object_list, per_page: int, cap: int) -> None:
+        super().__init__(object_list, per_page)
+        self.cap = cap
+
+    @cached_property
+    def _counted(self) -> int:
+        # Unordered: any cap + 1 matches will do, so the database can stop at the first ones it finds.
+        return self.object_list.order_by()[: self.cap + 1].count()
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._counted, self.cap)
+
+    @property
+    def capped(self) -> bool:
+        return self._counted > self.cap
+
+
+def dashboard_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Logged in (else to the admin's login page), with the viewers' permission (else 403), never cached."""
+    return require_safe(never_cache(login_required(permission_required(VIEW_PERMISSION, raise_exception=True)(view))))
+
+
+@dashboard_view
+def overview(request: HttpRequest) -> HttpResponse:
+    """Quota bars per provider and pool, model availability, decision volume, latest fallbacks.
+
+    `?fragment=1` answers the page's body alone; the page's script fetches it every 15 s.
+    """
+    try:
+        cards, counters_error = selectors.provider_cards(), ""
+    except CountersUnavailable as exc:
+        cards, counters_error = selectors.provider_cards(with_quotas=False), str(exc)
+    volume = selectors.decision_volume()
+    context = {
+        "cards": cards,
+        "counters_error": counters_error,
+        "volume": volume,
+        "chart": volume_chart(volume),
+        "latest": selectors.latest_fallbacks(),
+        "generated_at": timezone.now(),
+        "refresh_seconds": REFRESH_SECONDS,
+    }
+    template = "dashboard/_overview_body.html" if request.GET.get("fragment") else "dashboard/overview.html"
+    return render(request, template, context)
+
+
+@dashboard_view
+def fallbacks(request: HttpRequest) -> HttpResponseBase:
+    """Every fallback and refusal, filtered, 50 a page; `?format=csv` exports exactly what the filters show."""
+    params = request.GET.copy()
+    wants_csv = params.pop("format", [""])[-1] == "csv"
+    params.pop("page", None)
+    for name in [name for name, values in params.lists() if not any(values)]:
+        del params[name]  # links (pages, export, quick ranges) carry only the filters in use
+    form = FallbackFilterForm(params)
+    if form.is_valid():
+        decisions = selectors.fallback_decisions(**form.filters())
+    elif wants_csv:
+        return HttpResponse("Invalid filters: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+                            status=400, content_type="text/plain")
+    else:
+        decisions = Decision.objects.none()
+    if wants_csv:
+        return decisions_csv(decisions, filename=f"fallbacks-{timezone.now():%Y%m%d-%H%M%S}.csv")
+    page = CappedPaginator(decisions, HISTORY_PAGE_SIZE, HISTORY_COUNT_CAP).get_page(request.GET.get("page"))
+    return render(request, "dashboard/fallbacks.html", {
+        "form": form,
+        "page": page,
+        "query": params.urlencode(),
+        "quick_ranges": _quick_ranges(params),
+    })
+
+
+def _quick_ranges(params: QueryDict) -> list[tuple[str, str]]:
+    """(label, query string) for "last hour", "last 24 h", …: the filters in use with `since` moved."""
+    now = timezone.now()
+    ranges = []
+    for label, hours in QUICK_RANGES:
+        ranged = params.copy()
+        ranged["since"] = (now - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M")
+        ranged.pop("until", None)
+        ranges.append((label, ranged.urlencode()))
+    return ranges
+
+
+@dashboard_view
+def what_if(request: HttpRequest) -> HttpResponse:
+    """The decision the router would make for a request under assumed quota ratios and outages; a dry run."""
+    try:
+        ratios = selectors.current_ratios()
+    except CountersUnavailable:
+        ratios = {}  # the form still works; deciding will say that the counters cannot be read
+    form = WhatIfForm(request.GET or None, snapshot=current_snapshot(), current_ratios=ratios)
+    outcome = None
+    if form.is_bound and form.is_valid():
+        try:
+            outcome = selectors.what_if(
+                form.route_request(), caller=f"what-if:{request.user.get_username()}",
+                used_ratio_overrides=form.ratio_overrides(), unavailable=form.unavailable_models(),
+            )
+        except UnknownChoice as exc:
+            form.add_error(None, exc.detail)
+        except CountersUnavailable as exc:
+            form.add_error(None, f"The quota counters cannot be read right now: {exc}")
+    return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome})
