@@ -47,7 +47,7 @@ def _store(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot, 
     estimate_in = request.estimated_input_tokens if counted else 0
     estimate_out = request.estimated_output_tokens if counted else 0
     cost = Decimal(result.chosen.cost_micro_usd(estimate_in, estimate_out)) / COST_SCALE if counted else Decimal(0)
-    return Decision.objects.create(
+    decision = Decision(
         id=decision_id, created_at=datetime.fromtimestamp(now, tz=UTC), caller=caller,
         category=request.category or "", complexity=request.complexity if request.category else "",
         tier=_resolved_tier(snapshot, request) or "", outcome=result.outcome,
@@ -55,6 +55,8 @@ def _store(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot, 
         primary_key=result.primary, reason=result.reason, trace=result.trace, policy_version=snapshot.version,
         input_tokens=estimate_in, output_tokens=estimate_out, cost_usd=cost,
     )
+    decision.insert()
+    return decision
 
 
 def decide(request: RouteRequest, *, caller: str, dry_run: bool = False,
