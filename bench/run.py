@@ -27,6 +27,8 @@ BIN = ROOT / ".venv" / "bin"
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchboard_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
 WORKERS = os.environ.get("BENCH_WORKERS", "4")
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
+THREADS = os.environ.get("BENCH_THREADS", "1")
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
 HISTORY_DECISIONS = HISTORY_EVENTS // 10
@@ -84,7 +86,7 @@ class Server:
     def __enter__(self) -> "Server":
         self.process = subprocess.Popen(
             [str(BIN / "gunicorn"), self.app, "--bind", f"127.0.0.1:{PORT}", "--workers", WORKERS,
-             "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"],
+             "--worker-class", WORKER_CLASS, "--threads", THREADS, "--log-level", "warning", "--backlog", "2048"],
             cwd=ROOT, env=self.env,
         )
         deadline = time.time() + 30
@@ -179,7 +181,7 @@ def overview_render_ms() -> float | None:
 
 def main() -> None:
     key = prepare()
-    print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} sync workers; wrk -t2, {DURATION} per run; "
+    print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run; "
           f"PostgreSQL and Redis on localhost", flush=True)
     with tempfile.TemporaryDirectory() as metrics_dir:
         env = ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}

@@ -1,0 +1,19 @@
+"""Provider adapters: one per kind, behind the small interface in `base`."""
+
+from providers.adapters.anthropic import AnthropicAdapter
+from providers.adapters.base import Adapter
+from providers.adapters.bedrock import BedrockAdapter
+from providers.adapters.openai import OpenAIAdapter
+from providers.models import Provider
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    Provider.Kind.ANTHROPIC: AnthropicAdapter,
+    Provider.Kind.OPENAI: OpenAIAdapter,
+    Provider.Kind.OPENAI_COMPATIBLE: OpenAIAdapter,
+    Provider.Kind.BEDROCK: BedrockAdapter,
+}
+
+
+def adapter_for(provider: Provider) -> Adapter:
+    """The adapter for the provider's kind."""
+    return ADAPTERS[provider.kind](provider)
