@@ -100,7 +100,7 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
             raise UnknownChoice("unknown_category", f"Unknown category '{request.category}'. Valid categories: {', '.join(valid)}.", valid)
         route = snapshot.routes.get((request.category, request.complexity)) or snapshot.routes.get((request.category, "any"))
         if not route:
-            valid = sorted(c for (cat, c) in snapshot.routes if cat == request.category)
+            valid = sorted(c for (cat, c), keys in snapshot.routes.items() if cat == request.category and keys)
             raise UnknownChoice(
                 "no_route",
                 f"Category '{request.category}' has no route for complexity '{request.complexity}'. "
@@ -115,6 +115,9 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
     if tier not in snapshot.tiers:
         valid = sorted(snapshot.tiers)
         raise UnknownChoice("unknown_tier", f"Unknown tier '{tier}'. Valid tiers: {', '.join(valid)}.", valid)
+    if not snapshot.tiers[tier]:
+        valid = sorted(t for t, keys in snapshot.tiers.items() if keys)
+        raise UnknownChoice("no_route", f"Tier '{tier}' lists no models. Tiers with models: {', '.join(valid) or 'none'}.", valid)
     return snapshot.tiers[tier], None
 
 

@@ -48,6 +48,10 @@ CODES = {
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RecursionError):
+        # The JSON parser recurses once per nesting level: "[[[[…" is a malformed body, not a server error.
+        return Response({"error": "malformed_request", "detail": "JSON parse error - the document is nested too deeply."},
+                        status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ApiError):
         body = {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
         return Response(body, status=exc.status_code, headers=getattr(exc, "headers", None))

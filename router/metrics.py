@@ -36,11 +36,16 @@ class StateCollector:
         from django.db.models import Max
 
         from providers.models import AvailabilityCheck
+        from router.accounting import CountersUnavailable
         from router.services import quota_status
 
         ratio = GaugeMetricFamily("switchboard_quota_ratio", "Used share of each quota's limit.", labels=["provider", "quota"])
         used = GaugeMetricFamily("switchboard_quota_used", "Counted usage of each quota.", labels=["provider", "quota", "metric"])
-        for row in quota_status():
+        try:
+            rows = quota_status()
+        except CountersUnavailable:
+            rows = []  # Redis is down and ROUTER_REDIS_DOWN=refuse: the rest of the metrics still matter (health says why)
+        for row in rows:
             quota = row["quota"]
             ratio.add_metric([quota.provider, quota.name], row["ratio"])
             used.add_metric([quota.provider, quota.name, quota.metric], row["used"])

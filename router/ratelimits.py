@@ -12,22 +12,30 @@ from router.engine import RateLimitState
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+# No provider's rate-limit window is longer than a day: a reset further out is a mistake, and must
+# neither hold a model back indefinitely nor overflow a Redis expiry time.
+MAX_RESET_SECONDS = 86400
 
 
 def _int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", "inf", "1e400"
         return None
 
 
 def _reset_at(value: str | None, now: float) -> float | None:
+    reset = _parse_reset(value, now)
+    return min(reset, now + MAX_RESET_SECONDS) if reset is not None else None
+
+
+def _parse_reset(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):  # not a time, or one out of range ("0001-01-01T00:00:00")
         pass
     parts = _DURATION_PART.findall(value)
     if parts and "".join(n + u for n, u in parts) == value:

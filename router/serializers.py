@@ -1,13 +1,19 @@
 """Request validation and response shapes of the REST API."""
 
+import re
+
 from rest_framework import serializers
 
 from providers.models import MODEL_KEY, LLMModel
+from router.engine import COMPLEXITIES
+from router.errors import ApiError
 from router.models import Decision, UsageEvent
 
 # A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
 MAX_TOKENS_PER_CALL = 10_000_000
 MAX_RATELIMIT_HEADERS = 50
+# An HTTP header name (RFC 9110 token); also keeps NUL, which PostgreSQL's jsonb refuses, out of the stored headers.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -24,6 +30,18 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid", input=data)
         return data
+
+
+class NamedChoiceField(serializers.ChoiceField):
+    """A choice refused like an unknown category or tier: `unknown_<field>`, naming the valid values."""
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError:
+            valid = list(self.choices)
+            raise ApiError(f"unknown_{self.field_name}", f"Unknown {self.field_name} {data!r}. Valid: {', '.join(valid)}.",
+                           valid=valid) from None
 
 
 class StrictSerializer(serializers.Serializer):
@@ -45,7 +63,7 @@ def _tokens(**kwargs) -> StrictIntegerField:
 
 class RouteRequestSerializer(StrictSerializer):
     category = serializers.CharField(max_length=64, required=False)
-    complexity = serializers.ChoiceField(choices=["low", "medium", "high"], default="medium")
+    complexity = NamedChoiceField(choices=list(COMPLEXITIES), default="medium")
     tier = serializers.CharField(max_length=64, required=False)
     estimated_input_tokens = _tokens(default=0)
     estimated_output_tokens = _tokens(default=0)
@@ -112,6 +130,9 @@ class UsageRequestSerializer(StrictSerializer):
     def validate_ratelimit_headers(self, value: dict) -> dict:
         if len(value) > MAX_RATELIMIT_HEADERS:
             raise serializers.ValidationError(f"At most {MAX_RATELIMIT_HEADERS} headers.")
+        invalid = sorted(repr(name) for name in value if not HEADER_NAME.fullmatch(name))
+        if invalid:
+            raise serializers.ValidationError(f"Not HTTP header names: {', '.join(invalid)}.")
         return value
 
     def validate(self, attrs):

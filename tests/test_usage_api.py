@@ -1,0 +1,201 @@
+"""POST /api/v1/usage: recording what a call used, idempotently, and counting it against quotas."""
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from providers.models import LLMModel, Provider
+from router.models import Decision, UsageEvent
+from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+
+
+@pytest.fixture(autouse=True)
+def own_redis_keys(request, settings):
+    """On a Redis run, keep this test's counters under their own prefix."""
+    if settings.REDIS_URL:
+        request.getfixturevalue("redis_client")
+
+
+def usage(api, **body):
+    return api.post("/api/v1/usage", body, format="json")
+
+
+def route(api, **body):
+    response = api.post("/api/v1/route", body, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def used(api):
+    """Each quota's counted usage, by quota name."""
+    return {row["name"]: row["used"] for row in api.get("/api/v1/quotas").json()["results"]}
+
+
+@pytest.fixture
+def openai(db):
+    return ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
+
+
+@pytest.fixture
+def gpt4o(openai):
+    return LLMModelFactory(key="gpt-4o", provider=openai, model_id="gpt-4o", input_cost_per_mtok=Decimal("2.5"),
+                           output_cost_per_mtok=Decimal("10"))
+
+
+@pytest.fixture
+def mini(openai):
+    return LLMModelFactory(key="gpt-4o-mini", provider=openai, model_id="gpt-4o-mini")
+
+
+@pytest.fixture
+def quotas(openai):
+    QuotaFactory(provider=openai, name="requests", metric="requests", window="day", limit=Decimal(1000))
+    QuotaFactory(provider=openai, name="tokens", metric="tokens", window="day", limit=Decimal(1_000_000))
+    QuotaFactory(provider=openai, name="output", metric="output_tokens", window="day", limit=Decimal(1_000_000))
+    QuotaFactory(provider=openai, name="dollars", metric="cost_usd", window="day", limit=Decimal(100))
+
+
+def test_it_records_a_report_and_answers_201_with_the_event(api, gpt4o):
+    response = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500, status="ok")
+
+    assert response.status_code == 201
+    body = response.json()
+    event = UsageEvent.objects.get()
+    assert body["id"] == event.id
+    assert (body["model"], body["provider"], body["input_tokens"], body["output_tokens"], body["status"]) == (
+        "gpt-4o", "openai", 1000, 500, "ok")
+    assert body["decision_id"] is None
+    assert event.caller == "test-service"
+
+
+def test_it_computes_the_cost_from_the_model_prices(api, gpt4o):
+    response = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500)
+
+    # 1,000 x $2.50 + 500 x $10 per million tokens
+    assert Decimal(response.json()["cost_usd"]) == Decimal("0.0075")
+    assert UsageEvent.objects.get().cost_usd == Decimal("0.0075")
+
+
+def test_a_report_without_a_decision_counts_one_request_and_its_tokens(api, counters, gpt4o, quotas):
+    usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500)
+
+    assert used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
+
+
+def test_the_same_idempotency_key_answers_200_with_the_same_body_and_counts_once(api, counters, gpt4o, quotas):
+    first = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500, idempotency_key="call-42")
+    again = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500, idempotency_key="call-42")
+
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert UsageEvent.objects.count() == 1
+    assert used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
+
+
+def test_a_report_naming_the_decision_replaces_the_estimate_with_the_actual_tokens(api, counters, gpt4o, quotas):
+    make_route("general", [gpt4o])
+    decision = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=1000)
+    assert used(api) == {"requests": 1, "tokens": 2000, "output": 1000, "dollars": 0.0125}
+
+    response = usage(api, decision_id=decision["decision_id"], model="gpt-4o", input_tokens=300, output_tokens=200)
+
+    assert response.status_code == 201
+    assert response.json()["decision_id"] == decision["decision_id"]
+    assert used(api) == {"requests": 1, "tokens": 500, "output": 200, "dollars": 0.00275}
+    stored = Decision.objects.get(pk=decision["decision_id"])
+    assert (stored.input_tokens, stored.output_tokens, stored.reported) == (300, 200, True)
+
+
+def test_the_model_may_be_left_out_when_the_decision_is_named(api, counters, gpt4o, quotas):
+    make_route("general", [gpt4o])
+    decision = route(api, category="general", estimated_input_tokens=100)
+
+    response = usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=10)
+
+    assert response.status_code == 201
+    assert (response.json()["model"], response.json()["provider"]) == ("gpt-4o", "openai")
+    assert used(api)["tokens"] == 50
+
+
+def test_an_unknown_decision_is_refused_with_400(api, gpt4o):
+    response = usage(api, decision_id=str(uuid.uuid4()), input_tokens=1, output_tokens=1)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "unknown_decision"
+    assert not UsageEvent.objects.exists()
+
+
+def test_a_model_other_than_the_decision_chose_is_refused_with_400(api, gpt4o, mini):
+    make_route("general", [gpt4o])
+    decision = route(api, category="general")
+
+    response = usage(api, decision_id=decision["decision_id"], model="gpt-4o-mini", input_tokens=1, output_tokens=1)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "model_mismatch"
+    assert "gpt-4o" in response.json()["detail"]
+
+
+def test_a_second_report_for_the_same_decision_is_refused_with_409(api, counters, gpt4o, quotas):
+    make_route("general", [gpt4o])
+    decision = route(api, category="general", estimated_input_tokens=100)
+    assert usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a").status_code == 201
+
+    again = usage(api, decision_id=decision["decision_id"], input_tokens=70, output_tokens=0, idempotency_key="b")
+    without_key = usage(api, decision_id=decision["decision_id"], input_tokens=70, output_tokens=0)
+
+    assert again.status_code == 409
+    assert again.json()["error"] == "decision_already_reported"
+    assert without_key.status_code == 409
+    assert UsageEvent.objects.count() == 1
+    assert used(api)["tokens"] == 40
+
+
+def test_repeating_a_decision_report_with_its_idempotency_key_answers_200(api, counters, gpt4o, quotas):
+    make_route("general", [gpt4o])
+    decision = route(api, category="general", estimated_input_tokens=100)
+    first = usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
+
+    again = usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
+
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert used(api)["tokens"] == 40
+
+
+def test_a_report_for_a_refused_decision_is_refused_with_400(api, gpt4o):
+    LLMModel.objects.filter(pk=gpt4o.pk).update(availability="unavailable")
+    make_route("general", [gpt4o])
+    refusal = api.post("/api/v1/route", {"category": "general"}, format="json").json()
+
+    response = usage(api, decision_id=refusal["decision_id"], input_tokens=1, output_tokens=1)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "decision_refused"
+
+
+def test_an_unknown_model_is_refused_with_400_naming_the_valid_models(api, gpt4o):
+    response = usage(api, model="gpt-5", input_tokens=1, output_tokens=1)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "unknown_model"
+    assert "gpt-4o" in response.json()["detail"]
+
+
+def test_a_report_naming_neither_model_nor_decision_is_refused_with_400(api, gpt4o):
+    response = usage(api, input_tokens=1, output_tokens=1)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert "model" in response.json()["detail"]
+
+
+def test_a_provider_wide_quota_counts_reports_for_every_model_of_the_provider(api, counters, openai, gpt4o, mini):
+    QuotaFactory(provider=openai, name="tokens", metric="tokens", window="day", limit=Decimal(10_000))
+
+    usage(api, model="gpt-4o", input_tokens=100, output_tokens=0)
+    usage(api, model="gpt-4o-mini", input_tokens=20, output_tokens=0)
+
+    assert used(api) == {"tokens": 120}
