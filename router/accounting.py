@@ -137,12 +137,11 @@ class DatabaseCounters:
                 buckets[bucket] = buckets.get(bucket, 0) + amount
         return buckets
 
-    def model_states(self, models: Iterable[ModelSpec], now: float) -> dict[str, ModelState]:
-        by_key = {m.key: m for m in models}
-        if not by_key:
-            return {}
+    @staticmethod
+    def model_reports(keys: list[str], now: float) -> tuple[dict[str, list[tuple[float, int | None, bool]]], dict[str, RateLimitState]]:
+        """Per model, its recent failure and retry-after reports as (time, retry_after, failed), and its latest rate limits."""
         rows = (
-            UsageEvent.objects.filter(model_key__in=list(by_key), created_at__gte=_dt(now - MODEL_STATE_HORIZON))
+            UsageEvent.objects.filter(model_key__in=keys, created_at__gte=_dt(now - MODEL_STATE_HORIZON))
             .filter(Q(status__in=FAILURE_STATUSES) | Q(retry_after__isnull=False) | ~Q(ratelimit_headers={}))
             .order_by("created_at")
             .values_list("model_key", "created_at", "status", "retry_after", "ratelimit_headers")
@@ -156,6 +155,13 @@ class DatabaseCounters:
             parsed = parse_ratelimit_headers(headers, at) if headers else None
             if parsed:
                 limits[key] = parsed
+        return failures, limits
+
+    def model_states(self, models: Iterable[ModelSpec], now: float) -> dict[str, ModelState]:
+        by_key = {m.key: m for m in models}
+        if not by_key:
+            return {}
+        failures, limits = self.model_reports(list(by_key), now)
         states = {}
         for key, model in by_key.items():
             until, reason = cooldown_from(failures.get(key, []), model, now)
@@ -271,6 +277,11 @@ class RedisCounters:
         return f"{self.prefix}ready"
 
     @staticmethod
+    def _failure_member(retry_after: int | None, failed: bool) -> str:
+        """A unique member of a model's failures set: '<retry_after>:<1 if failed>:<nonce>'."""
+        return f"{retry_after or 0}:{int(failed)}:{uuid.uuid4().hex[:8]}"
+
+    @staticmethod
     def _ttl(quota: QuotaSpec) -> int:
         return quota.window_seconds + 2 * bucket_seconds(quota)
 
@@ -341,8 +352,7 @@ class RedisCounters:
         if event.status in FAILURE_STATUSES or event.retry_after:
             key = self.failures_key(model.key)
             pipe = self.client.pipeline(transaction=True)
-            failed = int(event.status in FAILURE_STATUSES)
-            pipe.zadd(key, {f"{event.retry_after or 0}:{failed}:{uuid.uuid4().hex[:8]}": now})
+            pipe.zadd(key, {self._failure_member(event.retry_after, event.status in FAILURE_STATUSES): now})
             pipe.zremrangebyscore(key, "-inf", now - max(model.cooldown_window_seconds, MODEL_STATE_HORIZON))
             pipe.expire(key, MODEL_STATE_HORIZON)
             pipe.zrange(key, 0, -1, withscores=True)
@@ -383,6 +393,11 @@ class RedisCounters:
             if buckets:
                 pipe.hset(key, mapping={str(b): v for b, v in buckets.items()})
                 pipe.expire(key, self._ttl(quota))
+        failures, _ = database.model_reports(list(snapshot.models), now)
+        for key, reports in failures.items():
+            pipe.delete(self.failures_key(key))
+            pipe.zadd(self.failures_key(key), {self._failure_member(retry, failed): at for at, retry, failed in reports})
+            pipe.expire(self.failures_key(key), MODEL_STATE_HORIZON)
         for key, state in database.model_states(snapshot.models.values(), now).items():
             pipe.delete(self.cooldown_key(key), self.ratelimit_key(key))
             if state.cooldown_until:

@@ -5,8 +5,10 @@ import json
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -29,6 +31,11 @@ MAX_CALL_BODY_BYTES = 64 * 1024
 
 def _timestamp(value: float | None) -> str | None:
     return datetime.fromtimestamp(value, tz=UTC).isoformat() if value is not None else None
+
+
+def not_found(request, *args, **kwargs) -> JsonResponse:
+    """Unknown paths under /api/v1/ answer in the API's error shape, not with Django's HTML page."""
+    return JsonResponse({"error": "not_found", "detail": f"No API endpoint at {request.path}."}, status=404)
 
 
 class ApiView(APIView):
@@ -125,8 +132,12 @@ class QuotasView(generics.GenericAPIView):
     serializer_class = s.QuotaStatusSerializer
 
     def get(self, request):
+        try:
+            status_rows = quota_status()
+        except CountersUnavailable as exc:
+            raise ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from exc
         rows = []
-        for row in quota_status():
+        for row in status_rows:
             quota = row["quota"]
             rows.append({
                 "id": quota.id, "provider": quota.provider, "name": quota.name, "models": list(quota.model_keys),
@@ -148,13 +159,28 @@ class ModelsView(generics.ListAPIView):
     filterset_fields = ["enabled", "availability"]
 
 
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, converted to UTC here so the database never sees an offset or a year it refuses."""
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        try:
+            return parsed.astimezone(UTC) if parsed else parsed
+        except OverflowError as exc:
+            raise ValidationError("Enter a time between years 1 and 9999 in UTC.") from exc
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 class DecisionFilter(filters.FilterSet):
     outcome = filters.ChoiceFilter(choices=Outcome.choices)
     category = filters.CharFilter()
     model = filters.CharFilter(field_name="model_key")
     provider = filters.CharFilter(field_name="provider_slug")
-    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Decision

@@ -174,9 +174,13 @@ def _quota_entry(charge: Charge, reading: QuotaReading) -> dict:
 
 def _describe_quota(entry: dict) -> str:
     limit_kind = "hard limit" if entry["used"] + entry["estimate"] > entry["limit"] else "soft limit"
+
+    def amount(value: float | int) -> str:
+        return f"${value:,.2f}" if entry["metric"] == "cost_usd" else f"{value:,}"
+
     return (
-        f"quota {entry['quota']} ({entry['metric']} per {entry['window']}) at {limit_kind}: "
-        f"used {entry['used']:g} + estimate {entry['estimate']:g} of limit {entry['limit']:g} (soft {entry['soft_limit']:g})"
+        f"quota {entry['quota']} ({entry['metric']} per {entry['window']}) at {limit_kind}: used {amount(entry['used'])}"
+        f" + estimate {amount(entry['estimate'])} of limit {amount(entry['limit'])} (soft {amount(entry['soft_limit'])})"
     )
 
 

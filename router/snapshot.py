@@ -4,6 +4,7 @@ Each process keeps one snapshot and checks at most every ROUTER_POLICY_RECHECK_S
 policy version or the last availability check changed; if so it rebuilds it (a handful of queries).
 """
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,7 +84,8 @@ class PolicySnapshot:
 
 
 def _scaled(value, metric: str) -> int:
-    return round(float(value) * COST_SCALE) if metric == Quota.Metric.COST_USD else int(value)
+    """A limit as an integer counter value, rounded up: `used >= 3.2` and `used >= 4` admit the same counts."""
+    return math.ceil(float(value) * COST_SCALE if metric == Quota.Metric.COST_USD else value)
 
 
 def _fingerprint() -> tuple[int, datetime | None]:

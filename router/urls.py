@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from router import api, ops
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("decisions", api.DecisionsView.as_view(), name="api-decisions"),
     path("policy", api.PolicyView.as_view(), name="api-policy"),
     path("health", ops.HealthView.as_view(), name="api-health"),
+    re_path(r"^", api.not_found),
 ]

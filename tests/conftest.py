@@ -76,6 +76,13 @@ def api(db):
 
 
 @pytest.fixture(autouse=True)
+def own_redis_keys(request, settings):
+    """With REDIS_URL set, every test keeps its Redis keys under its own prefix, removed afterwards."""
+    if settings.REDIS_URL:
+        request.getfixturevalue("redis_client")
+
+
+@pytest.fixture(autouse=True)
 def plain_static_storage(settings):
     """Pages render without `collectstatic` (production uses whitenoise's manifest storage)."""
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}

@@ -92,12 +92,6 @@ def errors_of(response) -> str:
     return str(response.context["adminform"].form.errors) + str(response.context["errors"]) if response.context else ""
 
 
-@pytest.fixture(autouse=True)
-def plain_static_files(settings):
-    """Pages render without a collectstatic run: the manifest storage is for production."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-
-
 @pytest.fixture
 def policy():
     """One of everything the admin shows."""

@@ -6,13 +6,6 @@ from router.models import Decision, UsageEvent
 from tests.factories import LLMModelFactory, make_route
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 @pytest.fixture
 def general(db):
     make_route("general", [LLMModelFactory(key="gpt-4o")])
@@ -154,9 +147,6 @@ def test_blank_or_overlong_names_are_answered_with_400(api, general, body, field
     assert field in response.json()["fields"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "No JSON 404 for unknown API paths: Django's HTML 404 answers them (switchboard/urls.py, router/urls.py). Add a catch-all "
-    "under api/v1/ (or a handler404 that answers JSON for /api/ paths) giving {'error': 'not_found', 'detail': ...}"))
 @pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/route/"])
 def test_an_unknown_api_path_is_answered_with_404_json(api, general, path):
     response = api.post(path, {"category": "general"}, format="json")

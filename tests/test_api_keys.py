@@ -13,13 +13,6 @@ from router.models import ApiKey, Decision
 from tests.factories import LLMModelFactory, make_api_key, make_tier
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 def create_api_key(*args) -> str:
     out = StringIO()
     call_command("create_api_key", *args, stdout=out, stderr=StringIO())

@@ -12,13 +12,6 @@ from router.models import UsageEvent
 from tests.factories import LLMModelFactory, ProviderFactory, make_route
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 def route(api, **body):
     response = api.post("/api/v1/route", {"category": "general", **body}, format="json")
     assert response.status_code == 200, response.content
@@ -128,11 +121,7 @@ def test_the_cooldown_lasts_as_long_as_the_provider_says(api, counters, anthropi
     assert body["trace"][0]["until"] == pytest.approx(time.time() - 70 + 300, abs=5)
 
 
-def test_failures_before_and_after_a_counter_rebuild_add_up(api, counters, request, general):
-    if counters == "redis":
-        request.applymarker(pytest.mark.xfail(
-            reason="RedisCounters.rebuild restores cooldowns but not the failures:<model> history, so failures "
-                   "reported before a rebuild are forgotten by apply_usage (router/accounting.py)", strict=True))
+def test_failures_before_and_after_a_counter_rebuild_add_up(api, counters, general):
     failure_at(20)
     failure_at(10)
     rebuild_counters()

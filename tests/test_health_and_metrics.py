@@ -12,13 +12,6 @@ from router.models import Category
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 def samples(response) -> dict[tuple, float]:
     """Every sample of a Prometheus text answer, as {(name, sorted labels): value}."""
     text = b"".join(response.streaming_content if response.streaming else [response.content]).decode()

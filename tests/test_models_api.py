@@ -9,13 +9,6 @@ from providers.models import Provider
 from tests.factories import LLMModelFactory, ProviderFactory
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 @pytest.fixture
 def catalog(db):
     openai = ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)

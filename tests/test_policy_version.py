@@ -19,12 +19,6 @@ def version() -> int:
     return Policy.current().version
 
 
-@pytest.fixture(autouse=True)
-def plain_static_files(settings):
-    """Pages render without a collectstatic run: the manifest storage is for production."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-
-
 def test_an_admin_save_bumps_the_version(admin_client):
     category = CategoryFactory(slug="general")
     before = version()

@@ -13,13 +13,6 @@ from router.models import Category, Decision
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 def route(api, **body):
     return api.post("/api/v1/route", body, format="json")
 

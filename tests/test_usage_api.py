@@ -10,13 +10,6 @@ from router.models import Decision, UsageEvent
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
-@pytest.fixture(autouse=True)
-def own_redis_keys(request, settings):
-    """On a Redis run, keep this test's counters under their own prefix."""
-    if settings.REDIS_URL:
-        request.getfixturevalue("redis_client")
-
-
 def usage(api, **body):
     return api.post("/api/v1/usage", body, format="json")
 
