@@ -6,7 +6,6 @@ touches the catalog, the quota counters, one aggregate over the last 24 hours of
 """
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -63,11 +62,11 @@ class QuotaBar:
 
     @property
     def rate_keeps_under_soft(self) -> bool:
-        return _out_of_reach(self.soft_at, self.quota, self.frees_at)
+        return self.soft_at is None
 
     @property
     def rate_keeps_under_hard(self) -> bool:
-        return _out_of_reach(self.hard_at, self.quota, self.frees_at)
+        return self.hard_at is None
 
     @property
     def fill_percent(self) -> float:
@@ -76,22 +75,6 @@ class QuotaBar:
     @property
     def soft_percent(self) -> float:
         return round(min(self.quota.soft_limit_ratio, 1.0) * 100, 1)
-
-
-def _out_of_reach(reached_at: float | None, quota: QuotaSpec, frees_at: float | None) -> bool:
-    """Whether, at the last hour's rate, the quota never reaches the level the forecast says it reaches at `reached_at`.
-
-    router.services.quota_status forecasts `now + (level - used) / rate`, as if usage never left the
-    window. In a rolling window usage does leave it: if reaching the level takes longer than the
-    window itself, the rate times the window is below the level, so at that rate it is never reached.
-    A calendar window resets at `frees_at`; a level forecast for after the reset is not reached in this period.
-    """
-    if reached_at is None:
-        return True
-    now = time.time()
-    if quota.reset == "calendar":
-        return frees_at is not None and reached_at > frees_at
-    return reached_at - now > quota.window_seconds
 
 
 @dataclass

@@ -14,6 +14,7 @@ from router.accounting import COUNTED_OUTCOMES, Counters, CountersUnavailable, D
 from router.engine import QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
 from router.models import Decision, UsageEvent
 from router.snapshot import COST_SCALE, PolicySnapshot, current_snapshot
+from router.windows import bucket_at, bucket_frees_at
 
 # A decision that loses the race for the last of a quota re-reads and walks again, this many times.
 MAX_ATTEMPTS = 10
@@ -181,10 +182,17 @@ def quota_status(now: float | None = None) -> list[dict]:
         last_hour, _ = database.usage_between(quota, now - 3600, now)
         rate = last_hour / 3600
 
-        def reaches(level: int, used: int = reading.used, rate: float = rate) -> float | None:
+        def reaches(level: int, quota=quota, used: int = reading.used, rate: float = rate) -> float | None:
+            """When the last hour's rate brings usage to `level`; None if it never does in this window."""
             if used >= level:
                 return now
-            return now + (level - used) / rate if rate > 0 else None
+            if rate <= 0:
+                return None
+            at = now + (level - used) / rate
+            # Usage leaves a rolling window (at this rate it levels off at rate x window), and a
+            # calendar window resets: a level reached only later than that is never reached.
+            horizon = bucket_frees_at(quota, bucket_at(quota, now)) if quota.reset == "calendar" else now + quota.window_seconds
+            return at if at <= horizon else None
 
         status.append({
             "quota": quota, "used": reading.used, "frees_at": reading.frees_at,
