@@ -166,7 +166,7 @@ def overview_render_ms() -> float | None:
         "from django.test import Client\n"
         "from django.urls import NoReverseMatch, reverse\n"
         "user, _ = User.objects.get_or_create(username='bench-viewer', defaults={'is_staff': True, 'is_superuser': True})\n"
-        "client = Client()\n"
+        "client = Client(HTTP_HOST='127.0.0.1')\n"
         "client.force_login(user)\n"
         "client.get('/')\n"
         "times = []\n"

@@ -5,6 +5,7 @@ An adapter asks one provider what the account can use and answers, per model id,
 a timeout, a refused connection): the caller then leaves availability as it was.
 """
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -43,15 +44,16 @@ class AccessReport:
     errors: list[str] = field(default_factory=list)
 
 
-class Adapter:
+class Adapter(ABC):
     """One provider's API, asked with the provider's own credentials, base URL and timeout."""
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
         self.timeout = float(provider.request_timeout_seconds)
 
+    @abstractmethod
     def check(self, models: Sequence[LLMModel]) -> AccessReport:
-        raise NotImplementedError
+        """What the account can use, per model id; raises ProviderError when the provider cannot be asked."""
 
     def api_key(self) -> str:
         try:
@@ -72,16 +74,17 @@ class ListingAdapter(Adapter):
     is enabled, confirmed with a one-token request: an answer makes it available, a 404 unavailable.
     """
 
+    @abstractmethod
     def list_model_ids(self) -> set[str]:
-        raise NotImplementedError
+        """The ids the provider's models API lists for this key, every page."""
 
     def listed_alias(self, model_id: str, listed: set[str]) -> str | None:
         """The listed model that `model_id` is an alias of, where the API resolves aliases."""
         return None
 
+    @abstractmethod
     def probe(self, model_id: str) -> bool:
         """Sends a one-token request: True if answered, False on a 404; raises ProviderError otherwise."""
-        raise NotImplementedError
 
     def check(self, models: Sequence[LLMModel]) -> AccessReport:
         listed = self.list_model_ids()
