@@ -86,3 +86,14 @@ def own_redis_keys(request, settings):
 def plain_static_storage(settings):
     """Pages render without `collectstatic` (production uses whitenoise's manifest storage)."""
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+
+
+@pytest.fixture
+def viewer(client, db):
+    """A staff user of the 'policy viewers' group, logged in on `client`."""
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user("viewer", is_staff=True)
+    user.groups.add(Group.objects.get(name="policy viewers"))
+    client.force_login(user)
+    return user

@@ -17,8 +17,7 @@ PAGES = ["/", "/?fragment=1", "/fallbacks/", "/fallbacks/?format=csv", "/what-if
 
 @pytest.fixture(autouse=True)
 def dashboard_settings(settings):
-    """Static files without a collectstatic manifest, the database counters, and a fast password hasher."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    """Database counters and a fast password hasher."""
     settings.REDIS_URL = ""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

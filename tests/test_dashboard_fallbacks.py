@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from dashboard import selectors
@@ -21,17 +20,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def dashboard_settings(settings):
-    """Static files without a collectstatic manifest, and the database counters (deterministic)."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    """The database counters (deterministic)."""
     settings.REDIS_URL = ""
-
-
-@pytest.fixture
-def viewer(client):
-    user = User.objects.create_user("auditor", is_staff=True)
-    user.groups.add(Group.objects.get(name="policy viewers"))
-    client.force_login(user)
-    return user
 
 
 def store(request: RouteRequest, at: datetime, *, overrides: dict[int, float] | None = None,

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from dashboard import selectors
@@ -20,17 +19,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def dashboard_settings(settings):
-    """Static files without a collectstatic manifest, and the database counters (deterministic)."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    """The database counters (deterministic)."""
     settings.REDIS_URL = ""
-
-
-@pytest.fixture
-def viewer(client):
-    user = User.objects.create_user("viewer", is_staff=True)
-    user.groups.add(Group.objects.get(name="policy viewers"))
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from providers.models import LLMModel, Quota
@@ -16,18 +15,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def dashboard_settings(request, settings):
-    """Static files without a collectstatic manifest; database counters unless the test runs on both backends."""
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    """Database counters unless the test runs on both backends."""
     if "counters" not in request.fixturenames:
         settings.REDIS_URL = ""
-
-
-@pytest.fixture
-def viewer(client):
-    user = User.objects.create_user("ops", is_staff=True)
-    user.groups.add(Group.objects.get(name="policy viewers"))
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture
