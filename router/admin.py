@@ -37,14 +37,17 @@ class CategoryAdmin(SimpleHistoryAdmin):
     search_fields = ("slug", "description")
 
 
-class RouteModelInline(SortableTabularInline):
-    """A route's models, reordered by drag and drop (the hidden `position` field)."""
+class OrderedModelsInline(SortableTabularInline):
+    """A route's or tier's models, reordered by drag and drop (the hidden `position` field)."""
 
-    model = RouteModel
     fields = ("model",)
     extra = 0
     verbose_name = "model"
     verbose_name_plural = "models, in order: the first is the primary, the rest the fallback chain (drag to reorder)"
+
+
+class RouteModelInline(OrderedModelsInline):
+    model = RouteModel
 
 
 @admin.register(Route)
@@ -65,14 +68,8 @@ class RouteAdmin(SortableAdminBase, SimpleHistoryAdmin):
         return _chain(obj.entries.all())
 
 
-class TierModelInline(SortableTabularInline):
-    """A tier's models, reordered by drag and drop (the hidden `position` field)."""
-
+class TierModelInline(OrderedModelsInline):
     model = TierModel
-    fields = ("model",)
-    extra = 0
-    verbose_name = "model"
-    verbose_name_plural = "models, in order: the first is the primary, the rest the fallback chain (drag to reorder)"
 
 
 @admin.register(Tier)

@@ -1,5 +1,6 @@
 """Routing services: decide (walk + reserve + store), record usage, and read quota status."""
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -162,10 +163,9 @@ def record_usage(report: UsageReport, *, caller: str) -> tuple[UsageEvent, bool]
     def apply(counters: Counters) -> None:
         counters.apply_usage(model, event, estimate)
 
-    try:
+    # Counters refusing does not refuse the report: it is stored, and Redis is rebuilt from the ledger when it is back.
+    with contextlib.suppress(CountersUnavailable):
         run_with_counters(apply)
-    except CountersUnavailable:
-        pass  # The report is stored: the ledger is the truth, and Redis is rebuilt from it when it is back.
     metrics.count_usage(event.status)
     return event, True
 

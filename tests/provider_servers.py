@@ -8,6 +8,7 @@ was sent. Setting `fail_status` answers every request with that provider's error
 import json
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +25,7 @@ class Request:
     body: dict | None
 
 
-class FakeServer:
+class FakeServer(ABC):
     """A threaded HTTP server on 127.0.0.1 that hands every request to `respond`."""
 
     def __init__(self) -> None:
@@ -60,13 +61,13 @@ class FakeServer:
         self._server.shutdown()
         self._server.server_close()
 
+    @abstractmethod
     def respond(self, request: Request) -> tuple[int, dict, dict[str, str]]:
         """(status, JSON body, extra headers) for a request."""
-        raise NotImplementedError
 
+    @abstractmethod
     def error(self, status: int, request: Request) -> tuple[int, dict, dict[str, str]]:
         """This provider's error answer for an HTTP status."""
-        raise NotImplementedError
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
@@ -90,7 +91,7 @@ class FakeServer:
             handler.end_headers()
             handler.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timed out) before the answer
+            return  # the client gave up (timed out) before the answer
 
 
 def closed_port_url() -> str:
