@@ -293,7 +293,7 @@ class RedisCounters:
         ready, *values = self._read(keys=keys, args=args)
         if not ready:
             self.ensure_built(snapshot, now)
-            return self.read(snapshot, quotas, models, now)
+            _, *values = self._read(keys=keys, args=args)
 
         readings = Readings()
         for index, quota in enumerate(quotas):
