@@ -241,9 +241,10 @@ def _retry_after(trace: list[dict], now: float) -> int | None:
     return max(1, math.ceil(min(times) - now)) if times else None
 
 
-def walk(snapshot: PolicySnapshot, request: RouteRequest, readings: Readings, now: float,
-         unavailable: frozenset[str] = frozenset()) -> WalkResult:
-    candidates, category_slug = candidates_for(snapshot, request)
+def walk(snapshot: PolicySnapshot, request: RouteRequest, route: tuple[tuple[str, ...], str | None], readings: Readings,
+         now: float, unavailable: frozenset[str] = frozenset()) -> WalkResult:
+    """The candidate walk over `route`, the answer of candidates_for(snapshot, request)."""
+    candidates, category_slug = route
     category = snapshot.categories.get(category_slug) if category_slug else None
     never_fallback = bool(category and category.never_fallback)
     headroom = bool(category and category.may_use_headroom)

@@ -69,8 +69,8 @@ def decide(request: RouteRequest, *, caller: str, dry_run: bool = False,
     they only make sense with dry_run.
     """
     snapshot = current_snapshot()
-    keys, _ = candidates_for(snapshot, request)
-    models = [snapshot.models[k] for k in dict.fromkeys(keys) if k in snapshot.models]
+    route = candidates_for(snapshot, request)
+    models = [snapshot.models[k] for k in dict.fromkeys(route[0]) if k in snapshot.models]
     quotas = list({q.id: q for m in models for q in m.quotas}.values())
 
     def operation(counters: Counters) -> DecisionResult:
@@ -80,7 +80,7 @@ def decide(request: RouteRequest, *, caller: str, dry_run: bool = False,
             for quota in quotas:
                 if used_ratio_overrides and quota.id in used_ratio_overrides:
                     readings.quotas[quota.id] = QuotaReading(used=round(quota.limit * used_ratio_overrides[quota.id]))
-            result = walk(snapshot, request, readings, now, unavailable)
+            result = walk(snapshot, request, route, readings, now, unavailable)
             if dry_run:
                 return DecisionResult(result, snapshot.version, None, request, _resolved_tier(snapshot, request), readings)
             store = partial(_store, result, request, snapshot, caller, now, uuid.uuid4())
