@@ -6,8 +6,10 @@ events and 1 million decisions and measures decisions again, and the dashboard o
 
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/switchboard_bench — the
 database is dropped and created), BENCH_REDIS_URL (default redis://127.0.0.1:6379/2 — flushed),
-BENCH_WORKERS (gunicorn workers, default 4), BENCH_DURATION (per run, default 10s), BENCH_HISTORY
-(usage events to store for the history run, default 10000000; 0 skips it).
+BENCH_BROKER_URL (Celery's broker for the worker that writes the ledger to the database, default
+redis://127.0.0.1:6379/3 — flushed), BENCH_WORKERS (gunicorn workers, default 2), BENCH_DURATION
+(per run, default 10s), BENCH_HISTORY (usage events to store for the history run, default
+10000000; 0 skips it).
 """
 
 import os
@@ -26,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchboard_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
-WORKERS = os.environ.get("BENCH_WORKERS", "4")
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/3")
+WORKERS = os.environ.get("BENCH_WORKERS", "2")
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
 THREADS = os.environ.get("BENCH_THREADS", "1")
 DURATION = os.environ.get("BENCH_DURATION", "10s")
@@ -38,6 +41,7 @@ ENV = {
     **os.environ,
     "DATABASE_URL": DATABASE_URL,
     "REDIS_URL": REDIS_URL,
+    "CELERY_BROKER_URL": BROKER_URL,
     "DJANGO_DEBUG": "0",
     "SECRET_KEY": "bench-only-secret-key-0123456789-0123456789-0123456789",
     "SECURE_SSL_REDIRECT": "0",
@@ -70,6 +74,7 @@ def prepare() -> str:
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(BROKER_URL).flushdb()
     python = str(BIN / "python")
     run(python, "manage.py", "migrate", "--no-input", "-v", "0")
     run(python, "manage.py", "import_policy", "bench/policy.yaml")
@@ -103,6 +108,39 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
+
+
+class Drainer:
+    """The Celery worker with beat that writes the ledger from Redis to PostgreSQL every second, as in production."""
+
+    def __enter__(self) -> "Drainer":
+        self.schedule = tempfile.TemporaryDirectory()
+        self.process = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "switchboard", "worker", "--beat", "--concurrency", "1", "--loglevel", "WARNING",
+             "--schedule", str(Path(self.schedule.name) / "beat")],
+            # Celery warns about running as root, which the bench machine does.
+            cwd=ROOT, env=ENV | {"PYTHONWARNINGS": "ignore::UserWarning"}, stdout=subprocess.DEVNULL,
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.schedule.cleanup()
+
+
+def ledger_backlog() -> int:
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL).xlen(ENV["ROUTER_REDIS_PREFIX"] + "ledger")
+
+
+def wait_for_ledger() -> tuple[int, float]:
+    """Rows still in Redis when the load stopped, and how long the drainer took to write them."""
+    waiting, started = ledger_backlog(), time.time()
+    while ledger_backlog() and time.time() - started < 60:
+        time.sleep(0.1)
+    return waiting, time.time() - started
 
 
 def wrk(path: str, connections: int, key: str = "", body: str | None = None) -> dict:
@@ -183,11 +221,14 @@ def main() -> None:
     key = prepare()
     print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run; "
           f"PostgreSQL and Redis on localhost", flush=True)
-    with tempfile.TemporaryDirectory() as metrics_dir:
+    with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
         env = ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         with Server("switchboard.wsgi", env):
             decisions = measure("counted decisions (POST /route)", "/api/v1/route", key, DECISION_BODY)
             usage = measure("usage reports (POST /usage)", "/api/v1/usage", key, USAGE_BODY)
+        waiting, seconds = wait_for_ledger()
+        print(f"ledger: {waiting} rows were still in Redis when the load stopped; written to PostgreSQL {seconds:.1f} s later",
+              flush=True)
     with Server("bench.bare_wsgi", ENV):
         bare = measure("bare WSGI app (fixed JSON)", "/")
     print(f"ratio to the bare WSGI app at 32 connections: decisions {decisions['32']['rps'] / bare['32']['rps']:.2f}, "
@@ -199,9 +240,10 @@ def main() -> None:
         started = time.time()
         run(str(BIN / "python"), "manage.py", "rebuild_counters")
         print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
-        with tempfile.TemporaryDirectory() as metrics_dir:
+        with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
             with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}):
                 after = measure("counted decisions with history", "/api/v1/route", key, DECISION_BODY)
+            wait_for_ledger()
         print(f"decisions with history / without: {after['32']['rps'] / decisions['32']['rps']:.2f}", flush=True)
         render = overview_render_ms()
         print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")

@@ -3,6 +3,7 @@
 import csv
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -12,21 +13,24 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.models import LLMModel
+from router import payloads
 from router import serializers as s
-from router.accounting import CountersUnavailable
+from router.accounting import CountersUnavailable, settle_ledger
 from router.auth import AdminScope, ReadScope, RouteScope, UsageScope
-from router.engine import RouteRequest, UnknownChoice, display_amount
+from router.engine import UnknownChoice, display_amount
 from router.errors import ApiError
-from router.models import Decision, Outcome, Policy
+from router.models import Decision, Outcome, Policy, UsageEvent
 from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
-from router.services import DecisionResult, UsageRejected, UsageReport, decide, quota_status, record_usage
+from router.services import DecisionResult, UsageRejected, decide, quota_status, record_usage
 
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
 MAX_CALL_BODY_BYTES = 64 * 1024
+COST_PLACES = Decimal("0.000001")
 
 
 def _timestamp(value: float | None) -> str | None:
@@ -38,8 +42,16 @@ def not_found(request, *args, **kwargs) -> JsonResponse:
     return JsonResponse({"error": "not_found", "detail": f"No API endpoint at {request.path}."}, status=404)
 
 
+class JSONOnly(DefaultContentNegotiation):
+    """The API answers JSON whatever the Accept header says; parsing that header cost the hot path real time."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class ApiView(APIView):
     max_body_bytes = MAX_CALL_BODY_BYTES
+    content_negotiation_class = JSONOnly
 
     def initial(self, request, *args, **kwargs):
         length = request.META.get("CONTENT_LENGTH") or "0"
@@ -73,15 +85,9 @@ class RouteView(ApiView):
         summary="Which model, at which provider, under which id, right now",
     )
     def post(self, request):
-        params = s.RouteRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        data = params.validated_data
-        route_request = RouteRequest(
-            category=data.get("category"), complexity=data["complexity"], tier=data.get("tier"),
-            estimated_input_tokens=data["estimated_input_tokens"], estimated_output_tokens=data["estimated_output_tokens"],
-        )
+        route_request, dry_run = payloads.route_request(request.data)
         try:
-            result = decide(route_request, caller=request.user.name, dry_run=data["dry_run"])
+            result = decide(route_request, caller=request.user.name, dry_run=dry_run)
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except CountersUnavailable as exc:
@@ -98,7 +104,7 @@ class RouteView(ApiView):
             "primary": result.walk.primary,
             "trace": result.walk.trace,
             "policy_version": result.policy_version,
-            "dry_run": data["dry_run"],
+            "dry_run": dry_run,
         })
 
 
@@ -111,20 +117,23 @@ class UsageView(ApiView):
         summary="Report what a call used (counted once per idempotency key)",
     )
     def post(self, request):
-        params = s.UsageRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        data = params.validated_data
-        report = UsageReport(
-            model=data.get("model"), input_tokens=data["input_tokens"], output_tokens=data["output_tokens"],
-            status=data["status"], decision_id=data.get("decision_id"), idempotency_key=data.get("idempotency_key"),
-            retry_after=data.get("retry_after"), ratelimit_headers=data.get("ratelimit_headers", {}),
-        )
+        report = payloads.usage_report(request.data)
         try:
             event, created = record_usage(report, caller=request.user.name)
         except UsageRejected as exc:
             raise ApiError(exc.code, exc.detail, exc.status) from exc
-        body = s.UsageEventSerializer(event).data
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(usage_event_body(event), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def usage_event_body(event: UsageEvent) -> dict:
+    """What s.UsageEventSerializer renders, built directly: this is the hot path (router.payloads)."""
+    return {
+        "id": str(event.id), "created_at": event.created_at.isoformat().replace("+00:00", "Z"), "model": event.model_key,
+        "provider": event.provider_slug, "decision_id": str(event.decision_id) if event.decision_id else None,
+        "input_tokens": event.input_tokens, "output_tokens": event.output_tokens,
+        "cost_usd": f"{event.cost_usd.quantize(COST_PLACES)}", "status": event.status,
+        "idempotency_key": event.idempotency_key, "retry_after": event.retry_after, "ratelimit_headers": event.ratelimit_headers,
+    }
 
 
 class QuotasView(generics.GenericAPIView):
@@ -220,6 +229,7 @@ class DecisionsView(generics.ListAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "csv"], description="csv exports every match")])
     def get(self, request, *args, **kwargs):
+        settle_ledger()
         if request.query_params.get("format") == "csv":
             return decisions_csv(self.filter_queryset(self.get_queryset()))
         if request.query_params.get("format") not in (None, "json"):

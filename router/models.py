@@ -203,6 +203,8 @@ class UsageEvent(models.Model):
         RATE_LIMITED = "rate_limited", "rate limited"
         ERROR = "error"
 
+    # Chosen when the report is accepted, which may be before the row is written (router.ledger).
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(db_index=True)
     caller = models.CharField(max_length=100, blank=True)
     model_key = models.CharField(max_length=100, validators=[MODEL_KEY])

@@ -25,16 +25,22 @@ def _check_database() -> dict:
         return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
 
 
+# Rows older than this still waiting in Redis mean the drain task (Celery worker and beat) is not running.
+LEDGER_STALE_SECONDS = 60
+
+
 def _check_redis() -> dict:
     if not settings.REDIS_URL:
         return {"configured": False, "ok": None, "counters": "database"}
     try:
-        accounting.redis_client().ping()
+        ledger = accounting.redis_counters().backlog()
         ok = True
     except Exception:
         ok = False
     counters = "redis" if ok else ("database" if settings.ROUTER_REDIS_DOWN == "db" else "refusing")
     body = {"configured": True, "ok": ok, "counters": counters, "on_failure": settings.ROUTER_REDIS_DOWN}
+    if ok:
+        body["ledger_backlog"] = ledger | {"stale": ledger["oldest_seconds"] > LEDGER_STALE_SECONDS}
     if accounting.redis_down_since is not None:
         body["down_since"] = accounting.redis_down_since
     return body
@@ -70,7 +76,7 @@ class HealthView(APIView):
         refusing = redis_state.get("counters") == "refusing"
         if not database["ok"] or refusing:
             state = "down"
-        elif redis_state["ok"] is False or not broker["ok"]:
+        elif redis_state["ok"] is False or not broker["ok"] or redis_state.get("ledger_backlog", {}).get("stale"):
             state = "degraded"
         else:
             state = "ok"

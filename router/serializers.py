@@ -25,6 +25,24 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A string that must be sent as a JSON string, not a number."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID that must be sent as a string, not an integer."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class StrictBooleanField(serializers.BooleanField):
     def to_internal_value(self, data):
         if not isinstance(data, bool):
@@ -62,9 +80,11 @@ def _tokens(**kwargs) -> StrictIntegerField:
 
 
 class RouteRequestSerializer(StrictSerializer):
-    category = serializers.CharField(max_length=64, required=False)
+    """The body of POST /route, for the OpenAPI schema; router.payloads validates it."""
+
+    category = StrictCharField(max_length=64, required=False)
     complexity = NamedChoiceField(choices=list(COMPLEXITIES), default="medium")
-    tier = serializers.CharField(max_length=64, required=False)
+    tier = StrictCharField(max_length=64, required=False)
     estimated_input_tokens = _tokens(default=0)
     estimated_output_tokens = _tokens(default=0)
     dry_run = StrictBooleanField(default=False)
@@ -118,14 +138,16 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class UsageRequestSerializer(StrictSerializer):
-    model = serializers.CharField(max_length=100, required=False, validators=[MODEL_KEY])
+    """The body of POST /usage, for the OpenAPI schema; router.payloads validates it."""
+
+    model = StrictCharField(max_length=100, required=False, validators=[MODEL_KEY])
     input_tokens = _tokens()
     output_tokens = _tokens()
     status = serializers.ChoiceField(choices=UsageEvent.Status.values, default=UsageEvent.Status.OK)
-    decision_id = serializers.UUIDField(required=False)
-    idempotency_key = serializers.CharField(max_length=200, required=False)
+    decision_id = StrictUUIDField(required=False)
+    idempotency_key = StrictCharField(max_length=200, required=False)
     retry_after = StrictIntegerField(min_value=0, max_value=86_400, required=False)
-    ratelimit_headers = serializers.DictField(child=serializers.CharField(max_length=200), required=False)
+    ratelimit_headers = serializers.DictField(child=StrictCharField(max_length=200), required=False)
 
     def validate_ratelimit_headers(self, value: dict) -> dict:
         if len(value) > MAX_RATELIMIT_HEADERS:

@@ -4,6 +4,7 @@ ROUTER_REDIS_DOWN says; what was accepted survives Redis losing everything."""
 import pytest
 
 from router import accounting
+from router.accounting import settle_ledger
 from router.models import Decision
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
@@ -69,6 +70,7 @@ def test_it_rebuilds_counters_from_the_database_when_redis_comes_back_empty(api,
     for _ in range(3):
         assert _route(api).json()["outcome"] == "primary"
     api.post("/api/v1/usage", {"model": "bedrock-sonnet-4-5", "input_tokens": 1, "output_tokens": 1}, format="json")
+    settle_ledger()  # what the drain task does every second
 
     redis_client.delete(*redis_client.keys(settings.ROUTER_REDIS_PREFIX + "*"))  # what a Redis restart leaves
 

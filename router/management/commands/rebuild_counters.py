@@ -17,8 +17,10 @@ class Command(BaseCommand):
         import redis
 
         snapshot = current_snapshot()
+        counters = redis_counters()
         try:
-            redis_counters().rebuild(snapshot, time.time())
+            counters.invalidate()
+            counters.ensure_built(snapshot, time.time())
         except redis.RedisError as exc:
             raise CommandError(f"Redis at {settings.REDIS_URL.split('@')[-1]} cannot be reached: {exc}") from exc
         self.stdout.write(f"Rebuilt counters for {len(snapshot.quotas)} quotas from the database.")

@@ -1,0 +1,170 @@
+"""The bodies of POST /api/v1/route and POST /api/v1/usage, validated in plain Python.
+
+These two endpoints are the hot path: a DRF serializer copies its fields on every request, which
+cost more CPU than the decision itself (README, "Performance"). The serializers in
+router.serializers declare the same bodies for the OpenAPI schema; tests/test_payloads.py checks
+that both accept and refuse the same bodies. Errors have the serializers' shape: a ValidationError
+of {field: [messages]}, rendered by router.errors as `invalid_request`.
+"""
+
+import re
+import uuid
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework.exceptions import ValidationError
+
+from providers.models import MODEL_KEY
+from router.engine import COMPLEXITIES, RouteRequest
+from router.errors import ApiError
+from router.models import UsageEvent
+from router.serializers import HEADER_NAME, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
+from router.services import UsageReport
+
+ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "dry_run")
+USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "status", "decision_id", "idempotency_key", "retry_after",
+                "ratelimit_headers")
+REQUIRED = "This field is required."
+NOT_NULL = "This field may not be null."
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Fields:
+    """Reads the fields of one JSON object, collecting every error before raising them together."""
+
+    def __init__(self, data: Any, known: tuple[str, ...]) -> None:
+        if not isinstance(data, dict):
+            raise ValidationError({"non_field_errors": ["Send a JSON object."]})
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            names = ", ".join(sorted(known))
+            raise ValidationError({name: [f"Unknown field. Known fields: {names}."] for name in unknown})
+        self.data = data
+        self.errors: dict[str, list[str]] = {}
+
+    def _value(self, name: str, required: bool) -> Any:
+        if name not in self.data:
+            if required:
+                self.errors[name] = [REQUIRED]
+            return None
+        if self.data[name] is None:
+            self.errors[name] = [NOT_NULL]
+            return None
+        return self.data[name]
+
+    def text(self, name: str, max_length: int) -> str | None:
+        value = self._value(name, required=False)
+        return None if value is None else self.string(name, value, max_length)
+
+    def string(self, name: str, value: Any, max_length: int) -> str | None:
+        """A string as DRF's CharField takes it: trimmed, not blank, no NUL or surrogate, at most max_length long."""
+        if not isinstance(value, str):
+            self.errors[name] = ["Not a valid string."]
+            return None
+        value = value.strip()
+        if not value:
+            self.errors[name] = ["This field may not be blank."]
+        elif len(value) > max_length:
+            self.errors[name] = [f"Ensure this field has no more than {max_length} characters."]
+        elif "\x00" in value:
+            self.errors[name] = ["Null characters are not allowed."]
+        elif surrogate := SURROGATE.search(value):
+            self.errors[name] = [f"Surrogate characters are not allowed: U+{ord(surrogate[0]):X}."]
+        else:
+            return value
+        return None
+
+    def integer(self, name: str, maximum: int, default: int | None = None, required: bool = False) -> int | None:
+        value = self._value(name, required=required and default is None)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
+            self.errors[name] = ["A valid integer is required."]
+        elif value < 0:
+            self.errors[name] = ["Ensure this value is greater than or equal to 0."]
+        elif value > maximum:
+            self.errors[name] = [f"Ensure this value is less than or equal to {maximum}."]
+        else:
+            return int(value)
+        return None
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self._value(name, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, str) or value not in choices:
+            self.errors[name] = [f'"{value}" is not a valid choice.']
+        return value
+
+    def check(self) -> None:
+        if self.errors:
+            raise ValidationError(self.errors)
+
+
+def route_request(data: Any) -> tuple[RouteRequest, bool]:
+    """The routing request in a POST /route body, and whether it is a dry run."""
+    fields = _Fields(data, ROUTE_FIELDS)
+    category = fields.text("category", 64)
+    tier = fields.text("tier", 64)
+    complexity = fields._value("complexity", required=False)
+    input_tokens = fields.integer("estimated_input_tokens", MAX_TOKENS_PER_CALL, default=0)
+    output_tokens = fields.integer("estimated_output_tokens", MAX_TOKENS_PER_CALL, default=0)
+    dry_run = fields._value("dry_run", required=False)
+    if dry_run is not None and not isinstance(dry_run, bool):
+        fields.errors["dry_run"] = ["Must be a valid boolean."]
+    fields.check()
+    complexity = "medium" if complexity is None else complexity
+    if complexity not in COMPLEXITIES:
+        raise ApiError("unknown_complexity", f"Unknown complexity {complexity!r}. Valid: {', '.join(COMPLEXITIES)}.",
+                       valid=list(COMPLEXITIES))
+    if category and tier:
+        raise ValidationError({"non_field_errors": ["Name either a category or a tier, not both."]})
+    request = RouteRequest(category=category, complexity=complexity, tier=tier,
+                           estimated_input_tokens=input_tokens, estimated_output_tokens=output_tokens)
+    return request, bool(dry_run)
+
+
+def usage_report(data: Any) -> UsageReport:
+    """The usage report in a POST /usage body."""
+    fields = _Fields(data, USAGE_FIELDS)
+    model = fields.text("model", 100)
+    if model is not None:
+        try:
+            MODEL_KEY(model)
+        except DjangoValidationError as exc:
+            fields.errors["model"] = list(exc.messages)
+    input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=True)
+    output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=True)
+    status = fields.choice("status", tuple(UsageEvent.Status.values), UsageEvent.Status.OK)
+    decision_id = fields._value("decision_id", required=False)
+    if decision_id is not None:
+        try:
+            decision_id = uuid.UUID(decision_id)
+        except (TypeError, ValueError, AttributeError):
+            fields.errors["decision_id"] = ["Must be a valid UUID."]
+    idempotency_key = fields.text("idempotency_key", 200)
+    retry_after = fields.integer("retry_after", 86_400)
+    headers = _ratelimit_headers(fields)
+    fields.check()
+    if not model and not decision_id:
+        raise ValidationError({"non_field_errors": ["Name the model, or the decision_id of the routing decision."]})
+    return UsageReport(model=model, input_tokens=input_tokens, output_tokens=output_tokens, status=status,
+                       decision_id=decision_id, idempotency_key=idempotency_key, retry_after=retry_after,
+                       ratelimit_headers=headers)
+
+
+def _ratelimit_headers(fields: _Fields) -> dict[str, str]:
+    headers = fields._value("ratelimit_headers", required=False)
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        fields.errors["ratelimit_headers"] = [f'Expected a dictionary of items but got type "{type(headers).__name__}".']
+    elif len(headers) > MAX_RATELIMIT_HEADERS:
+        fields.errors["ratelimit_headers"] = [f"At most {MAX_RATELIMIT_HEADERS} headers."]
+    elif invalid := sorted(repr(name) for name in headers if not HEADER_NAME.fullmatch(name)):
+        fields.errors["ratelimit_headers"] = [f"Not HTTP header names: {', '.join(invalid)}."]
+    else:
+        values = {name: fields.string(f"ratelimit_headers.{name}", value, 200) for name, value in headers.items()}
+        if all(value is not None for value in values.values()):
+            return values
+    return {}

@@ -1,0 +1,200 @@
+"""The ledger on Redis: accepted decisions and usage reports wait in a Redis stream, counted, until
+they are written to the database; writing is repeatable, and nothing accepted is lost when a Redis
+that keeps its data (appendonly) restarts."""
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+import redis
+
+from router import ledger
+from router.accounting import redis_counters, settle_ledger
+from router.models import Decision, UsageEvent
+from router.tasks import drain_ledger
+from tests.conftest import _required_in_ci
+from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+
+
+@pytest.fixture
+def policy(db, redis_client):
+    openai = ProviderFactory(slug="openai", kind="openai")
+    gpt4o = LLMModelFactory(key="gpt-4o", provider=openai, input_cost_per_mtok=Decimal("2.5"), output_cost_per_mtok=Decimal(10))
+    QuotaFactory(provider=openai, name="tokens", metric="tokens", window="day", limit=100_000, soft_limit_ratio=1)
+    make_route("general", [gpt4o])
+
+
+def _route(api, **body):
+    return api.post("/api/v1/route", {"category": "general", **body}, format="json")
+
+
+def _usage(api, **body):
+    return api.post("/api/v1/usage", {"model": "gpt-4o", "input_tokens": 100, "output_tokens": 50, **body}, format="json")
+
+
+def _tokens_used(api) -> int:
+    return api.get("/api/v1/quotas").json()["results"][0]["used"]
+
+
+def test_decisions_and_reports_wait_in_redis_counted_until_written(api, policy):
+    decision = _route(api, estimated_input_tokens=1000, estimated_output_tokens=500).json()
+    report = _usage(api, idempotency_key="call-1").json()
+
+    assert not Decision.objects.exists() and not UsageEvent.objects.exists()
+    assert redis_counters().backlog()["rows"] == 2
+    assert drain_ledger() == 2
+
+    stored = Decision.objects.get()
+    assert (str(stored.id), stored.outcome, stored.model_key, stored.input_tokens, stored.output_tokens, stored.caller) == (
+        decision["decision_id"], "primary", "gpt-4o", 1000, 500, "test-service")
+    assert stored.trace == decision["trace"] and stored.policy_version == decision["policy_version"]
+    event = UsageEvent.objects.get()
+    assert (str(event.id), event.idempotency_key, event.cost_usd) == (report["id"], "call-1", Decimal("0.00075"))
+    assert redis_counters().backlog()["rows"] == 0
+    assert _tokens_used(api) == 1650
+
+
+def test_a_report_naming_a_decision_still_in_redis_updates_it_when_written(api, policy):
+    decision_id = _route(api, estimated_input_tokens=1000).json()["decision_id"]
+
+    assert _usage(api, decision_id=decision_id, input_tokens=300, output_tokens=20).status_code == 201
+    settle_ledger()
+
+    stored = Decision.objects.get(pk=decision_id)
+    assert (stored.input_tokens, stored.output_tokens, stored.reported) == (300, 20, True)
+    assert UsageEvent.objects.get().decision_id == stored.id
+    assert _tokens_used(api) == 320
+
+
+def test_a_report_naming_a_decision_redis_no_longer_remembers_is_checked_in_the_database(api, policy, redis_client):
+    decision_id = _route(api, estimated_input_tokens=1000).json()["decision_id"]
+    settle_ledger()
+    redis_client.delete(redis_counters().decision_key(uuid.UUID(decision_id)))
+
+    assert _usage(api, decision_id=decision_id, input_tokens=300, output_tokens=20).status_code == 201
+    again = _usage(api, decision_id=decision_id, input_tokens=1, output_tokens=1)
+
+    assert again.status_code == 409
+    settle_ledger()
+    assert Decision.objects.get(pk=decision_id).reported
+    assert _tokens_used(api) == 320
+
+
+def test_writing_the_same_batch_twice_stores_each_row_once(api, policy, redis_client):
+    """A drainer that dies after its commit and before removing the rows from Redis."""
+    _route(api)
+    _usage(api, idempotency_key="k")
+    counters = redis_counters()
+    entries = redis_client.xrange(counters.stream_key)
+
+    assert ledger.store(entries) == []
+    assert ledger.store(entries) == []
+
+    assert (Decision.objects.count(), UsageEvent.objects.count()) == (1, 1)
+
+
+def test_a_key_repeated_after_redis_forgot_it_is_stored_once_and_its_count_taken_back(api, policy, redis_client):
+    _usage(api, idempotency_key="call-1")
+    settle_ledger()
+    redis_client.delete(redis_counters().idempotency_key("call-1"))
+
+    _usage(api, idempotency_key="call-1")
+    settle_ledger()
+
+    assert UsageEvent.objects.count() == 1
+    assert _tokens_used(api) == 150
+
+
+def test_the_drain_task_leaves_the_rows_to_a_drainer_already_at_work(api, policy, redis_client):
+    _route(api)
+    redis_client.set(f"{redis_counters().prefix}draining", "another-process")
+
+    assert drain_ledger() == 0
+    assert redis_counters().backlog()["rows"] == 1
+
+
+def test_health_reports_the_backlog(api, policy):
+    _route(api)
+
+    backlog = api.get("/api/v1/health").json()["redis"]["ledger_backlog"]
+
+    assert (backlog["rows"], backlog["stale"]) == (1, False)
+
+
+def test_health_degrades_when_rows_wait_in_redis_for_more_than_a_minute(api, policy, redis_client):
+    """The drain task (Celery worker and beat) is not running."""
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    redis_client.xadd(redis_counters().stream_key, {"kind": "decision", "row": "{}"}, id=f"{an_hour_ago}-0")
+
+    health = api.get("/api/v1/health").json()
+
+    assert health["redis"]["ledger_backlog"]["stale"] is True
+    assert health["status"] == "degraded"
+
+
+def test_a_rebuild_writes_the_ledger_before_it_recounts(api, policy):
+    _route(api, estimated_input_tokens=1000)
+    redis_counters().invalidate()
+
+    assert _route(api, estimated_input_tokens=1000).json()["outcome"] == "primary"
+
+    assert Decision.objects.count() == 1  # the first; the second waits in Redis
+    assert _tokens_used(api) == 2000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def persistent_redis(tmp_path, settings):
+    """A Redis of this test's own that keeps its data (appendonly), restartable."""
+    if not shutil.which("redis-server"):
+        _required_in_ci("redis-server")
+    port = _free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always"]
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return process
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    servers = [start()]
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+
+    def restart() -> None:
+        redis.Redis(port=port).shutdown()
+        servers[0].wait(timeout=10)
+        servers[0] = start()
+
+    yield restart
+    servers[0].terminate()
+    servers[0].wait(timeout=10)
+
+
+def test_nothing_accepted_is_lost_when_a_persistent_redis_restarts(api, policy, persistent_redis):
+    decisions = [_route(api, estimated_input_tokens=1000).json()["decision_id"] for _ in range(3)]
+    _usage(api, decision_id=decisions[0], input_tokens=10, output_tokens=0)
+    _usage(api, idempotency_key="call-1")
+
+    persistent_redis()
+    settle_ledger()
+
+    assert sorted(str(pk) for pk in Decision.objects.values_list("id", flat=True)) == sorted(decisions)
+    assert UsageEvent.objects.count() == 2
+    assert Decision.objects.get(pk=decisions[0]).input_tokens == 10
+    assert _tokens_used(api) == 10 + 2000 + 150
+    assert _usage(api, idempotency_key="call-1").status_code == 200
