@@ -180,9 +180,9 @@ def store_history() -> float:
     name = urlparse(DATABASE_URL).path.lstrip("/")
     started = time.time()
     psql(f"""
-        INSERT INTO router_usageevent (created_at, caller, model_key, provider_slug, input_tokens, output_tokens, cost_usd,
+        INSERT INTO router_usageevent (id, created_at, caller, model_key, provider_slug, input_tokens, output_tokens, cost_usd,
                                        status, ratelimit_headers)
-        SELECT now() - interval '1 hour' - (i * interval '518 milliseconds'), 'history', 'bench-primary', 'bench', 1000, 500,
+        SELECT gen_random_uuid(), now() - interval '1 hour' - (i * interval '518 milliseconds'), 'history', 'bench-primary', 'bench', 1000, 500,
                0.0105, 'ok', '{{}}'
         FROM generate_series(1, {HISTORY_EVENTS}) AS i;
         INSERT INTO router_decision (id, created_at, caller, category, complexity, tier, outcome, model_key, provider_slug,
