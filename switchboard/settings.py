@@ -230,7 +230,8 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
-        # "Task received / succeeded" for every task: the ledger is drained every second.
+        # "Sending due task", "Task received / succeeded" for every task: the ledger is drained every second.
+        "celery.beat": {"level": "WARNING"},
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
     },
