@@ -543,10 +543,14 @@ class RedisCounters:
 
     def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageEvent | None, DecisionRef | None]:
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.idempotency_key(idempotency_key or ""))
-        pipe.hget(self.decision_key(decision_id), "decision")
-        earlier, memory = pipe.execute() if idempotency_key or decision_id else (None, None)
-        existing = ledger.usage_from_row(json.loads(earlier)) if idempotency_key and earlier else None
+        if idempotency_key:
+            pipe.get(self.idempotency_key(idempotency_key))
+        if decision_id:
+            pipe.hget(self.decision_key(decision_id), "decision")
+        answers = pipe.execute() if idempotency_key or decision_id else []
+        earlier = answers.pop(0) if idempotency_key else None
+        memory = answers.pop(0) if decision_id else None
+        existing = ledger.usage_from_row(json.loads(earlier)) if earlier else None
         if not decision_id:
             return existing, None
         if memory:

@@ -42,7 +42,7 @@ class _Fields:
         self.data = data
         self.errors: dict[str, list[str]] = {}
 
-    def _value(self, name: str, required: bool) -> Any:
+    def value(self, name: str, required: bool = False) -> Any:
         if name not in self.data:
             if required:
                 self.errors[name] = [REQUIRED]
@@ -53,7 +53,7 @@ class _Fields:
         return self.data[name]
 
     def text(self, name: str, max_length: int) -> str | None:
-        value = self._value(name, required=False)
+        value = self.value(name)
         return None if value is None else self.string(name, value, max_length)
 
     def string(self, name: str, value: Any, max_length: int) -> str | None:
@@ -75,7 +75,7 @@ class _Fields:
         return None
 
     def integer(self, name: str, maximum: int, default: int | None = None, required: bool = False) -> int | None:
-        value = self._value(name, required=required and default is None)
+        value = self.value(name, required=required and default is None)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
@@ -89,7 +89,7 @@ class _Fields:
         return None
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self._value(name, required=False)
+        value = self.value(name)
         if value is None:
             return default
         if not isinstance(value, str) or value not in choices:
@@ -106,10 +106,10 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     fields = _Fields(data, ROUTE_FIELDS)
     category = fields.text("category", 64)
     tier = fields.text("tier", 64)
-    complexity = fields._value("complexity", required=False)
+    complexity = fields.value("complexity")
     input_tokens = fields.integer("estimated_input_tokens", MAX_TOKENS_PER_CALL, default=0)
     output_tokens = fields.integer("estimated_output_tokens", MAX_TOKENS_PER_CALL, default=0)
-    dry_run = fields._value("dry_run", required=False)
+    dry_run = fields.value("dry_run")
     if dry_run is not None and not isinstance(dry_run, bool):
         fields.errors["dry_run"] = ["Must be a valid boolean."]
     fields.check()
@@ -136,7 +136,7 @@ def usage_report(data: Any) -> UsageReport:
     input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=True)
     output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=True)
     status = fields.choice("status", tuple(UsageEvent.Status.values), UsageEvent.Status.OK)
-    decision_id = fields._value("decision_id", required=False)
+    decision_id = fields.value("decision_id")
     if decision_id is not None:
         try:
             decision_id = uuid.UUID(decision_id)
@@ -154,7 +154,7 @@ def usage_report(data: Any) -> UsageReport:
 
 
 def _ratelimit_headers(fields: _Fields) -> dict[str, str]:
-    headers = fields._value("ratelimit_headers", required=False)
+    headers = fields.value("ratelimit_headers")
     if headers is None:
         return {}
     if not isinstance(headers, dict):
