@@ -4,6 +4,7 @@ import csv
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,20 +14,22 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from providers.models import LLMModel
 from router import payloads
 from router import serializers as s
 from router.accounting import CountersUnavailable, settle_ledger
-from router.auth import AdminScope, ReadScope, RouteScope, UsageScope
-from router.engine import UnknownChoice, display_amount
-from router.errors import ApiError
+from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope, caller_for_key
+from router.engine import RouteRequest, UnknownChoice, display_amount
+from router.errors import ApiError, error_body
 from router.models import Decision, Outcome, Policy, UsageEvent
 from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
-from router.services import DecisionResult, UsageRejected, decide, quota_status, record_usage
+from router.services import DecisionResult, UsageRejected, UsageReport, decide, quota_status, record_usage
 
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
 MAX_CALL_BODY_BYTES = 64 * 1024
@@ -61,7 +64,64 @@ class ApiView(APIView):
         super().initial(request, *args, **kwargs)
 
 
-def _refusal(result: DecisionResult) -> Response:
+def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
+    """The bytes DRF's JSONRenderer would write for this body."""
+    content = json.dumps(body, cls=JSONEncoder, ensure_ascii=False, separators=(",", ":"))
+    return HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class HotPathView(ApiView):
+    """A POST endpoint that answers a well-formed call from a known key without DRF's request and response objects.
+
+    POST /route and /usage are called before every LLM call, and DRF's wrapping cost as much CPU as
+    the decision itself (README, "Performance"). The fast path takes only a call DRF would take as
+    is: a JSON body within the size limit, a Bearer key with this endpoint's scope, fields that
+    validate. Anything else goes through DRF's dispatch, which answers it as every other endpoint
+    does; both paths read the body with `parse` and answer with `answer`.
+    """
+
+    scope = ""
+    JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
+
+    def parse(self, data: Any) -> Any:
+        raise NotImplementedError
+
+    def answer(self, call: Any, caller: Caller) -> HttpResponse:
+        raise NotImplementedError
+
+    def dispatch(self, request, *args, **kwargs):
+        caller = self._caller(request)
+        call = self._call(request) if caller else None
+        if call is None:
+            return super().dispatch(request, *args, **kwargs)
+        try:
+            return self.answer(call, caller)
+        except ApiError as exc:
+            return json_response(error_body(exc), exc.status_code)
+
+    def _caller(self, request) -> Caller | None:
+        meta = request.META
+        length = meta.get("CONTENT_LENGTH", "")
+        if (request.method != "POST" or meta.get("CONTENT_TYPE", "").lower() not in self.JSON_TYPES
+                or not length.isdigit() or int(length) > self.max_body_bytes):
+            return None
+        keyword, _, raw_key = meta.get("HTTP_AUTHORIZATION", "").partition(" ")
+        caller = caller_for_key(raw_key.strip()) if keyword.lower() == "bearer" and raw_key.strip() else None
+        return caller if caller and self.scope in caller.scopes else None
+
+    def _call(self, request) -> Any:
+        try:
+            data = json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
+            return self.parse(data)
+        except (ValueError, RecursionError, DRFValidationError, ApiError):
+            return None
+
+
+def _refusal(result: DecisionResult) -> HttpResponse:
     walk = result.walk
     if walk.outcome == Outcome.FAILED_FAST:
         code = "quota_exceeded" if walk.quota_blocked else "primary_unavailable"
@@ -72,12 +132,13 @@ def _refusal(result: DecisionResult) -> Response:
         "primary": walk.primary, "trace": walk.trace, "policy_version": result.policy_version,
     }
     if walk.quota_blocked:
-        return Response(body, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(walk.retry_after)})
-    return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return json_response(body, status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(walk.retry_after)})
+    return json_response(body, status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
-class RouteView(ApiView):
+class RouteView(HotPathView):
     permission_classes = [RouteScope]
+    scope = RouteScope.scope
 
     @extend_schema(
         request=s.RouteRequestSerializer,
@@ -85,9 +146,15 @@ class RouteView(ApiView):
         summary="Which model, at which provider, under which id, right now",
     )
     def post(self, request):
-        route_request, dry_run = payloads.route_request(request.data)
+        return self.answer(self.parse(request.data), request.user)
+
+    def parse(self, data: Any) -> tuple[RouteRequest, bool]:
+        return payloads.route_request(data)
+
+    def answer(self, call: tuple[RouteRequest, bool], caller: Caller) -> HttpResponse:
+        route_request, dry_run = call
         try:
-            result = decide(route_request, caller=request.user.name, dry_run=dry_run)
+            result = decide(route_request, caller=caller.name, dry_run=dry_run)
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except CountersUnavailable as exc:
@@ -95,7 +162,7 @@ class RouteView(ApiView):
         if result.walk.refused:
             return _refusal(result)
         model = result.walk.chosen
-        return Response({
+        return json_response({
             "decision_id": result.decision_id,
             "outcome": result.walk.outcome,
             "reason": result.walk.reason,
@@ -108,8 +175,9 @@ class RouteView(ApiView):
         })
 
 
-class UsageView(ApiView):
+class UsageView(HotPathView):
     permission_classes = [UsageScope]
+    scope = UsageScope.scope
 
     @extend_schema(
         request=s.UsageRequestSerializer,
@@ -117,12 +185,17 @@ class UsageView(ApiView):
         summary="Report what a call used (counted once per idempotency key)",
     )
     def post(self, request):
-        report = payloads.usage_report(request.data)
+        return self.answer(self.parse(request.data), request.user)
+
+    def parse(self, data: Any) -> UsageReport:
+        return payloads.usage_report(data)
+
+    def answer(self, call: UsageReport, caller: Caller) -> HttpResponse:
         try:
-            event, created = record_usage(report, caller=request.user.name)
+            event, created = record_usage(call, caller=caller.name)
         except UsageRejected as exc:
             raise ApiError(exc.code, exc.detail, exc.status) from exc
-        return Response(usage_event_body(event), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return json_response(usage_event_body(event), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 def usage_event_body(event: UsageEvent) -> dict:

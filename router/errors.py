@@ -15,6 +15,10 @@ class ApiError(exceptions.APIException):
         self.extra = extra
 
 
+def error_body(exc: ApiError) -> dict:
+    return {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
+
+
 def _flatten(detail, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
         messages = []
@@ -53,8 +57,7 @@ def exception_handler(exc, context):
         return Response({"error": "malformed_request", "detail": "JSON parse error - the document is nested too deeply."},
                         status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ApiError):
-        body = {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
-        return Response(body, status=exc.status_code, headers=getattr(exc, "headers", None))
+        return Response(error_body(exc), status=exc.status_code)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import redis
-from django.db import transaction
+from django.db import connection, transaction
 
 from router.models import Decision, UsageEvent
 
@@ -69,31 +69,108 @@ def store(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[dict]:
     Returns the usage rows that were not stored because their idempotency key was already used by a
     report stored earlier (one older than Redis remembers keys): their counts must be taken back.
     """
-    decisions: list[Decision] = []
-    events: list[tuple[UsageEvent, dict]] = []
-    for _, fields in entries:
-        row = json.loads(fields[b"row"])
-        if fields[b"kind"] == b"decision":
-            decisions.append(decision_from_row(row))
-        else:
-            events.append((usage_from_row(row), row))
+    decisions, events = split(entries)
     with transaction.atomic():
-        Decision.objects.bulk_create(decisions, ignore_conflicts=True)
-        named = {e.decision_id for e, _ in events if e.decision_id}
-        known = set(Decision.objects.filter(id__in=named).values_list("id", flat=True)) if named else set()
-        for event, _ in events:
-            if event.decision_id and event.decision_id not in known:
-                logger.error("Usage report %s names decision %s, which is not in the ledger; stored without it",
-                             event.id, event.decision_id)
-                event.decision_id = None
-        UsageEvent.objects.bulk_create([e for e, _ in events], ignore_conflicts=True)
-        stored = set(UsageEvent.objects.filter(id__in=[e.id for e, _ in events]).values_list("id", flat=True)) if events else set()
-        for event, _ in events:
-            if event.id in stored and event.decision_id:
-                Decision.objects.filter(pk=event.decision_id).update(
-                    input_tokens=event.input_tokens, output_tokens=event.output_tokens, cost_usd=event.cost_usd, reported=True,
-                )
-    return [row for event, row in events if event.id not in stored]
+        if connection.vendor == "postgresql":
+            return store_in_postgresql(decisions, events)
+        return store_with_orm(decisions, events)
+
+
+def split(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[list[bytes], list[bytes]]:
+    """The JSON rows of a batch of stream entries: decisions, and usage reports."""
+    decisions = [fields[b"row"] for _, fields in entries if fields[b"kind"] == b"decision"]
+    events = [fields[b"row"] for _, fields in entries if fields[b"kind"] != b"decision"]
+    return decisions, events
+
+
+def _recordset(columns: dict[str, str]) -> str:
+    return ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+
+
+# The rows' fields as PostgreSQL reads them from the batch's JSON (jsonb_to_recordset).
+DECISION_COLUMNS = {
+    "id": "uuid", "created_at": "timestamptz", "caller": "text", "category": "text", "complexity": "text", "tier": "text",
+    "outcome": "text", "model_key": "text", "provider_slug": "text", "primary_key": "text", "reason": "text",
+    "trace": "jsonb", "policy_version": "bigint", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric",
+}
+USAGE_COLUMNS = {
+    "id": "uuid", "created_at": "timestamptz", "caller": "text", "model_key": "text", "provider_slug": "text",
+    "decision_id": "uuid", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric", "status": "text",
+    "idempotency_key": "text", "retry_after": "integer", "ratelimit_headers": "jsonb",
+}
+INSERT_DECISIONS = f"""
+    INSERT INTO router_decision ({", ".join(DECISION_COLUMNS)}, reported)
+    SELECT {", ".join(DECISION_COLUMNS)}, false FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(DECISION_COLUMNS)})
+    ON CONFLICT (id) DO NOTHING
+"""
+# One statement: store the reports (a report naming a decision that is not in the ledger is stored
+# without it), give each stored report's decision its actual usage, and tell for every row of the
+# batch whether it is stored now or was already, and whether its decision was missing.
+INSERT_USAGE = f"""
+    WITH batch AS (
+        SELECT * FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(USAGE_COLUMNS)})
+    ), inserted AS (
+        INSERT INTO router_usageevent ({", ".join(USAGE_COLUMNS)})
+        SELECT {", ".join("decision.id" if name == "decision_id" else f"batch.{name}" for name in USAGE_COLUMNS)}
+        FROM batch LEFT JOIN router_decision AS decision ON decision.id = batch.decision_id
+        ON CONFLICT DO NOTHING
+        RETURNING id, decision_id, input_tokens, output_tokens, cost_usd
+    ), reported AS (
+        UPDATE router_decision AS decision
+        SET input_tokens = inserted.input_tokens, output_tokens = inserted.output_tokens, cost_usd = inserted.cost_usd,
+            reported = true
+        FROM inserted WHERE decision.id = inserted.decision_id
+    )
+    SELECT batch.id::text, batch.decision_id::text,
+           inserted.id IS NOT NULL OR EXISTS (SELECT 1 FROM router_usageevent AS stored WHERE stored.id = batch.id),
+           inserted.id IS NOT NULL AND batch.decision_id IS NOT NULL AND inserted.decision_id IS NULL
+    FROM batch LEFT JOIN inserted ON inserted.id = batch.id
+"""
+
+
+def _json_array(rows: list[bytes]) -> str:
+    return (b"[" + b",".join(rows) + b"]").decode()
+
+
+def store_in_postgresql(decisions: list[bytes], events: list[bytes]) -> list[dict]:
+    """The batch as two statements that PostgreSQL parses itself: the rows are JSON already."""
+    with connection.cursor() as cursor:
+        if decisions:
+            cursor.execute(INSERT_DECISIONS, [_json_array(decisions)])
+        if not events:
+            return []
+        cursor.execute(INSERT_USAGE, [_json_array(events)])
+        outcomes = cursor.fetchall()
+    for event_id, decision_id, _, decision_missing in outcomes:
+        if decision_missing:
+            logger.error("Usage report %s names decision %s, which is not in the ledger; stored without it", event_id, decision_id)
+    duplicates = {event_id for event_id, _, stored, _ in outcomes if not stored}
+    if not duplicates:
+        return []
+    rows = [json.loads(event) for event in events]
+    return [row for row in rows if row["id"] in duplicates]
+
+
+def store_with_orm(decisions: list[bytes], events: list[bytes]) -> list[dict]:
+    """The batch through the ORM, for databases other than PostgreSQL."""
+    Decision.objects.bulk_create([decision_from_row(json.loads(row)) for row in decisions], ignore_conflicts=True)
+    rows = [json.loads(row) for row in events]
+    reports = [usage_from_row(row) for row in rows]
+    named = {report.decision_id for report in reports if report.decision_id}
+    known = set(Decision.objects.filter(id__in=named).values_list("id", flat=True)) if named else set()
+    for report in reports:
+        if report.decision_id and report.decision_id not in known:
+            logger.error("Usage report %s names decision %s, which is not in the ledger; stored without it",
+                         report.id, report.decision_id)
+            report.decision_id = None
+    UsageEvent.objects.bulk_create(reports, ignore_conflicts=True)
+    stored = set(UsageEvent.objects.filter(id__in=[report.id for report in reports]).values_list("id", flat=True)) if reports else set()
+    for report in reports:
+        if report.id in stored and report.decision_id:
+            Decision.objects.filter(pk=report.decision_id).update(
+                input_tokens=report.input_tokens, output_tokens=report.output_tokens, cost_usd=report.cost_usd, reported=True,
+            )
+    return [row for report, row in zip(reports, rows, strict=True) if report.id not in stored]
 
 
 class LedgerBusy(Exception):

@@ -34,6 +34,38 @@ def test_json_nested_too_deeply_is_answered_with_400_malformed_request(api, gene
     assert response.json()["error"] == "malformed_request"
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_json_does_not_have_is_answered_with_400_malformed_request(api, general, constant):
+    response = post(api, "/api/v1/route", f'{{"category": "general", "estimated_input_tokens": {constant}}}')
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_request"
+    assert not Decision.objects.exists()
+
+
+def test_a_body_that_is_not_utf8_is_answered_with_400_malformed_request(api, general):
+    response = api.generic("POST", "/api/v1/route", '{"category": "général"}'.encode("latin-1"), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_request"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8"])
+def test_json_is_taken_whatever_the_spelling_of_its_content_type(api, general, content_type):
+    response = api.generic("POST", "/api/v1/route", '{"category": "general"}', content_type=content_type)
+
+    assert response.status_code == 200
+    assert response.json()["model"]["key"] == "gpt-4o"
+
+
+def test_api_answers_carry_no_browser_session_or_csrf_cookie(api, general):
+    response = api.post("/api/v1/route", {"category": "general"}, format="json")
+
+    assert response.status_code == 200
+    assert not response.cookies
+    assert "Cookie" not in response.get("Vary", "")
+
+
 @pytest.mark.parametrize("body", ["[]", '"general"', "42", "null"])
 def test_a_body_that_is_not_a_json_object_is_answered_with_400(api, general, body):
     assert post(api, "/api/v1/route", body).status_code == 400

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 import redis
+from django.db import connection, transaction
 
 from router import ledger
 from router.accounting import redis_counters, settle_ledger
@@ -84,17 +85,78 @@ def test_a_report_naming_a_decision_redis_no_longer_remembers_is_checked_in_the_
     assert _tokens_used(api) == 320
 
 
-def test_writing_the_same_batch_twice_stores_each_row_once(api, policy, redis_client):
-    """A drainer that dies after its commit and before removing the rows from Redis."""
-    _route(api)
-    _usage(api, idempotency_key="k")
-    counters = redis_counters()
-    entries = redis_client.xrange(counters.stream_key)
+@pytest.fixture(params=["store_in_postgresql", "store_with_orm"])
+def write_batch(request):
+    """Each way the ledger is written: by PostgreSQL from the rows' JSON, and through the ORM elsewhere."""
+    if request.param == "store_in_postgresql" and connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's own write path needs PostgreSQL (DATABASE_URL)")
+    writer = getattr(ledger, request.param)
 
-    assert ledger.store(entries) == []
-    assert ledger.store(entries) == []
+    def write(entries):
+        with transaction.atomic():
+            return writer(*ledger.split(entries))
+    return write
+
+
+def test_writing_the_same_batch_twice_stores_each_row_once(api, policy, redis_client, write_batch):
+    """A drainer that dies after its commit and before removing the rows from Redis."""
+    decision_id = _route(api).json()["decision_id"]
+    _usage(api, idempotency_key="k", decision_id=decision_id, input_tokens=7)
+    entries = redis_client.xrange(redis_counters().stream_key)
+
+    assert write_batch(entries) == []
+    assert write_batch(entries) == []
 
     assert (Decision.objects.count(), UsageEvent.objects.count()) == (1, 1)
+    assert Decision.objects.filter(pk=decision_id, reported=True, input_tokens=7).exists()
+    assert UsageEvent.objects.get().decision_id == uuid.UUID(decision_id)
+
+
+def test_a_batch_is_stored_as_it_was_accepted(api, policy, redis_client, write_batch):
+    decision = _route(api, estimated_input_tokens=1000, estimated_output_tokens=500).json()
+    _usage(api, idempotency_key="call-1", status="rate_limited", retry_after=30,
+           ratelimit_headers={"x-ratelimit-remaining-requests": "0"})
+    entries = redis_client.xrange(redis_counters().stream_key)
+
+    write_batch(entries)
+
+    stored = Decision.objects.get()
+    assert (str(stored.id), stored.caller, stored.category, stored.complexity, stored.outcome, stored.model_key,
+            stored.provider_slug, stored.primary_key, stored.trace, stored.policy_version, stored.input_tokens,
+            stored.output_tokens, stored.cost_usd, stored.reported) == (
+        decision["decision_id"], "test-service", "general", "medium", "primary", "gpt-4o", "openai", "gpt-4o",
+        decision["trace"], decision["policy_version"], 1000, 500, Decimal("0.0075"), False)
+    event = UsageEvent.objects.get()
+    assert (event.model_key, event.provider_slug, event.input_tokens, event.output_tokens, event.cost_usd, event.status,
+            event.idempotency_key, event.retry_after, event.ratelimit_headers, event.decision_id) == (
+        "gpt-4o", "openai", 100, 50, Decimal("0.00075"), "rate_limited", "call-1", 30,
+        {"x-ratelimit-remaining-requests": "0"}, None)
+
+
+def test_a_report_whose_decision_is_not_in_the_ledger_is_stored_without_it(api, policy, redis_client, write_batch, caplog):
+    decision_id = _route(api).json()["decision_id"]
+    _usage(api, decision_id=decision_id)
+    decision_entry, usage_entry = redis_client.xrange(redis_counters().stream_key)
+
+    assert write_batch([usage_entry]) == []
+
+    assert UsageEvent.objects.get().decision_id is None
+    assert f"names decision {decision_id}, which is not in the ledger" in caplog.text
+
+
+def test_a_repeated_key_is_returned_with_its_charges_to_take_back(api, policy, redis_client, write_batch):
+    _usage(api, idempotency_key="call-1")
+    first = redis_client.xrange(redis_counters().stream_key)
+    redis_client.delete(redis_counters().idempotency_key("call-1"))
+    _usage(api, idempotency_key="call-1")
+    second = redis_client.xrange(redis_counters().stream_key)[1:]
+
+    assert write_batch(first) == []
+    duplicates = write_batch(second)
+
+    assert [row["idempotency_key"] for row in duplicates] == ["call-1"]
+    assert duplicates[0]["charges"]
+    assert UsageEvent.objects.count() == 1
 
 
 def test_a_key_repeated_after_redis_forgot_it_is_stored_once_and_its_count_taken_back(api, policy, redis_client):
