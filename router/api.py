@@ -77,8 +77,8 @@ def _reject_constant(name: str) -> None:
 class HotPathView(ApiView):
     """A POST endpoint that answers a well-formed call from a known key without DRF's request and response objects.
 
-    POST /route and /usage are called before every LLM call, and DRF's wrapping cost as much CPU as
-    the decision itself (README, "Performance"). The fast path takes only a call DRF would take as
+    POST /route and /usage are called around every LLM call, and DRF's wrapping was a large share
+    of their CPU (README, "Performance"). The fast path takes only a call DRF would take as
     is: a JSON body within the size limit, a Bearer key with this endpoint's scope, fields that
     validate. Anything else goes through DRF's dispatch, which answers it as every other endpoint
     does; both paths read the body with `parse` and answer with `answer`.
