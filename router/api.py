@@ -81,17 +81,12 @@ class HotPathView(ApiView):
     of their CPU (README, "Performance"). The fast path takes only a call DRF would take as
     is: a JSON body within the size limit, a Bearer key with this endpoint's scope, fields that
     validate. Anything else goes through DRF's dispatch, which answers it as every other endpoint
-    does; both paths read the body with `parse` and answer with `answer`.
+    does. Both paths call the subclass's `parse(data)`, which validates the body into a call, and
+    `answer(call, caller)`, which runs the service and returns the response.
     """
 
     scope = ""
     JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
-
-    def parse(self, data: Any) -> Any:
-        raise NotImplementedError
-
-    def answer(self, call: Any, caller: Caller) -> HttpResponse:
-        raise NotImplementedError
 
     def dispatch(self, request, *args, **kwargs):
         caller = self._caller(request)
