@@ -24,7 +24,7 @@ from providers.models import LLMModel
 from router import payloads
 from router import serializers as s
 from router.accounting import CountersUnavailable, settle_ledger
-from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope, caller_for_key
+from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope, bearer_key, caller_for_key
 from router.engine import RouteRequest, UnknownChoice, display_amount
 from router.errors import ApiError, error_body
 from router.models import Decision, Outcome, Policy, UsageEvent
@@ -85,7 +85,6 @@ class HotPathView(ApiView):
     `answer(call, caller)`, which runs the service and returns the response.
     """
 
-    scope = ""
     JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
 
     def dispatch(self, request, *args, **kwargs):
@@ -104,9 +103,9 @@ class HotPathView(ApiView):
         if (request.method != "POST" or meta.get("CONTENT_TYPE", "").lower() not in self.JSON_TYPES
                 or not length.isdigit() or int(length) > self.max_body_bytes):
             return None
-        keyword, _, raw_key = meta.get("HTTP_AUTHORIZATION", "").partition(" ")
-        caller = caller_for_key(raw_key.strip()) if keyword.lower() == "bearer" and raw_key.strip() else None
-        return caller if caller and self.scope in caller.scopes else None
+        raw_key = bearer_key(meta.get("HTTP_AUTHORIZATION", ""))
+        caller = caller_for_key(raw_key) if raw_key else None
+        return caller if caller and self.permission_classes[0].scope in caller.scopes else None
 
     def _call(self, request) -> Any:
         try:
@@ -133,7 +132,6 @@ def _refusal(result: DecisionResult) -> HttpResponse:
 
 class RouteView(HotPathView):
     permission_classes = [RouteScope]
-    scope = RouteScope.scope
 
     @extend_schema(
         request=s.RouteRequestSerializer,
@@ -172,7 +170,6 @@ class RouteView(HotPathView):
 
 class UsageView(HotPathView):
     permission_classes = [UsageScope]
-    scope = UsageScope.scope
 
     @extend_schema(
         request=s.UsageRequestSerializer,

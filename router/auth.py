@@ -80,6 +80,12 @@ def forget_cached_keys() -> None:
     _last_used_written.clear()
 
 
+def bearer_key(header: str) -> str | None:
+    """The key in an 'Authorization: Bearer <key>' header, or None if the header is not that."""
+    keyword, _, raw_key = header.partition(" ")
+    return raw_key.strip() if keyword.lower() == "bearer" and raw_key.strip() else None
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -87,10 +93,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        keyword, _, raw_key = header.partition(" ")
-        if keyword.lower() != self.keyword.lower() or not raw_key.strip():
+        raw_key = bearer_key(header)
+        if raw_key is None:
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
-        caller = caller_for_key(raw_key.strip())
+        caller = caller_for_key(raw_key)
         if caller is None:
             raise exceptions.AuthenticationFailed("Unknown, revoked or expired API key.")
         return caller, None

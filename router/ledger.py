@@ -27,10 +27,21 @@ BATCH_SIZE = 1000
 # A drainer holds its lock this long; it renews it for every batch.
 LOCK_MILLISECONDS = 30_000
 
-DECISION_FIELDS = ("caller", "category", "complexity", "tier", "outcome", "model_key", "provider_slug", "primary_key",
-                   "reason", "trace", "policy_version", "input_tokens", "output_tokens")
-USAGE_FIELDS = ("caller", "model_key", "provider_slug", "input_tokens", "output_tokens", "status", "idempotency_key",
-                "retry_after", "ratelimit_headers")
+# The rows' fields as PostgreSQL reads them from the batch's JSON (jsonb_to_recordset).
+DECISION_COLUMNS = {
+    "id": "uuid", "created_at": "timestamptz", "caller": "text", "category": "text", "complexity": "text", "tier": "text",
+    "outcome": "text", "model_key": "text", "provider_slug": "text", "primary_key": "text", "reason": "text",
+    "trace": "jsonb", "policy_version": "bigint", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric",
+}
+USAGE_COLUMNS = {
+    "id": "uuid", "created_at": "timestamptz", "caller": "text", "model_key": "text", "provider_slug": "text",
+    "decision_id": "uuid", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric", "status": "text",
+    "idempotency_key": "text", "retry_after": "integer", "ratelimit_headers": "jsonb",
+}
+# The fields copied as they are between a model and its row; the others are converted (_common, decision_id).
+CONVERTED = {"id", "created_at", "cost_usd", "decision_id"}
+DECISION_FIELDS = tuple(name for name in DECISION_COLUMNS if name not in CONVERTED)
+USAGE_FIELDS = tuple(name for name in USAGE_COLUMNS if name not in CONVERTED)
 
 # A charge applied to a Redis counter: (quota hash key, bucket, amount, the key's lifetime).
 AppliedCharge = tuple[str, int, int, int]
@@ -87,17 +98,6 @@ def _recordset(columns: dict[str, str]) -> str:
     return ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
 
 
-# The rows' fields as PostgreSQL reads them from the batch's JSON (jsonb_to_recordset).
-DECISION_COLUMNS = {
-    "id": "uuid", "created_at": "timestamptz", "caller": "text", "category": "text", "complexity": "text", "tier": "text",
-    "outcome": "text", "model_key": "text", "provider_slug": "text", "primary_key": "text", "reason": "text",
-    "trace": "jsonb", "policy_version": "bigint", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric",
-}
-USAGE_COLUMNS = {
-    "id": "uuid", "created_at": "timestamptz", "caller": "text", "model_key": "text", "provider_slug": "text",
-    "decision_id": "uuid", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric", "status": "text",
-    "idempotency_key": "text", "retry_after": "integer", "ratelimit_headers": "jsonb",
-}
 INSERT_DECISIONS = f"""
     INSERT INTO router_decision ({", ".join(DECISION_COLUMNS)}, reported)
     SELECT {", ".join(DECISION_COLUMNS)}, false FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(DECISION_COLUMNS)})
