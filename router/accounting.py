@@ -277,40 +277,77 @@ class RedisCounters:
     """Per-quota bucket hashes in Redis; checks and reservations are one atomic Lua script."""
 
     name = "redis"
+    # Part of every counter key's name: processes that keep the hashes differently never share one,
+    # and a new layout starts from a rebuild of the ledger (its ready marker is missing).
+    LAYOUT = "v2"
+
+    # A quota's hash holds its buckets ('<bucket>': usage) and two fields that make a read O(1):
+    # 'total', the sum of every bucket in the hash, and 'low', at most its oldest bucket. `add` keeps
+    # both with every change of a bucket; `counted` scans the buckets only when 'low' has left the
+    # window or holds no usage, deleting the buckets that no longer count.
+    QUOTA_FUNCTIONS = """
+    local function add(key, bucket, amount, ttl)
+      redis.call('HINCRBY', key, bucket, amount)
+      redis.call('HINCRBY', key, 'total', amount)
+      local low = tonumber(redis.call('HGET', key, 'low'))
+      if low == nil or tonumber(bucket) < low then
+        redis.call('HSET', key, 'low', bucket)
+      end
+      redis.call('EXPIRE', key, ttl)
+    end
+
+    -- The usage counted from bucket `oldest` on, and the oldest bucket holding usage (-1 if none).
+    local function counted(key, oldest)
+      local state = redis.call('HMGET', key, 'total', 'low')
+      local low = tonumber(state[2])
+      if low ~= nil and low >= oldest and (tonumber(redis.call('HGET', key, state[2])) or 0) > 0 then
+        return tonumber(state[1]), low
+      end
+      local fields = redis.call('HGETALL', key)
+      local total, first = 0, -1
+      low = nil
+      for j = 1, #fields, 2 do
+        local bucket, value = tonumber(fields[j]), tonumber(fields[j + 1])
+        if bucket ~= nil then
+          if bucket < oldest or value == 0 then
+            redis.call('HDEL', key, fields[j])
+          else
+            total = total + value
+            if low == nil or bucket < low then low = bucket end
+            if value > 0 and (first < 0 or bucket < first) then first = bucket end
+          end
+        end
+      end
+      if low == nil then
+        redis.call('HDEL', key, 'total', 'low')
+      else
+        redis.call('HSET', key, 'total', string.format('%d', total), 'low', string.format('%d', low))
+      end
+      return total, first
+    end
+    """
 
     # KEYS: one hash per quota, then the ready marker, the ledger stream and the decision's memory.
     # ARGV, six per quota: oldest counted bucket, bucket to add to, amount, soft limit (-1: may use the
     # headroom), hard limit, key lifetime; then the decision's ledger row, its memory, that memory's
     # lifetime. Returns 0 when reserved and recorded, -1 when the counters are being rebuilt, else the
     # 1-based index of the first quota that has no room.
-    RESERVE = """
+    RESERVE = QUOTA_FUNCTIONS + """
     local n = #KEYS - 3
     if redis.call('EXISTS', KEYS[n + 1]) == 0 then
       return -1
     end
     for i = 1, n do
       local base = (i - 1) * 6
-      local oldest = tonumber(ARGV[base + 1])
-      local amount = tonumber(ARGV[base + 3])
-      local soft = tonumber(ARGV[base + 4])
-      local limit = tonumber(ARGV[base + 5])
-      local fields = redis.call('HGETALL', KEYS[i])
-      local used = 0
-      for j = 1, #fields, 2 do
-        if tonumber(fields[j]) >= oldest then
-          used = used + tonumber(fields[j + 1])
-        else
-          redis.call('HDEL', KEYS[i], fields[j])
-        end
-      end
+      local used = counted(KEYS[i], tonumber(ARGV[base + 1]))
+      local amount, soft, limit = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
       if used + amount > limit or (soft >= 0 and used >= soft) then
         return i
       end
     end
     for i = 1, n do
       local base = (i - 1) * 6
-      redis.call('HINCRBY', KEYS[i], ARGV[base + 2], ARGV[base + 3])
-      redis.call('EXPIRE', KEYS[i], ARGV[base + 6])
+      add(KEYS[i], ARGV[base + 2], ARGV[base + 3], ARGV[base + 6])
     end
     local row = n * 6
     redis.call('XADD', KEYS[n + 2], '*', 'kind', 'decision', 'row', ARGV[row + 1])
@@ -327,7 +364,7 @@ class RedisCounters:
     # Returns {0} when counted and recorded, {1, row} with the earlier report's ledger row when the
     # idempotency key was used, {2} when the decision was already reported, {-1} while the counters
     # are being rebuilt.
-    USAGE = """
+    USAGE = QUOTA_FUNCTIONS + """
     local n = tonumber(ARGV[1])
     local ready, stream, idempotency, decision, ratelimit = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], KEYS[n + 4], KEYS[n + 5]
     local row = 1 + n * 3
@@ -350,8 +387,7 @@ class RedisCounters:
     end
     for i = 1, n do
       local base = 1 + (i - 1) * 3
-      redis.call('HINCRBY', KEYS[i], ARGV[base + 1], ARGV[base + 2])
-      redis.call('EXPIRE', KEYS[i], ARGV[base + 3])
+      add(KEYS[i], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3])
     end
     redis.call('XADD', stream, '*', 'kind', 'usage', 'row', ARGV[row + 1])
     if ARGV[row + 2] ~= '' then
@@ -363,6 +399,13 @@ class RedisCounters:
     return {0}
     """
 
+    # KEYS: quota hashes; ARGV, three per hash: bucket, amount (negative to take back), key lifetime.
+    TAKE_BACK = QUOTA_FUNCTIONS + """
+    for i = 1, #KEYS do
+      add(KEYS[i], ARGV[i * 3 - 2], ARGV[i * 3 - 1], ARGV[i * 3])
+    end
+    """
+
     # KEYS: the quota hashes, then the models' cooldown and rate-limit keys, then the ready marker,
     # the ledger stream and the memory of the decision. ARGV: the number of quota hashes, each one's
     # oldest counted bucket; then the choice to reserve at once if it holds (services.decide): the
@@ -372,24 +415,13 @@ class RedisCounters:
     # Returns the marker's existence, whether the choice was reserved, then per quota its counted
     # usage and its oldest bucket holding usage (-1 if none), then the state keys' values; the
     # readings are those from before the reservation. Summing here keeps the reply small.
-    READ = """
+    READ = QUOTA_FUNCTIONS + """
     local quotas = tonumber(ARGV[1])
     local ready = redis.call('EXISTS', KEYS[#KEYS - 2])
     local out = {ready, 0}
     local used = {}
     for i = 1, quotas do
-      local oldest = tonumber(ARGV[i + 1])
-      local fields = redis.call('HGETALL', KEYS[i])
-      local sum, first = 0, -1
-      for j = 1, #fields, 2 do
-        local bucket, value = tonumber(fields[j]), tonumber(fields[j + 1])
-        if bucket >= oldest then
-          sum = sum + value
-          if value > 0 and (first < 0 or bucket < first) then first = bucket end
-        else
-          redis.call('HDEL', KEYS[i], fields[j])
-        end
-      end
+      local sum, first = counted(KEYS[i], tonumber(ARGV[i + 1]))
       used[i] = sum
       out[#out + 1] = sum
       out[#out + 1] = first
@@ -416,9 +448,7 @@ class RedisCounters:
     end
     for c = 0, charges - 1 do
       local a = base + c * 6
-      local key = KEYS[tonumber(ARGV[a + 1])]
-      redis.call('HINCRBY', key, ARGV[a + 2], ARGV[a + 3])
-      redis.call('EXPIRE', key, ARGV[a + 6])
+      add(KEYS[tonumber(ARGV[a + 1])], ARGV[a + 2], ARGV[a + 3], ARGV[a + 6])
     end
     local row = base + charges * 6
     redis.call('XADD', KEYS[#KEYS - 1], '*', 'kind', 'decision', 'row', ARGV[row + 1])
@@ -434,9 +464,10 @@ class RedisCounters:
         self._read = client.register_script(self.READ)
         self._reserve = client.register_script(self.RESERVE)
         self._usage = client.register_script(self.USAGE)
+        self._take_back = client.register_script(self.TAKE_BACK)
 
     def quota_key(self, quota_id: int) -> str:
-        return f"{self.prefix}quota:{quota_id}"
+        return f"{self.prefix}quota:{self.LAYOUT}:{quota_id}"
 
     def cooldown_key(self, model_key: str) -> str:
         return f"{self.prefix}cooldown:{model_key}"
@@ -455,7 +486,7 @@ class RedisCounters:
 
     @property
     def ready_key(self) -> str:
-        return f"{self.prefix}ready"
+        return f"{self.prefix}ready:{self.LAYOUT}"
 
     @property
     def stream_key(self) -> str:
@@ -612,11 +643,8 @@ class RedisCounters:
 
     def take_back(self, applied: list[ledger.AppliedCharge]) -> None:
         """Subtract charges that were counted for a report the ledger did not store (a repeated idempotency key)."""
-        pipe = self.client.pipeline(transaction=True)
-        for key, bucket, amount, ttl in applied:
-            pipe.hincrby(key, str(bucket), -amount)
-            pipe.expire(key, ttl)
-        pipe.execute()
+        self._evalsha(self._take_back, [key for key, _, _, _ in applied],
+                      [value for _, bucket, amount, ttl in applied for value in (bucket, -amount, ttl)])
 
     def drain(self, wait_seconds: float = 5.0) -> int:
         """Write every row waiting in the Redis stream to the database (router.ledger)."""
@@ -648,7 +676,7 @@ class RedisCounters:
             pipe.delete(key)
             buckets = database.bucketed_usage(quota, now)
             if buckets:
-                pipe.hset(key, mapping={str(b): v for b, v in buckets.items()})
+                pipe.hset(key, mapping={str(b): v for b, v in buckets.items()} | {"total": sum(buckets.values()), "low": min(buckets)})
                 pipe.expire(key, self._ttl(quota))
         failures, _ = database.model_reports(list(snapshot.models), now)
         for key, reports in failures.items():

@@ -1,0 +1,119 @@
+"""Usage leaves a rolling window bucket by bucket, and a calendar window all at once: the Redis
+counters, which keep a running total per quota, read at every moment what a recount of the ledger
+in the database reads — through reservations, usage reports replacing estimates, reports without a
+decision, a repeated idempotency key taken back, refusals for lack of room and a rebuild."""
+
+import random
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from router.accounting import DatabaseCounters, redis_counters, settle_ledger
+from router.engine import RouteRequest, charges_for
+from router.models import Decision, UsageEvent
+from router.snapshot import COST_SCALE, current_snapshot
+from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory
+
+
+@pytest.fixture
+def policy(db, redis_client):
+    openai = ProviderFactory(slug="openai", kind="openai")
+    gpt4o = LLMModelFactory(key="gpt-4o", provider=openai, input_cost_per_mtok=Decimal("2.5"), output_cost_per_mtok=Decimal(10))
+    QuotaFactory(provider=openai, name="rpm", metric="requests", window="minute", limit=5, soft_limit_ratio=1)
+    QuotaFactory(provider=openai, name="tokens-hour", metric="tokens", window="hour", limit=10_000_000, soft_limit_ratio=1)
+    QuotaFactory(provider=openai, name="cost-day", metric="cost_usd", window="day", reset="calendar", limit=1000,
+                 soft_limit_ratio=1, models=[gpt4o])
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def _decision(snapshot, request: RouteRequest, now: float) -> Decision:
+    model = snapshot.models["gpt-4o"]
+    return Decision(
+        id=uuid.uuid4(), created_at=_at(now), caller="test", category="general", outcome="primary", model_key=model.key,
+        provider_slug=model.provider, primary_key=model.key, trace=[], policy_version=snapshot.version,
+        input_tokens=request.estimated_input_tokens, output_tokens=request.estimated_output_tokens,
+        cost_usd=Decimal(model.cost_micro_usd(request.estimated_input_tokens, request.estimated_output_tokens)) / COST_SCALE,
+    )
+
+
+def _report(snapshot, now: float, input_tokens: int, output_tokens: int, decision_id=None, idempotency_key=None) -> UsageEvent:
+    model = snapshot.models["gpt-4o"]
+    return UsageEvent(
+        id=uuid.uuid4(), created_at=_at(now), caller="test", model_key=model.key, provider_slug=model.provider,
+        decision_id=decision_id, input_tokens=input_tokens, output_tokens=output_tokens,
+        cost_usd=Decimal(model.cost_micro_usd(input_tokens, output_tokens)) / COST_SCALE,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _assert_redis_reads_the_ledger(snapshot, now: float) -> None:
+    settle_ledger()
+    in_redis = redis_counters().read(snapshot, snapshot.quotas, [], now).quotas
+    in_ledger = DatabaseCounters().read(snapshot, snapshot.quotas, [], now).quotas
+    assert in_redis == in_ledger, f"at {now}"
+
+
+def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy, redis_client):
+    snapshot = current_snapshot()
+    model = snapshot.models["gpt-4o"]
+    counters = redis_counters()
+    draw = random.Random(20261122)
+    now = datetime.now(tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp() - 1500  # crosses midnight
+    counters.ensure_built(snapshot, now)
+    remembered, refused = [], 0
+
+    for step in range(160):
+        now += draw.choice([0.2, 0.5, 1.3, 4, 9, 31, 75])
+        action = draw.random()
+        if action < 0.55:
+            request = RouteRequest(category="general", estimated_input_tokens=draw.randint(1, 5000),
+                                   estimated_output_tokens=draw.randint(1, 2000))
+            decision = _decision(snapshot, request, now)
+            if counters.reserve(charges_for(model, request, may_use_headroom=False), now, decision):
+                remembered.append(decision)
+            else:
+                refused += 1
+        elif action < 0.75 and remembered:
+            decision = remembered.pop(draw.randrange(len(remembered)))
+            event = _report(snapshot, now, draw.randint(1, 5000), draw.randint(1, 2000), decision_id=decision.id)
+            _, ref = counters.lookup(None, decision.id)
+            counters.record_usage(model, event, ref)
+        elif action < 0.9:
+            counters.record_usage(model, _report(snapshot, now, draw.randint(1, 5000), draw.randint(1, 2000)), None)
+        elif action < 0.95:
+            # Repeated after Redis forgot the key: counted again, then taken back when the ledger is written.
+            key = f"call-{step}"
+            counters.record_usage(model, _report(snapshot, now, 700, 300, idempotency_key=key), None)
+            settle_ledger()
+            redis_client.delete(counters.idempotency_key(key))
+            counters.record_usage(model, _report(snapshot, now, 700, 300, idempotency_key=key), None)
+        else:
+            counters.invalidate()
+            counters.ensure_built(snapshot, now)
+        _assert_redis_reads_the_ledger(snapshot, now)
+
+    assert refused > 0, "the requests-per-minute quota should have been full at times"
+
+
+def test_a_quota_whose_usage_has_all_left_the_window_reads_empty(policy):
+    snapshot = current_snapshot()
+    model = snapshot.models["gpt-4o"]
+    rpm = next(q for q in snapshot.quotas if q.name == "rpm")
+    counters = redis_counters()
+    now = datetime.now(tz=UTC).timestamp()
+    request = RouteRequest(category="general", estimated_input_tokens=10, estimated_output_tokens=10)
+    counters.ensure_built(snapshot, now)
+    for offset in range(5):
+        at = now + offset / 100
+        assert counters.reserve(charges_for(model, request, may_use_headroom=False), at, _decision(snapshot, request, at))
+
+    assert not counters.reserve(charges_for(model, request, may_use_headroom=False), now + 1, _decision(snapshot, request, now + 1))
+    later = now + 62
+    reading = counters.read(snapshot, [rpm], [], later).quotas[rpm.id]
+    assert (reading.used, reading.frees_at) == (0, None)
+    assert counters.reserve(charges_for(model, request, may_use_headroom=False), later, _decision(snapshot, request, later))
