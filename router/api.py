@@ -14,7 +14,6 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
@@ -24,9 +23,9 @@ from providers.models import LLMModel
 from router import payloads
 from router import serializers as s
 from router.accounting import CountersUnavailable, settle_ledger
-from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope, bearer_key, caller_for_key
+from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope
 from router.engine import RouteRequest, UnknownChoice, display_amount
-from router.errors import ApiError, error_body
+from router.errors import ApiError
 from router.models import Decision, Outcome, Policy, UsageEvent
 from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
 from router.services import DecisionResult, UsageRejected, UsageReport, decide, quota_status, record_usage
@@ -66,53 +65,10 @@ class ApiView(APIView):
 
 def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
     """The bytes DRF's JSONRenderer would write for this body."""
-    content = json.dumps(body, cls=JSONEncoder, ensure_ascii=False, separators=(",", ":"))
-    return HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-class HotPathView(ApiView):
-    """A POST endpoint that answers a well-formed call from a known key without DRF's request and response objects.
-
-    POST /route and /usage are called around every LLM call, and DRF's wrapping was a large share
-    of their CPU (README, "Performance"). The fast path takes only a call DRF would take as
-    is: a JSON body within the size limit, a Bearer key with this endpoint's scope, fields that
-    validate. Anything else goes through DRF's dispatch, which answers it as every other endpoint
-    does. Both paths call the subclass's `parse(data)`, which validates the body into a call, and
-    `answer(call, caller)`, which runs the service and returns the response.
-    """
-
-    JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
-
-    def dispatch(self, request, *args, **kwargs):
-        caller = self._caller(request)
-        call = self._call(request) if caller else None
-        if call is None:
-            return super().dispatch(request, *args, **kwargs)
-        try:
-            return self.answer(call, caller)
-        except ApiError as exc:
-            return json_response(error_body(exc), exc.status_code)
-
-    def _caller(self, request) -> Caller | None:
-        meta = request.META
-        length = meta.get("CONTENT_LENGTH", "")
-        if (request.method != "POST" or meta.get("CONTENT_TYPE", "").lower() not in self.JSON_TYPES
-                or not length.isdigit() or int(length) > self.max_body_bytes):
-            return None
-        raw_key = bearer_key(meta.get("HTTP_AUTHORIZATION", ""))
-        caller = caller_for_key(raw_key) if raw_key else None
-        return caller if caller and self.permission_classes[0].scope in caller.scopes else None
-
-    def _call(self, request) -> Any:
-        try:
-            data = json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
-            return self.parse(data)
-        except (ValueError, RecursionError, DRFValidationError, ApiError):
-            return None
+    content = json.dumps(body, cls=JSONEncoder, ensure_ascii=False, separators=(",", ":")).encode()
+    response = HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
+    response["Content-Length"] = str(len(content))
+    return response
 
 
 def _refusal(result: DecisionResult) -> HttpResponse:
@@ -130,7 +86,9 @@ def _refusal(result: DecisionResult) -> HttpResponse:
     return json_response(body, status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
-class RouteView(HotPathView):
+class RouteView(ApiView):
+    """Also answered by router.middleware.RoutingCallMiddleware, through `parse` and `answer`."""
+
     permission_classes = [RouteScope]
 
     @extend_schema(
@@ -168,7 +126,9 @@ class RouteView(HotPathView):
         })
 
 
-class UsageView(HotPathView):
+class UsageView(ApiView):
+    """Also answered by router.middleware.RoutingCallMiddleware, through `parse` and `answer`."""
+
     permission_classes = [UsageScope]
 
     @extend_schema(

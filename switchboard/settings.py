@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "router.middleware.RoutingCallMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "switchboard.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
