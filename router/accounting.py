@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+import orjson
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -551,9 +552,9 @@ class RedisCounters:
             return script(keys=keys, args=args)
 
     @staticmethod
-    def _memory(decision: Decision, now: float) -> str:
+    def _memory(decision: Decision, now: float) -> bytes:
         """What a usage report naming the decision needs of it (DecisionRef)."""
-        return json.dumps([decision.outcome, decision.model_key, decision.input_tokens, decision.output_tokens, now])
+        return orjson.dumps([decision.outcome, decision.model_key, decision.input_tokens, decision.output_tokens, now])
 
     def reserve(self, charges: list[Charge], now: float, decision: Decision) -> bool:
         keys, args = [], []

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -33,6 +34,7 @@ from router.services import DecisionResult, UsageRejected, UsageReport, decide, 
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
 MAX_CALL_BODY_BYTES = 64 * 1024
 COST_PLACES = Decimal("0.000001")
+DRF_DEFAULT = JSONEncoder().default
 
 
 def _timestamp(value: float | None) -> str | None:
@@ -64,8 +66,9 @@ class ApiView(APIView):
 
 
 def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
-    """The bytes DRF's JSONRenderer would write for this body."""
-    content = json.dumps(body, cls=JSONEncoder, ensure_ascii=False, separators=(",", ":")).encode()
+    """The JSON DRF's JSONRenderer would write for this body, written by orjson, which costs the hot path
+    far less than the standard library (README, "Performance"). Datetimes and decimals go to DRF's encoder."""
+    content = orjson.dumps(body, default=DRF_DEFAULT, option=orjson.OPT_PASSTHROUGH_DATETIME)
     response = HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
     response["Content-Length"] = str(len(content))
     return response

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
+import orjson
 import redis
 from django.db import connection, transaction
 
@@ -47,17 +48,17 @@ USAGE_FIELDS = tuple(name for name in USAGE_COLUMNS if name not in CONVERTED)
 AppliedCharge = tuple[str, int, int, int]
 
 
-def decision_row(decision: Decision) -> str:
+def decision_row(decision: Decision) -> bytes:
     row = {name: getattr(decision, name) for name in DECISION_FIELDS}
     row |= {"id": str(decision.id), "created_at": decision.created_at.isoformat(), "cost_usd": str(decision.cost_usd)}
-    return json.dumps(row, separators=(",", ":"))
+    return orjson.dumps(row)
 
 
-def usage_row(event: UsageEvent, charges: list[AppliedCharge]) -> str:
+def usage_row(event: UsageEvent, charges: list[AppliedCharge]) -> bytes:
     row = {name: getattr(event, name) for name in USAGE_FIELDS}
     row |= {"id": str(event.id), "created_at": event.created_at.isoformat(), "cost_usd": str(event.cost_usd),
             "decision_id": str(event.decision_id) if event.decision_id else None, "charges": charges}
-    return json.dumps(row, separators=(",", ":"))
+    return orjson.dumps(row)
 
 
 def _common(row: dict) -> dict:

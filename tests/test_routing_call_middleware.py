@@ -63,6 +63,7 @@ def test_an_error_the_service_raises_is_answered_here_in_the_api_error_shape(mid
     ('{"category": "general", "estimated_input_tokens": NaN}', "application/json", ("route",)),
     ('{"category": "general", "colour": "blue"}', "application/json", ("route",)),
     ('{"category": "general", "estimated_input_tokens": -1}', "application/json", ("route",)),
+    ('{"category": "general", "estimated_input_tokens": 100000000000000000000}', "application/json", ("route",)),
     ('{"category": "general"}', "text/plain", ("route",)),
     ('{"category": "general"}', "application/json", ("usage", "read")),
 ])
