@@ -92,3 +92,15 @@ def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, fou
     assert _route(api).json()["outcome"] == "fallback"
     assert _used(api) == 4
     assert api.get("/api/v1/health").json()["redis"]["ok"] is True
+
+
+def test_a_connection_redis_closed_is_opened_again_without_counting_on_the_database(api, four_per_minute, redis_client, settings):
+    settings.ROUTER_REDIS_DOWN = "refuse"
+    assert _route(api).status_code == 200
+
+    redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # what a Redis restart does to them
+    answers = [_route(api).status_code for _ in range(3)]
+
+    assert answers == [200, 200, 200]
+    assert accounting.redis_down_since is None
+    assert _used(api) == 4
