@@ -4,17 +4,22 @@ Prints requests/s, p50 and p99 for counted decisions and usage reports, the same
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
 events and 1 million decisions and measures decisions again, and the dashboard overview's render time.
 
+Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
+machine's speed drifts from minute to minute, and a ratio taken from runs minutes apart measures
+that drift as much as the app. Each figure printed is the median over the rounds.
+
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/switchboard_bench — the
 database is dropped and created), BENCH_REDIS_URL (default redis://127.0.0.1:6379/2 — flushed),
 BENCH_BROKER_URL (Celery's broker for the worker that writes the ledger to the database, default
 redis://127.0.0.1:6379/3 — flushed), BENCH_WORKERS (gunicorn workers, default 2), BENCH_DURATION
-(per run, default 10s), BENCH_HISTORY (usage events to store for the history run, default
+(per run, default 10s), BENCH_ROUNDS (default 3), BENCH_HISTORY (usage events to store for the history run, default
 10000000; 0 skips it).
 """
 
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,9 +38,11 @@ WORKERS = os.environ.get("BENCH_WORKERS", "2")
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "sync")
 THREADS = os.environ.get("BENCH_THREADS", "1")
 DURATION = os.environ.get("BENCH_DURATION", "10s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
 HISTORY_DECISIONS = HISTORY_EVENTS // 10
 PORT = 8765
+BARE_PORT = 8766
 
 ENV = {
     **os.environ,
@@ -85,19 +92,19 @@ def prepare() -> str:
 class Server:
     """gunicorn with the same settings for Switchboard and the bare app."""
 
-    def __init__(self, app: str, env: dict) -> None:
-        self.app, self.env = app, env
+    def __init__(self, app: str, env: dict, port: int) -> None:
+        self.app, self.env, self.port = app, env, port
 
     def __enter__(self) -> "Server":
         self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), self.app, "--bind", f"127.0.0.1:{PORT}", "--workers", WORKERS,
+            [str(BIN / "gunicorn"), self.app, "--bind", f"127.0.0.1:{self.port}", "--workers", WORKERS,
              "--worker-class", WORKER_CLASS, "--threads", THREADS, "--log-level", "warning", "--backlog", "2048"],
             cwd=ROOT, env=self.env,
         )
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/v1/health", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/health", timeout=1)
                 return self
             except urllib.error.HTTPError:
                 return self
@@ -143,8 +150,8 @@ def wait_for_ledger() -> tuple[int, float]:
     return waiting, time.time() - started
 
 
-def wrk(path: str, connections: int, key: str = "", body: str | None = None) -> dict:
-    args = ["wrk", "-t", "2", "-c", str(connections), "-d", DURATION, "--latency", f"http://127.0.0.1:{PORT}{path}"]
+def wrk(url: str, connections: int, key: str = "", body: str | None = None, duration: str = DURATION) -> dict:
+    args = ["wrk", "-t", "2", "-c", str(connections), "-d", duration, "--latency", url]
     env = dict(ENV)
     if body is not None:
         args[1:1] = ["-s", str(ROOT / "bench" / "post.lua")]
@@ -164,15 +171,44 @@ def wrk(path: str, connections: int, key: str = "", body: str | None = None) -> 
     }
 
 
-def measure(label: str, path: str, key: str = "", body: str | None = None) -> dict:
-    wrk(path, 8, key, body)  # warm up every worker's policy snapshot and connections
-    throughput = wrk(path, 32, key, body)
-    latency = wrk(path, 4, key, body)
-    print(f"{label:<34} {throughput['rps']:>9.0f} req/s at 32 conns (p50 {throughput['p50']:.2f} ms, p99 {throughput['p99']:.2f} ms)"
-          f" | 4 conns: {latency['rps']:>6.0f} req/s, p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms"
-          f"{'  NON-2XX: ' + str(throughput['errors'] + latency['errors']) if throughput['errors'] + latency['errors'] else ''}",
-          flush=True)
-    return {"32": throughput, "4": latency}
+class Target:
+    """One endpoint under load: its URL, and the key and body posted to it (none for the bare app)."""
+
+    def __init__(self, label: str, url: str, key: str = "", body: str | None = None) -> None:
+        self.label, self.url, self.key, self.body = label, url, key, body
+        self.runs: dict[int, list[dict]] = {32: [], 4: []}
+
+    def run(self, connections: int) -> None:
+        self.runs[connections].append(wrk(self.url, connections, self.key, self.body))
+
+    def median(self, connections: int, figure: str) -> float:
+        return statistics.median(run[figure] for run in self.runs[connections])
+
+    def errors(self) -> int:
+        return sum(run["errors"] for runs in self.runs.values() for run in runs)
+
+    def report(self) -> None:
+        print(f"{self.label:<34} {self.median(32, 'rps'):>9.0f} req/s at 32 conns (p50 {self.median(32, 'p50'):.2f} ms,"
+              f" p99 {self.median(32, 'p99'):.2f} ms) | 4 conns: {self.median(4, 'rps'):>6.0f} req/s,"
+              f" p50 {self.median(4, 'p50'):.2f} ms, p99 {self.median(4, 'p99'):.2f} ms"
+              f"{'  NON-2XX: ' + str(self.errors()) if self.errors() else ''}", flush=True)
+
+
+def measure(targets: list[Target], bare: Target) -> dict[str, float]:
+    """Alternate the targets' runs with the bare app's, round after round; returns each target's median ratio to it."""
+    for target in [*targets, bare]:
+        wrk(target.url, 8, target.key, target.body, "3s")  # warm up every worker's policy snapshot and connections
+    ratios: dict[str, list[float]] = {target.label: [] for target in targets}
+    for _ in range(ROUNDS):
+        for target in targets:
+            target.run(32)
+            bare.run(32)
+            ratios[target.label].append(target.runs[32][-1]["rps"] / bare.runs[32][-1]["rps"])
+        for target in [*targets, bare]:
+            target.run(4)
+    for target in [*targets, bare]:
+        target.report()
+    return {label: statistics.median(values) for label, values in ratios.items()}
 
 
 def store_history() -> float:
@@ -219,20 +255,20 @@ def overview_render_ms() -> float | None:
 
 def main() -> None:
     key = prepare()
-    print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run; "
-          f"PostgreSQL and Redis on localhost", flush=True)
+    print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run,"
+          f" {ROUNDS} rounds; PostgreSQL and Redis on localhost", flush=True)
+    switchboard = f"http://127.0.0.1:{PORT}"
+    decisions = Target("counted decisions (POST /route)", f"{switchboard}/api/v1/route", key, DECISION_BODY)
+    usage = Target("usage reports (POST /usage)", f"{switchboard}/api/v1/usage", key, USAGE_BODY)
+    bare = Target("bare WSGI app (fixed JSON)", f"http://127.0.0.1:{BARE_PORT}/")
     with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
-        env = ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        with Server("switchboard.wsgi", env):
-            decisions = measure("counted decisions (POST /route)", "/api/v1/route", key, DECISION_BODY)
-            usage = measure("usage reports (POST /usage)", "/api/v1/usage", key, USAGE_BODY)
+        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT), Server("bench.bare_wsgi", ENV, BARE_PORT):
+            ratios = measure([decisions, usage], bare)
         waiting, seconds = wait_for_ledger()
         print(f"ledger: {waiting} rows were still in Redis when the load stopped; written to PostgreSQL {seconds:.1f} s later",
               flush=True)
-    with Server("bench.bare_wsgi", ENV):
-        bare = measure("bare WSGI app (fixed JSON)", "/")
-    print(f"ratio to the bare WSGI app at 32 connections: decisions {decisions['32']['rps'] / bare['32']['rps']:.2f}, "
-          f"usage reports {usage['32']['rps'] / bare['32']['rps']:.2f}", flush=True)
+    print(f"ratio to the bare WSGI app at 32 connections (median of the rounds' ratios): decisions {ratios[decisions.label]:.2f},"
+          f" usage reports {ratios[usage.label]:.2f}", flush=True)
 
     if HISTORY_EVENTS:
         seconds = store_history()
@@ -240,11 +276,15 @@ def main() -> None:
         started = time.time()
         run(str(BIN / "python"), "manage.py", "rebuild_counters")
         print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+        after = Target("counted decisions with history", decisions.url, key, DECISION_BODY)
+        bare_after = Target("bare WSGI app (fixed JSON)", bare.url)
         with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
-            with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}):
-                after = measure("counted decisions with history", "/api/v1/route", key, DECISION_BODY)
+            with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT), Server("bench.bare_wsgi", ENV, BARE_PORT):
+                ratio_after = measure([after], bare_after)[after.label]
             wait_for_ledger()
-        print(f"decisions with history / without: {after['32']['rps'] / decisions['32']['rps']:.2f}", flush=True)
+        print(f"decisions with history / without: {after.median(32, 'rps') / decisions.median(32, 'rps'):.2f}"
+              f" (as ratios to the bare app, which the machine's drift does not move: {ratio_after / ratios[decisions.label]:.2f})",
+              flush=True)
         render = overview_render_ms()
         print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")
 
