@@ -550,7 +550,7 @@ class RedisCounters:
         """Run a registered script on this thread's own connection (_script_connection).
 
         Script.__call__'s isinstance check on a typing Protocol cost the hot path 4% of its CPU, and
-        taking a connection from redis-py's pool and giving it back around each call 8% of its
+        taking a connection from redis-py's pool and giving it back around each call 6% of its
         instructions (README, "Performance").
         """
         connection = self._script_connection()
