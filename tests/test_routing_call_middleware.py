@@ -30,7 +30,7 @@ def _post(path: str, body: str, key: str, content_type: str = "application/json"
     return RequestFactory().generic("POST", path, body, content_type=content_type, HTTP_AUTHORIZATION=f"Bearer {key}", **extra)
 
 
-def test_a_routing_call_is_answered_here_and_counted(middleware, general):
+def test_a_routing_call_is_answered_here(middleware, general):
     response = middleware(_post("/api/v1/route", '{"category": "general"}', make_api_key()))
 
     assert response.status_code == 200
