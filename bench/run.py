@@ -195,19 +195,25 @@ class Target:
 
 
 def measure(targets: list[Target], bare: Target) -> dict[str, float]:
-    """Alternate the targets' runs with the bare app's, round after round; returns each target's median ratio to it."""
-    for target in [*targets, bare]:
-        wrk(target.url, 8, target.key, target.body, "3s")  # warm up every worker's policy snapshot and connections
+    """Serve Switchboard, the bare app and the drain worker, and alternate the targets' runs with the bare
+    app's, round after round; returns each target's median ratio to it."""
     ratios: dict[str, list[float]] = {target.label: [] for target in targets}
-    for _ in range(ROUNDS):
-        for target in targets:
-            target.run(32)
-            bare.run(32)
-            ratios[target.label].append(target.runs[32][-1]["rps"] / bare.runs[32][-1]["rps"])
-        for target in [*targets, bare]:
-            target.run(4)
+    with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
+        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT), Server("bench.bare_wsgi", ENV, BARE_PORT):
+            for target in [*targets, bare]:
+                wrk(target.url, 8, target.key, target.body, "3s")  # warm up every worker's policy snapshot and connections
+            for _ in range(ROUNDS):
+                for target in targets:
+                    target.run(32)
+                    bare.run(32)
+                    ratios[target.label].append(target.runs[32][-1]["rps"] / bare.runs[32][-1]["rps"])
+                for target in [*targets, bare]:
+                    target.run(4)
+        waiting, seconds = wait_for_ledger()
     for target in [*targets, bare]:
         target.report()
+    print(f"ledger: {waiting} rows were still in Redis when the load stopped; written to PostgreSQL {seconds:.1f} s later",
+          flush=True)
     return {label: statistics.median(values) for label, values in ratios.items()}
 
 
@@ -261,12 +267,7 @@ def main() -> None:
     decisions = Target("counted decisions (POST /route)", f"{switchboard}/api/v1/route", key, DECISION_BODY)
     usage = Target("usage reports (POST /usage)", f"{switchboard}/api/v1/usage", key, USAGE_BODY)
     bare = Target("bare WSGI app (fixed JSON)", f"http://127.0.0.1:{BARE_PORT}/")
-    with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
-        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT), Server("bench.bare_wsgi", ENV, BARE_PORT):
-            ratios = measure([decisions, usage], bare)
-        waiting, seconds = wait_for_ledger()
-        print(f"ledger: {waiting} rows were still in Redis when the load stopped; written to PostgreSQL {seconds:.1f} s later",
-              flush=True)
+    ratios = measure([decisions, usage], bare)
     print(f"ratio to the bare WSGI app at 32 connections (median of the rounds' ratios): decisions {ratios[decisions.label]:.2f},"
           f" usage reports {ratios[usage.label]:.2f}", flush=True)
 
@@ -278,10 +279,7 @@ def main() -> None:
         print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
         after = Target("counted decisions with history", decisions.url, key, DECISION_BODY)
         bare_after = Target("bare WSGI app (fixed JSON)", bare.url)
-        with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
-            with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT), Server("bench.bare_wsgi", ENV, BARE_PORT):
-                ratio_after = measure([after], bare_after)[after.label]
-            wait_for_ledger()
+        ratio_after = measure([after], bare_after)[after.label]
         print(f"decisions with history / without: {after.median(32, 'rps') / decisions.median(32, 'rps'):.2f}"
               f" (as ratios to the bare app, which the machine's drift does not move: {ratio_after / ratios[decisions.label]:.2f})",
               flush=True)

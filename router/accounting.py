@@ -605,12 +605,14 @@ class RedisCounters:
         self.client.xadd(self.stream_key, {"kind": "decision", "row": ledger.decision_row(decision)})
 
     def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageEvent | None, DecisionRef | None]:
+        if not idempotency_key and not decision_id:
+            return None, None
         pipe = self.client.pipeline(transaction=False)
         if idempotency_key:
             pipe.get(self.idempotency_key(idempotency_key))
         if decision_id:
             pipe.hget(self.decision_key(decision_id), "decision")
-        answers = pipe.execute() if idempotency_key or decision_id else []
+        answers = pipe.execute()
         earlier = answers.pop(0) if idempotency_key else None
         memory = answers.pop(0) if decision_id else None
         existing = ledger.usage_from_row(json.loads(earlier)) if earlier else None
@@ -756,10 +758,6 @@ def redis_counters() -> RedisCounters:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30)
         _counters[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX)
     return _counters[key]
-
-
-def redis_client() -> redis.Redis:
-    return redis_counters().client
 
 
 def run_with_counters(operation: Callable[[Counters], T]) -> T:
