@@ -180,7 +180,8 @@ class LedgerBusy(Exception):
 
 def drain(client: redis.Redis, stream: str, lock: str, take_back: Callable[[list[AppliedCharge]], None],
           wait_seconds: float = 5.0) -> int:
-    """Move every entry of the stream into the database, oldest first; returns how many were moved.
+    """Move the stream's entries into the database, oldest first, in batches until one comes back
+    short; returns how many were moved.
 
     One drainer at a time (a Redis lock). A caller that finds the lock taken waits for it, up to
     `wait_seconds` (else LedgerBusy), and then drains what is left, so that after `drain` returns
@@ -194,7 +195,11 @@ def drain(client: redis.Redis, stream: str, lock: str, take_back: Callable[[list
         time.sleep(0.005)
     moved = 0
     try:
-        while entries := client.xrange(stream, "-", "+", count=BATCH_SIZE):
+        # A batch shorter than BATCH_SIZE held everything the stream had: the rows accepted since are
+        # the next drain's. Chasing them batch after batch would write a handful of rows per transaction.
+        batch_was_full = True
+        while batch_was_full and (entries := client.xrange(stream, "-", "+", count=BATCH_SIZE)):
+            batch_was_full = len(entries) == BATCH_SIZE
             duplicates = store(entries)
             for row in duplicates:
                 logger.warning("Usage report %s repeats idempotency key %r of a stored report; not counted twice",

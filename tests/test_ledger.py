@@ -179,6 +179,25 @@ def test_the_drain_task_leaves_the_rows_to_a_drainer_already_at_work(api, policy
     assert redis_counters().backlog()["rows"] == 1
 
 
+def test_a_drain_writes_full_batches_and_leaves_what_arrives_after_a_short_one_to_the_next(api, policy, monkeypatch):
+    monkeypatch.setattr(ledger, "BATCH_SIZE", 2)
+    for _ in range(5):
+        _route(api)
+    store, routed_meanwhile = ledger.store, []
+
+    def store_while_a_service_routes(entries):
+        if len(entries) < ledger.BATCH_SIZE and not routed_meanwhile:
+            routed_meanwhile.append(_route(api))
+        return store(entries)
+
+    monkeypatch.setattr(ledger, "store", store_while_a_service_routes)
+
+    assert drain_ledger() == 5
+    assert Decision.objects.count() == 5
+    assert redis_counters().backlog()["rows"] == 1
+    assert drain_ledger() == 1
+
+
 def test_health_reports_the_backlog(api, policy):
     _route(api)
 
