@@ -1,8 +1,8 @@
 """Read-only queries behind the dashboard pages; the views only call these and render.
 
 Everything here reads a bounded amount of data whatever the size of the history: the overview
-touches the catalog, the quota counters, one aggregate over the last 24 hours of decisions
-(`created_at` is indexed) and the newest few fallbacks.
+touches the catalog, the quota counters, the ledger's per-minute sums of the last 24 hours
+(router.models.LedgerMinute) and the newest few fallbacks.
 """
 
 import json
@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, TextField
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from router.engine import RouteRequest, display_amount
-from router.models import Category, Decision, Outcome
+from router.models import Category, Decision, LedgerMinute, Outcome
 from router.services import DecisionResult, decide, quota_status
 from router.snapshot import QuotaSpec, current_snapshot
 
@@ -196,18 +196,19 @@ class Volume:
 
 
 def decision_volume(now: datetime | None = None, hours: int = 24) -> Volume:
-    """Decisions per hour and outcome over the last `hours` hours, in one aggregate query.
+    """Decisions per hour and outcome over the last `hours` hours, from the ledger's per-minute sums.
 
-    Only rows with created_at >= now - hours are read (an index range scan); the first and the last
-    hourly bucket are partial.
+    One aggregate over LedgerMinute's rows of those hours, so the cost follows the hours shown, not
+    the traffic in them; the first and the last hourly bucket are partial (to the minute).
     """
     now = now or timezone.now()
     since = now - timedelta(hours=hours)
     rows = (
-        Decision.objects.filter(created_at__gte=since, created_at__lte=now)
-        .annotate(hour=TruncHour("created_at"))
+        LedgerMinute.objects.filter(minute__gte=since.replace(second=0, microsecond=0), minute__lte=now)
+        .exclude(outcome=LedgerMinute.REPORTED)
+        .annotate(hour=TruncHour("minute"))
         .values("hour", "outcome")
-        .annotate(n=Count("pk"))
+        .annotate(n=Sum("entries"))
         .order_by()
     )
     first = since.replace(minute=0, second=0, microsecond=0)
@@ -229,8 +230,17 @@ def decision_volume(now: datetime | None = None, hours: int = 24) -> Volume:
 
 
 def latest_fallbacks(limit: int = LATEST_FALLBACKS) -> list[Decision]:
-    """The newest fallbacks and refusals, without their (possibly long) traces."""
-    return list(Decision.objects.filter(outcome__in=NOT_PRIMARY).defer("trace").order_by("-created_at")[:limit])
+    """The newest fallbacks and refusals, without their (possibly long) traces.
+
+    One query per outcome, each reading only its newest rows from the (outcome, -created_at) index;
+    a single query for all three would sort every fallback ever stored.
+    """
+    newest = [
+        decision
+        for outcome in NOT_PRIMARY
+        for decision in Decision.objects.filter(outcome=outcome).defer("trace").order_by("-created_at")[:limit]
+    ]
+    return sorted(newest, key=lambda decision: decision.created_at, reverse=True)[:limit]
 
 
 def _trace_has(key: str, value: str) -> Q:

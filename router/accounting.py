@@ -33,7 +33,7 @@ from redis.exceptions import NoScriptError
 from providers.models import Quota
 from router import ledger
 from router.engine import Charge, ModelState, QuotaReading, RateLimitState, Readings, admits, amount_for
-from router.models import Decision, Outcome, UsageEvent
+from router.models import Decision, LedgerMinute, Outcome, UsageEvent
 from router.ratelimits import parse_ratelimit_headers
 from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
 from router.windows import bucket_at, bucket_frees_at, bucket_seconds, bucket_start, oldest_counted_bucket
@@ -114,6 +114,28 @@ def cooldown_from(reports: Iterable[tuple[float, int | None, bool]], model: Mode
     if until is None or until <= now:
         return None, ""
     return until, reason
+
+
+def usage_by_minute(quotas: Iterable[QuotaSpec], start: float, end: float) -> dict[int, int]:
+    """Each quota's metric summed over the ledger from the minute of `start` to `end`, in one query
+    over the ledger's per-minute sums (LedgerMinute): the burn-rate forecast's reading, whose cost
+    follows the minutes it covers, not the traffic in them."""
+    rows = list(
+        LedgerMinute.objects.filter(minute__gte=_dt(start - start % 60), minute__lte=_dt(end),
+                                    outcome__in=[*COUNTED_OUTCOMES, LedgerMinute.REPORTED])
+        .values("model_key", "provider_slug")
+        .annotate(requests=Sum("entries"), input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_usd"))
+        .order_by()
+    )
+    usage = {}
+    for quota in quotas:
+        covered = [row for row in rows
+                   if (row["model_key"] in quota.model_keys if quota.model_keys else row["provider_slug"] == quota.provider)]
+        if quota.metric == "cost_usd":
+            usage[quota.id] = round(sum(row["cost"] for row in covered) * COST_SCALE)
+        else:
+            usage[quota.id] = sum(amount_for(quota, None, row["input"], row["output"], requests=row["requests"]) for row in covered)
+    return usage
 
 
 class Counters(Protocol):

@@ -226,6 +226,34 @@ class UsageEvent(models.Model):
         return f"{self.model_key} {self.status} {self.input_tokens}+{self.output_tokens}"
 
 
+class LedgerMinute(models.Model):
+    """The ledger summed per minute, outcome and model: what the dashboard's volume chart and the
+    burn-rate forecast read, so that their cost follows the minutes they cover, not the traffic.
+
+    Database triggers keep it (migration 0005): every insert, update and delete of a decision, and of
+    a usage report that names no decision (outcome "reported"), adds to or takes from its minute's
+    row in the same statement, whatever wrote it (the ledger's drain, the database counters, the
+    admin). A report that names a decision changes that decision's tokens, and so its row here.
+    """
+
+    REPORTED = "reported"
+
+    minute = models.DateTimeField()
+    outcome = models.CharField(max_length=16)
+    model_key = models.CharField(max_length=100)
+    provider_slug = models.CharField(max_length=64)
+    entries = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "outcome", "model_key", "provider_slug"], name="ledger_minute_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.outcome} {self.model_key or '-'}: {self.entries}"
+
+
 class ApiKey(AbstractAPIKey):
     """A service's key: stored hashed (SHA-512), shown once, scoped, revocable."""
 

@@ -16,6 +16,7 @@ from router.accounting import (
     DecisionRef,
     run_with_counters,
     settle_ledger,
+    usage_by_minute,
 )
 from router.engine import QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
 from router.models import Decision, UsageEvent
@@ -194,11 +195,11 @@ def quota_status(now: float | None = None) -> list[dict]:
     now = now or time.time()
     settle_ledger()
     readings = run_with_counters(lambda counters: counters.read(snapshot, snapshot.quotas, [], now))
-    database = DatabaseCounters()
+    last_hours = usage_by_minute(snapshot.quotas, now - 3600, now)
     status = []
     for quota in snapshot.quotas:
         reading = readings.quotas.get(quota.id) or QuotaReading(used=0)
-        last_hour, _ = database.usage_between(quota, now - 3600, now)
+        last_hour = last_hours[quota.id]
         rate = last_hour / 3600
 
         def reaches(level: int, quota=quota, used: int = reading.used, rate: float = rate) -> float | None:
