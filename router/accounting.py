@@ -714,7 +714,10 @@ class RedisCounters:
         lock = f"{self.prefix}rebuilding"
         if self.client.set(lock, "1", nx=True, ex=120):
             try:
-                self.rebuild(snapshot, now)
+                # Another process may have finished a rebuild since this one found the marker missing;
+                # rebuilding again would wipe what was reserved after that process's drain.
+                if not self.client.exists(self.ready_key):
+                    self.rebuild(snapshot, now)
             finally:
                 self.client.delete(lock)
             return

@@ -117,3 +117,17 @@ def test_a_quota_whose_usage_has_all_left_the_window_reads_empty(policy):
     reading = counters.read(snapshot, [rpm], [], later).quotas[rpm.id]
     assert (reading.used, reading.frees_at) == (0, None)
     assert counters.reserve(charges_for(model, request, may_use_headroom=False), later, _decision(snapshot, request, later))
+
+
+def test_a_process_that_waited_out_another_ones_rebuild_does_not_rebuild_again(policy, caplog):
+    snapshot = current_snapshot()
+    counters = redis_counters()
+    now = datetime.now(tz=UTC).timestamp()
+    counters.invalidate()
+    counters.ensure_built(snapshot, now)  # the process that took the lock first
+    caplog.clear()
+
+    # A second process found the marker missing before the first one set it, and takes the lock after.
+    counters.ensure_built(snapshot, now)
+
+    assert "Rebuilt Redis counters" not in caplog.text
