@@ -3,6 +3,7 @@
 Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
 events and 1 million decisions and measures decisions again, and the dashboard overview's render time.
+Counted decisions on the database counters (no Redis) are measured too, before and after the history.
 
 Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
 machine's speed drifts from minute to minute, and a ratio taken from runs minutes apart measures
@@ -217,6 +218,19 @@ def measure(targets: list[Target], bare: Target) -> dict[str, float]:
     return {label: statistics.median(values) for label, values in ratios.items()}
 
 
+def measure_database_counters(target: Target) -> None:
+    """Counted decisions on the database counters: a deployment without Redis, or ROUTER_REDIS_DOWN=db
+    while Redis is down. One run at each load, with no drain worker: each decision is written before
+    its answer. Run when no other load has written the ledger for a minute: the current minute and a
+    rolling minute are summed from the ledger's rows, so a minute of Redis-speed traffic slows it."""
+    with tempfile.TemporaryDirectory() as metrics_dir:
+        with Server("switchboard.wsgi", ENV | {"REDIS_URL": "", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT):
+            wrk(target.url, 4, target.key, target.body, "3s")
+            target.run(32)
+            target.run(4)
+    target.report()
+
+
 def store_history() -> float:
     """10 million usage events and 1 million decisions over the last 60 days, as PostgreSQL can write them."""
     name = urlparse(DATABASE_URL).path.lstrip("/")
@@ -267,6 +281,7 @@ def main() -> None:
     decisions = Target("counted decisions (POST /route)", f"{switchboard}/api/v1/route", key, DECISION_BODY)
     usage = Target("usage reports (POST /usage)", f"{switchboard}/api/v1/usage", key, USAGE_BODY)
     bare = Target("bare WSGI app (fixed JSON)", f"http://127.0.0.1:{BARE_PORT}/")
+    measure_database_counters(Target("decisions, database counters", decisions.url, key, DECISION_BODY))
     ratios = measure([decisions, usage], bare)
     print(f"ratio to the bare WSGI app at 32 connections (median of the rounds' ratios): decisions {ratios[decisions.label]:.2f},"
           f" usage reports {ratios[usage.label]:.2f}", flush=True)
@@ -277,6 +292,7 @@ def main() -> None:
         started = time.time()
         run(str(BIN / "python"), "manage.py", "rebuild_counters")
         print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+        measure_database_counters(Target("decisions, database counters, history", decisions.url, key, DECISION_BODY))
         after = Target("counted decisions with history", decisions.url, key, DECISION_BODY)
         bare_after = Target("bare WSGI app (fixed JSON)", bare.url)
         ratio_after = measure([after], bare_after)[after.label]

@@ -2,9 +2,9 @@
 
 The ledger in the database is the source of truth: every counted decision (holding its estimate,
 replaced by the actual usage when a report names it) and every usage report without a decision.
-The database backend counts straight from that ledger, under row locks. The Redis backend keeps
-the same sums in per-window buckets (router.windows), checks and reserves with one Lua script, and
-is rebuilt from the ledger whenever Redis comes back empty or after an outage.
+The database backend sums that ledger (its per-minute sums for whole minutes), under row locks. The
+Redis backend keeps the same sums in per-window buckets (router.windows), checks and reserves with
+one Lua script, and is rebuilt from the ledger whenever Redis comes back empty or after an outage.
 
 If Redis cannot be reached, ROUTER_REDIS_DOWN says what happens: `db` counts on the database
 (globally, never per process) and `refuse` answers 503; /api/v1/health reports it either way.
@@ -20,20 +20,21 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Protocol, TypeVar
 
 import orjson
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Min, Q, Sum
+from django.db.models import Count, Min, Sum
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from providers.models import Quota
 from router import ledger
 from router.engine import Charge, ModelState, QuotaReading, RateLimitState, Readings, admits, amount_for
-from router.models import Decision, LedgerMinute, Outcome, UsageEvent
+from router.models import FAILURE_OR_RETRY, WITH_RATELIMIT_HEADERS, Decision, LedgerMinute, Outcome, UsageEvent
 from router.ratelimits import parse_ratelimit_headers
 from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
 from router.windows import bucket_at, bucket_frees_at, bucket_seconds, bucket_start, oldest_counted_bucket
@@ -44,6 +45,7 @@ COUNTED_OUTCOMES = (Outcome.PRIMARY, Outcome.FALLBACK)
 FAILURE_STATUSES = (UsageEvent.Status.RATE_LIMITED, UsageEvent.Status.ERROR)
 # How far back the ledger is read for cooldowns and rate-limit headers.
 MODEL_STATE_HORIZON = 3600
+RATELIMIT_PAGE = 20
 # How long Redis remembers a counted decision (for the usage report that names it) and an idempotency
 # key. Older ones are looked up in the database; an idempotency key repeated later than this is
 # still counted once, the repeat being taken back when the ledger is written (router.ledger).
@@ -116,6 +118,14 @@ def cooldown_from(reports: Iterable[tuple[float, int | None, bool]], model: Mode
     return until, reason
 
 
+def ledger_amount(quota: QuotaSpec, requests: int | None, input_tokens: int | None, output_tokens: int | None,
+                  cost_usd: Decimal | None) -> int:
+    """What ledger rows (or their sums) count toward the quota, in its metric's unit."""
+    if quota.metric == "cost_usd":
+        return round((cost_usd or 0) * COST_SCALE)
+    return amount_for(quota, None, input_tokens or 0, output_tokens or 0, requests=requests or 0)
+
+
 def usage_by_minute(quotas: Iterable[QuotaSpec], start: float, end: float) -> dict[int, int]:
     """Each quota's metric summed over the ledger from the minute of `start` to `end`, in one query
     over the ledger's per-minute sums (LedgerMinute): the burn-rate forecast's reading, whose cost
@@ -131,10 +141,7 @@ def usage_by_minute(quotas: Iterable[QuotaSpec], start: float, end: float) -> di
     for quota in quotas:
         covered = [row for row in rows
                    if (row["model_key"] in quota.model_keys if quota.model_keys else row["provider_slug"] == quota.provider)]
-        if quota.metric == "cost_usd":
-            usage[quota.id] = round(sum(row["cost"] for row in covered) * COST_SCALE)
-        else:
-            usage[quota.id] = sum(amount_for(quota, None, row["input"], row["output"], requests=row["requests"]) for row in covered)
+        usage[quota.id] = sum(ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"]) for row in covered)
     return usage
 
 
@@ -156,83 +163,104 @@ class Counters(Protocol):
 
 
 class DatabaseCounters:
-    """Counts straight from the ledger; quota rows are locked while a decision checks and stores."""
+    """Counts from the ledger; quota rows are locked while a decision checks and stores.
+
+    A window read sums the ledger's per-minute rows (LedgerMinute) for its whole minutes and the ledger
+    itself only for the current minute, so its cost follows the minutes in the window, not the traffic
+    they held. A window whose buckets are shorter than a minute (a rolling minute) is read from the
+    ledger alone.
+    """
 
     name = "database"
 
     @staticmethod
-    def _ledger(quota: QuotaSpec, start: float, end: float | None = None):
+    def _covered(queryset, quota: QuotaSpec):
+        if quota.model_keys:
+            return queryset.filter(model_key__in=quota.model_keys)
+        return queryset.filter(provider_slug=quota.provider)
+
+    @classmethod
+    def _ledger(cls, quota: QuotaSpec, start: float):
         decisions = Decision.objects.filter(outcome__in=COUNTED_OUTCOMES, created_at__gte=_dt(start))
         events = UsageEvent.objects.filter(decision__isnull=True, created_at__gte=_dt(start))
-        if end is not None:
-            decisions, events = decisions.filter(created_at__lt=_dt(end)), events.filter(created_at__lt=_dt(end))
-        if quota.model_keys:
-            decisions, events = decisions.filter(model_key__in=quota.model_keys), events.filter(model_key__in=quota.model_keys)
-        else:
-            decisions, events = decisions.filter(provider_slug=quota.provider), events.filter(provider_slug=quota.provider)
-        return decisions, events
+        return cls._covered(decisions, quota), cls._covered(events, quota)
+
+    @classmethod
+    def _minutes(cls, quota: QuotaSpec, start: float, end: float):
+        rows = LedgerMinute.objects.filter(minute__gte=_dt(start), minute__lt=_dt(end), entries__gt=0,
+                                           outcome__in=[*COUNTED_OUTCOMES, LedgerMinute.REPORTED])
+        return cls._covered(rows, quota)
 
     @staticmethod
-    def _aggregate(queryset, metric: str) -> tuple[int, datetime | None]:
-        expression = {
-            "requests": Count("pk"),
-            "tokens": Sum(F("input_tokens") + F("output_tokens")),
-            "input_tokens": Sum("input_tokens"),
-            "output_tokens": Sum("output_tokens"),
-            "cost_usd": Sum("cost_usd"),
-        }[metric]
-        row = queryset.aggregate(total=expression, oldest=Min("created_at"))
-        total = row["total"] or 0
-        return (round(total * COST_SCALE) if metric == "cost_usd" else int(total)), row["oldest"]
+    def _split(quota: QuotaSpec, start: float, now: float) -> float:
+        """Where the ledger itself is read from: the start of the current minute, if the window's buckets
+        are whole minutes (so that all of a minute's rows fall in one bucket); else `start`."""
+        if bucket_seconds(quota) % 60:
+            return start
+        return max(start, now - now % 60)
 
-    def usage_between(self, quota: QuotaSpec, start: float, end: float | None = None) -> tuple[int, datetime | None]:
-        """The quota's metric summed over the ledger from start (to end), and the oldest entry counted."""
+    def usage_since(self, quota: QuotaSpec, start: float, now: float) -> tuple[int, float | None]:
+        """The quota's metric summed over the ledger from `start` on, and when the oldest entry counted was
+        made (for a minute summed in LedgerMinute, the start of that minute)."""
+        split = self._split(quota, start, now)
         total, oldest = 0, None
-        for queryset in self._ledger(quota, start, end):
-            amount, first = self._aggregate(queryset, quota.metric)
-            total += amount
-            if first and (oldest is None or first < oldest):
-                oldest = first
+        sums = {"input": Sum("input_tokens"), "output": Sum("output_tokens"), "cost": Sum("cost_usd")}
+        rows = [queryset.aggregate(requests=Count("pk"), first=Min("created_at"), **sums) for queryset in self._ledger(quota, split)]
+        if split > start:
+            rows.append(self._minutes(quota, start, split).aggregate(requests=Sum("entries"), first=Min("minute"), **sums))
+        for row in rows:
+            total += ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"])
+            if row["first"] and (oldest is None or row["first"].timestamp() < oldest):
+                oldest = row["first"].timestamp()
         return total, oldest
 
     def _reading(self, quota: QuotaSpec, now: float) -> QuotaReading:
-        used, oldest = self.usage_between(quota, bucket_start(quota, oldest_counted_bucket(quota, now)))
-        frees_at = bucket_frees_at(quota, bucket_at(quota, oldest.timestamp())) if oldest and used > 0 else None
+        used, oldest = self.usage_since(quota, bucket_start(quota, oldest_counted_bucket(quota, now)), now)
+        frees_at = bucket_frees_at(quota, bucket_at(quota, oldest)) if oldest is not None and used > 0 else None
         return QuotaReading(used=used, frees_at=frees_at)
 
     def bucketed_usage(self, quota: QuotaSpec, now: float) -> dict[int, int]:
         """The quota's counted usage per bucket, as the Redis backend keeps it."""
+        start = bucket_start(quota, oldest_counted_bucket(quota, now))
+        split = self._split(quota, start, now)
         buckets: dict[int, int] = {}
-        decisions, events = self._ledger(quota, bucket_start(quota, oldest_counted_bucket(quota, now)))
-        fields = ("created_at", "input_tokens", "output_tokens", "cost_usd")
-        for queryset in (decisions, events):
-            for created_at, input_tokens, output_tokens, cost in queryset.values_list(*fields).iterator():
-                if quota.metric == "cost_usd":
-                    amount = round(cost * COST_SCALE)
-                else:
-                    amount = amount_for(quota, None, input_tokens, output_tokens)
-                bucket = bucket_at(quota, created_at.timestamp())
-                buckets[bucket] = buckets.get(bucket, 0) + amount
+
+        def add(at: datetime, amount: int) -> None:
+            bucket = bucket_at(quota, at.timestamp())
+            buckets[bucket] = buckets.get(bucket, 0) + amount
+
+        for queryset in self._ledger(quota, split):
+            for at, input_tokens, output_tokens, cost in queryset.values_list("created_at", "input_tokens", "output_tokens", "cost_usd").iterator():
+                add(at, ledger_amount(quota, 1, input_tokens, output_tokens, cost))
+        if split > start:
+            minutes = (self._minutes(quota, start, split).values("minute").order_by()
+                       .annotate(requests=Sum("entries"), input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_usd")))
+            for row in minutes:
+                add(row["minute"], ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"]))
         return buckets
 
     @staticmethod
     def model_reports(keys: list[str], now: float) -> tuple[dict[str, list[tuple[float, int | None, bool]]], dict[str, RateLimitState]]:
         """Per model, its recent failure and retry-after reports as (time, retry_after, failed), and its latest rate limits."""
-        rows = (
-            UsageEvent.objects.filter(model_key__in=keys, created_at__gte=_dt(now - MODEL_STATE_HORIZON))
-            .filter(Q(status__in=FAILURE_STATUSES) | Q(retry_after__isnull=False) | ~Q(ratelimit_headers={}))
-            .order_by("created_at")
-            .values_list("model_key", "created_at", "status", "retry_after", "ratelimit_headers")
-        )
+        recent = UsageEvent.objects.filter(created_at__gte=_dt(now - MODEL_STATE_HORIZON))
         failures: dict[str, list[tuple[float, int | None, bool]]] = {}
-        limits: dict[str, RateLimitState] = {}
-        for key, created_at, status, retry_after, headers in rows:
-            at = created_at.timestamp()
+        rows = (recent.filter(FAILURE_OR_RETRY, model_key__in=keys).order_by("created_at")
+                .values_list("model_key", "created_at", "status", "retry_after"))
+        for key, created_at, status, retry_after in rows:
             if status in FAILURE_STATUSES or retry_after:
-                failures.setdefault(key, []).append((at, retry_after, status in FAILURE_STATUSES))
-            parsed = parse_ratelimit_headers(headers, at) if headers else None
-            if parsed:
-                limits[key] = parsed
+                failures.setdefault(key, []).append((created_at.timestamp(), retry_after, status in FAILURE_STATUSES))
+        limits: dict[str, RateLimitState] = {}
+        for key in keys:
+            # Newest first, a page at a time: the first report whose headers state a limit is the model's state.
+            with_headers = (recent.filter(WITH_RATELIMIT_HEADERS, model_key=key).order_by("-created_at")
+                            .values_list("created_at", "ratelimit_headers"))
+            offset = 0
+            while key not in limits and (page := list(with_headers[offset:offset + RATELIMIT_PAGE])):
+                for created_at, headers in page:
+                    if parsed := parse_ratelimit_headers(headers, created_at.timestamp()):
+                        limits[key] = parsed
+                        break
+                offset += RATELIMIT_PAGE
         return failures, limits
 
     def model_states(self, models: Iterable[ModelSpec], now: float) -> dict[str, ModelState]:

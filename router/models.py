@@ -195,6 +195,12 @@ class Decision(models.Model):
             cursor.execute(Decision._insert_sql, [f.get_db_prep_save(getattr(self, f.attname), connection) for f in fields])
 
 
+# The usage reports a model's cooldown is computed from (failures, and any with a retry-after), and
+# those its rate-limit state is read from (router.accounting.DatabaseCounters.model_reports).
+FAILURE_OR_RETRY = Q(status__in=["rate_limited", "error"]) | Q(retry_after__isnull=False)
+WITH_RATELIMIT_HEADERS = ~Q(ratelimit_headers={})
+
+
 class UsageEvent(models.Model):
     """What one LLM call used, as reported by the service that made it."""
 
@@ -220,7 +226,13 @@ class UsageEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["model_key", "created_at"])]
+        indexes = [
+            models.Index(fields=["model_key", "created_at"]),
+            # Without these, every decision on the database counters would read the last hour of each
+            # model's reports to find the few that state a failure or a rate limit.
+            models.Index(fields=["model_key", "created_at"], condition=FAILURE_OR_RETRY, name="usage_event_failures"),
+            models.Index(fields=["model_key", "created_at"], condition=WITH_RATELIMIT_HEADERS, name="usage_event_ratelimits"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model_key} {self.status} {self.input_tokens}+{self.output_tokens}"

@@ -115,3 +115,17 @@ def test_the_forecast_burns_only_the_last_hour(api, counters, policy):
     assert rows["gpt-4o-rpm"]["forecast"]["burn_per_hour"] == 1
     hard_at = datetime.fromisoformat(rows["tokens-day"]["forecast"]["hard_at"]).timestamp()
     assert hard_at == pytest.approx(time.time() + (10_000 - 5600) / 600 * 3600, abs=60)
+
+
+def test_a_ledger_deleted_after_its_sums_leaves_nothing_behind(db, policy):
+    """`manage.py flush` on SQLite deletes the sums' table before the ledger's: the deletes that follow must
+    not leave negative sums that would cancel the next rows of the same minute."""
+    now = datetime.now(tz=UTC)
+    UsageEvent.objects.create(created_at=now, model_key="gpt-4o", provider_slug="openai", input_tokens=50)
+
+    LedgerMinute.objects.all().delete()
+    UsageEvent.objects.all().delete()
+    assert not LedgerMinute.objects.exists()
+
+    UsageEvent.objects.create(created_at=now, model_key="gpt-4o", provider_slug="openai", input_tokens=70)
+    assert minutes() == recount() == {(minute_of(now), "reported", "gpt-4o", "openai"): (1, 70, 0, Decimal(0))}

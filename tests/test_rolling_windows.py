@@ -1,7 +1,8 @@
 """Usage leaves a rolling window bucket by bucket, and a calendar window all at once: the Redis
-counters, which keep a running total per quota, read at every moment what a recount of the ledger
-in the database reads — through reservations, usage reports replacing estimates, reports without a
-decision, a repeated idempotency key taken back, refusals for lack of room and a rebuild."""
+counters, which keep a running total per quota, and the database counters, which sum the ledger's
+per-minute rows, read at every moment what a recount of the ledger's rows reads — through
+reservations, usage reports replacing estimates, reports without a decision, a repeated idempotency
+key taken back, refusals for lack of room and a rebuild."""
 
 import random
 import uuid
@@ -11,9 +12,10 @@ from decimal import Decimal
 import pytest
 
 from router.accounting import DatabaseCounters, redis_counters, settle_ledger
-from router.engine import RouteRequest, charges_for
+from router.engine import QuotaReading, RouteRequest, charges_for
 from router.models import Decision, UsageEvent
 from router.snapshot import COST_SCALE, current_snapshot
+from router.windows import bucket_at, bucket_frees_at, bucket_start, oldest_counted_bucket
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory
 
 
@@ -51,11 +53,23 @@ def _report(snapshot, now: float, input_tokens: int, output_tokens: int, decisio
     )
 
 
+def _recount(quota, now: float) -> QuotaReading:
+    """The quota's reading from the ledger's rows one by one: the reference both backends must match."""
+    start = _at(bucket_start(quota, oldest_counted_bucket(quota, now)))
+    rows = [*Decision.objects.filter(outcome__in=["primary", "fallback"], created_at__gte=start),
+            *UsageEvent.objects.filter(decision__isnull=True, created_at__gte=start)]
+    rows = [row for row in rows if (row.model_key in quota.model_keys if quota.model_keys else row.provider_slug == quota.provider)]
+    used = sum(round(row.cost_usd * COST_SCALE) if quota.metric == "cost_usd" else
+               1 if quota.metric == "requests" else row.input_tokens + row.output_tokens for row in rows)
+    oldest = min((row.created_at.timestamp() for row in rows), default=None)
+    return QuotaReading(used=used, frees_at=bucket_frees_at(quota, bucket_at(quota, oldest)) if used else None)
+
+
 def _assert_redis_reads_the_ledger(snapshot, now: float) -> None:
     settle_ledger()
-    in_redis = redis_counters().read(snapshot, snapshot.quotas, [], now).quotas
-    in_ledger = DatabaseCounters().read(snapshot, snapshot.quotas, [], now).quotas
-    assert in_redis == in_ledger, f"at {now}"
+    recounted = {quota.id: _recount(quota, now) for quota in snapshot.quotas}
+    assert redis_counters().read(snapshot, snapshot.quotas, [], now).quotas == recounted, f"Redis at {now}"
+    assert DatabaseCounters().read(snapshot, snapshot.quotas, [], now).quotas == recounted, f"database at {now}"
 
 
 def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy, redis_client):

@@ -19,26 +19,34 @@ def upsert(select: str) -> str:
     return f"INSERT INTO {ROLLUP} ({', '.join(KEY + SUMS)}) {select} ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {increments};"
 
 
+def subtract(select: str) -> str:
+    """Take sums away from the rows that hold them. A row that is not there is left alone: its sums were
+    cleared with it (a `manage.py flush` on SQLite deletes the rollup before the ledger)."""
+    decrements = ", ".join(f"{column} = {ROLLUP}.{column} - taken.{column}" for column in SUMS)
+    matched = " AND ".join(f"{ROLLUP}.{column} = taken.{column}" for column in KEY)
+    return f"UPDATE {ROLLUP} SET {decrements} FROM ({select}) AS taken WHERE {matched};"
+
+
 POSTGRESQL_MINUTE = "date_trunc('minute', created_at)"
 SQLITE_MINUTE = "strftime('%Y-%m-%d %H:%M:00', created_at)"
 
 
 def summed(rows: str, sign: str, outcome: str, counted: str, minute: str = POSTGRESQL_MINUTE) -> str:
     """Add (sign "") or take away (sign "-") a set of rows, summed per minute, outcome and model."""
-    return upsert(
-        f"SELECT {minute}, {outcome}, model_key, provider_slug, {sign}count(*), {sign}sum(input_tokens),"
-        f" {sign}sum(output_tokens), {sign}sum(cost_usd) FROM {rows} WHERE {counted} GROUP BY 1, 2, 3, 4"
-    )
+    select = (f"SELECT {minute} AS minute, {outcome} AS outcome, model_key, provider_slug, count(*) AS entries,"
+              f" sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd"
+              f" FROM {rows} WHERE {counted} GROUP BY 1, 2, 3, 4")
+    return subtract(select) if sign == "-" else upsert(select)
 
 
 def sqlite_row(row: str, sign: str, outcome: str, counted: str) -> str:
     """Add or take away one row (SQLite's triggers run per row)."""
     outcome = f"{row}.outcome" if outcome == "outcome" else outcome
     counted = counted.replace("decision_id", f"{row}.decision_id")
-    return upsert(
-        f"SELECT strftime('%Y-%m-%d %H:%M:00', {row}.created_at), {outcome}, {row}.model_key, {row}.provider_slug, {sign}1,"
-        f" {sign}{row}.input_tokens, {sign}{row}.output_tokens, {sign}{row}.cost_usd WHERE {counted}"
-    )
+    select = (f"SELECT strftime('%Y-%m-%d %H:%M:00', {row}.created_at) AS minute, {outcome} AS outcome,"
+              f" {row}.model_key AS model_key, {row}.provider_slug AS provider_slug, 1 AS entries,"
+              f" {row}.input_tokens AS input_tokens, {row}.output_tokens AS output_tokens, {row}.cost_usd AS cost_usd WHERE {counted}")
+    return subtract(select) if sign == "-" else upsert(select)
 
 
 def postgresql_triggers() -> list[str]:
