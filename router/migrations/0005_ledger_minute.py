@@ -31,22 +31,20 @@ POSTGRESQL_MINUTE = "date_trunc('minute', created_at)"
 SQLITE_MINUTE = "strftime('%Y-%m-%d %H:%M:00', created_at)"
 
 
-def summed(rows: str, sign: str, outcome: str, counted: str, minute: str = POSTGRESQL_MINUTE) -> str:
-    """Add (sign "") or take away (sign "-") a set of rows, summed per minute, outcome and model."""
-    select = (f"SELECT {minute} AS minute, {outcome} AS outcome, model_key, provider_slug, count(*) AS entries,"
-              f" sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd"
-              f" FROM {rows} WHERE {counted} GROUP BY 1, 2, 3, 4")
-    return subtract(select) if sign == "-" else upsert(select)
+def summed(rows: str, outcome: str, counted: str, minute: str = POSTGRESQL_MINUTE) -> str:
+    """A set of rows summed per minute, outcome and model, for upsert or subtract."""
+    return (f"SELECT {minute} AS minute, {outcome} AS outcome, model_key, provider_slug, count(*) AS entries,"
+            f" sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd"
+            f" FROM {rows} WHERE {counted} GROUP BY 1, 2, 3, 4")
 
 
-def sqlite_row(row: str, sign: str, outcome: str, counted: str) -> str:
-    """Add or take away one row (SQLite's triggers run per row)."""
+def sqlite_row(row: str, outcome: str, counted: str) -> str:
+    """One row as a sum, for upsert or subtract (SQLite's triggers run per row)."""
     outcome = f"{row}.outcome" if outcome == "outcome" else outcome
     counted = counted.replace("decision_id", f"{row}.decision_id")
-    select = (f"SELECT strftime('%Y-%m-%d %H:%M:00', {row}.created_at) AS minute, {outcome} AS outcome,"
-              f" {row}.model_key AS model_key, {row}.provider_slug AS provider_slug, 1 AS entries,"
-              f" {row}.input_tokens AS input_tokens, {row}.output_tokens AS output_tokens, {row}.cost_usd AS cost_usd WHERE {counted}")
-    return subtract(select) if sign == "-" else upsert(select)
+    return (f"SELECT {SQLITE_MINUTE.replace('created_at', f'{row}.created_at')} AS minute, {outcome} AS outcome,"
+            f" {row}.model_key AS model_key, {row}.provider_slug AS provider_slug, 1 AS entries,"
+            f" {row}.input_tokens AS input_tokens, {row}.output_tokens AS output_tokens, {row}.cost_usd AS cost_usd WHERE {counted}")
 
 
 def postgresql_triggers() -> list[str]:
@@ -56,26 +54,26 @@ def postgresql_triggers() -> list[str]:
         statements.append(f"""
             CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF TG_OP IN ('INSERT', 'UPDATE') THEN {summed("new_rows", "", outcome, counted)} END IF;
-                IF TG_OP IN ('UPDATE', 'DELETE') THEN {summed("old_rows", "-", outcome, counted)} END IF;
+                IF TG_OP IN ('INSERT', 'UPDATE') THEN {upsert(summed("new_rows", outcome, counted))} END IF;
+                IF TG_OP IN ('UPDATE', 'DELETE') THEN {subtract(summed("old_rows", outcome, counted))} END IF;
                 RETURN NULL;
             END $$""")
         for event, tables in (("INSERT", "NEW TABLE AS new_rows"), ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
                               ("DELETE", "OLD TABLE AS old_rows")):
             statements.append(f"CREATE TRIGGER {table}_{event.lower()}_ledger_minute AFTER {event} ON {table}"
                               f" REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {function}()")
-        statements.append(summed(table, "", outcome, counted))
+        statements.append(upsert(summed(table, outcome, counted)))
     return statements
 
 
 def sqlite_triggers() -> list[str]:
     statements = []
     for table, outcome, counted in SOURCES:
-        for event, body in (("INSERT", sqlite_row("NEW", "", outcome, counted)),
-                            ("UPDATE", sqlite_row("OLD", "-", outcome, counted) + sqlite_row("NEW", "", outcome, counted)),
-                            ("DELETE", sqlite_row("OLD", "-", outcome, counted))):
+        for event, body in (("INSERT", upsert(sqlite_row("NEW", outcome, counted))),
+                            ("UPDATE", subtract(sqlite_row("OLD", outcome, counted)) + upsert(sqlite_row("NEW", outcome, counted))),
+                            ("DELETE", subtract(sqlite_row("OLD", outcome, counted)))):
             statements.append(f"CREATE TRIGGER {table}_{event.lower()}_ledger_minute AFTER {event} ON {table} BEGIN {body} END")
-        statements.append(summed(table, "", outcome, counted, minute=SQLITE_MINUTE))
+        statements.append(upsert(summed(table, outcome, counted, minute=SQLITE_MINUTE)))
     return statements
 
 
