@@ -5,8 +5,9 @@ from decimal import Decimal
 from django import forms
 
 from dashboard import selectors
-from router.engine import COMPLEXITIES, RouteRequest
+from router.engine import RouteRequest
 from router.snapshot import PolicySnapshot, QuotaSpec
+from switchboard.vocabulary import NOT_PRIMARY, REQUEST_COMPLEXITIES, SkipReason
 
 QUOTA_FIELD_PREFIX = "quota_"
 
@@ -23,8 +24,8 @@ class FallbackFilterForm(forms.Form):
     category = forms.ChoiceField(required=False)
     provider = forms.ChoiceField(required=False, help_text="Any candidate considered was at this provider.")
     model = forms.ChoiceField(required=False, help_text="Chosen or passed over.")
-    outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + [(o.value, o.label) for o in selectors.NOT_PRIMARY])
-    reason = forms.ChoiceField(required=False, choices=_blank("any reason", list(selectors.SKIP_REASONS)),
+    outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + [(o.value, o.label) for o in NOT_PRIMARY])
+    reason = forms.ChoiceField(required=False, choices=_blank("any reason", list(SkipReason.values)),
                                help_text="Why a candidate was passed over.")
 
     def __init__(self, *args, **kwargs) -> None:
@@ -53,7 +54,7 @@ class WhatIfForm(forms.Form):
     """
 
     category = forms.ChoiceField(required=False)
-    complexity = forms.ChoiceField(choices=[(c, c) for c in COMPLEXITIES], initial="medium")
+    complexity = forms.ChoiceField(choices=[(c, c) for c in REQUEST_COMPLEXITIES], initial="medium")
     tier = forms.ChoiceField(required=False, help_text="Instead of a category; neither means the default tier.")
     estimated_input_tokens = forms.IntegerField(min_value=0, max_value=10**9, initial=1200, label="Estimated input tokens")
     estimated_output_tokens = forms.IntegerField(min_value=0, max_value=10**9, initial=800, label="Estimated output tokens")

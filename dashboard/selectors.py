@@ -15,16 +15,16 @@ from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
 from providers.models import AvailabilityCheck, LLMModel, Provider
-from router.engine import RouteRequest, display_amount
-from router.models import Category, Decision, LedgerMinute, Outcome
-from router.services import DecisionResult, decide, quota_status
+from router import decisions
+from router.counting import display_amount
+from router.decisions import Refusal, refusal
+from router.engine import RouteRequest
+from router.models import Category, Decision, LedgerMinute
+from router.records import DecisionRecord
+from router.selectors import quota_status
 from router.snapshot import QuotaSpec, current_snapshot
+from switchboard.vocabulary import NOT_PRIMARY, Availability, Outcome
 
-# Outcomes the fallback history and the overview's "latest" list show: every downgrade and refusal.
-NOT_PRIMARY = (Outcome.FALLBACK, Outcome.FAILED_FAST, Outcome.EXHAUSTED)
-REFUSALS = (Outcome.FAILED_FAST, Outcome.EXHAUSTED)
-# Why the walk passes a candidate over (router.engine._check); the history can filter on each.
-SKIP_REASONS = ("quota", "cooldown", "unavailable", "disabled", "context_window", "rate_limit", "already_tried")
 LATEST_FALLBACKS = 10
 
 
@@ -97,24 +97,24 @@ class ProviderCard:
 
     @property
     def unavailable_count(self) -> int:
-        return sum(1 for m in self.models if m.availability == LLMModel.Availability.UNAVAILABLE)
+        return sum(1 for m in self.models if m.availability == Availability.UNAVAILABLE)
 
 
 def quota_bars(now: float | None = None) -> list[QuotaBar]:
-    """Every quota with usage, when it frees up and the burn-rate forecast (router.services.quota_status)."""
+    """Every quota with usage, when it frees up and the burn-rate forecast (router.selectors.quota_status)."""
     bars = []
     for row in quota_status(now):
-        quota: QuotaSpec = row["quota"]
+        quota = row.quota
         bars.append(QuotaBar(
             quota=quota,
-            used=display_amount(quota, row["used"]),
+            used=display_amount(quota, row.used),
             limit=display_amount(quota, quota.limit),
             soft_limit=display_amount(quota, quota.soft_limit),
-            ratio=row["ratio"],
-            frees_at=row["frees_at"],
-            burn_per_hour=display_amount(quota, row["burn_per_hour"]),
-            soft_at=row["soft_at"],
-            hard_at=row["hard_at"],
+            ratio=row.ratio,
+            frees_at=row.frees_at,
+            burn_per_hour=display_amount(quota, row.burn_per_hour),
+            soft_at=row.soft_at,
+            hard_at=row.hard_at,
         ))
     return bars
 
@@ -122,7 +122,7 @@ def quota_bars(now: float | None = None) -> list[QuotaBar]:
 def provider_cards(now: float | None = None, *, with_quotas: bool = True) -> list[ProviderCard]:
     """One card per provider: its quotas grouped by pool, its models with availability and last check.
 
-    Raises router.accounting.CountersUnavailable when the counters cannot be read (Redis down and
+    Raises router.counters.CountersUnavailable when the counters cannot be read (Redis down and
     ROUTER_REDIS_DOWN=refuse); `with_quotas=False` then still gives the catalog and availability.
     """
     checks = AvailabilityCheck.objects.filter(provider=OuterRef("pk"), kind=AvailabilityCheck.Kind.AVAILABILITY).order_by("-started_at")
@@ -321,27 +321,28 @@ class AssumedQuota:
 
 @dataclass
 class WhatIf:
-    result: DecisionResult
+    decision: DecisionRecord
     quotas: list[AssumedQuota]
     unavailable: tuple[str, ...]
 
     @property
+    def refusal(self) -> Refusal | None:
+        """How POST /api/v1/route would refuse it; None for a choice."""
+        return refusal(self.decision) if self.decision.refused else None
+
+    @property
     def http_status(self) -> int:
-        """What POST /api/v1/route would answer: 200, or 429 when a quota was among the reasons, else 503."""
-        walk = self.result.walk
-        if not walk.refused:
-            return 200
-        return 429 if walk.quota_blocked else 503
+        """What POST /api/v1/route would answer: 200, or the refusal's 429 or 503."""
+        return self.refusal.status if self.refusal else 200
 
     @property
     def error_code(self) -> str:
-        """The API's error code for a refusal (router.api._refusal), empty for a choice."""
-        walk = self.result.walk
-        if not walk.refused:
-            return ""
-        if walk.outcome == Outcome.FAILED_FAST:
-            return "quota_exceeded" if walk.quota_blocked else "primary_unavailable"
-        return "no_capacity"
+        """The API's error code for a refusal, empty for a choice."""
+        return self.refusal.code if self.refusal else ""
+
+    @property
+    def retry_after(self) -> int | None:
+        return self.refusal.retry_after if self.refusal else None
 
 
 def what_if(request: RouteRequest, *, caller: str, used_ratio_overrides: dict[int, float],
@@ -350,10 +351,10 @@ def what_if(request: RouteRequest, *, caller: str, used_ratio_overrides: dict[in
 
     Raises router.engine.UnknownChoice for a request the policy has no route for.
     """
-    result = decide(request, caller=caller, dry_run=True, used_ratio_overrides=used_ratio_overrides, unavailable=unavailable)
+    decision, readings = decisions.what_if(request, caller=caller, used_ratio_overrides=used_ratio_overrides, unavailable=unavailable)
     quotas_by_id = {q.id: q for q in current_snapshot().quotas}
     assumed = []
-    for quota_id, reading in sorted(result.readings.quotas.items()):
+    for quota_id, reading in sorted(readings.quotas.items()):
         quota = quotas_by_id.get(quota_id)
         if quota is None:
             continue
@@ -363,7 +364,7 @@ def what_if(request: RouteRequest, *, caller: str, used_ratio_overrides: dict[in
             overridden=quota_id in used_ratio_overrides,
         ))
     assumed.sort(key=lambda a: a.quota.label)
-    return WhatIf(result=result, quotas=assumed, unavailable=tuple(sorted(unavailable)))
+    return WhatIf(decision=decision, quotas=assumed, unavailable=tuple(sorted(unavailable)))
 
 
 def current_ratios() -> dict[int, float]:

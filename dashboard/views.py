@@ -15,9 +15,9 @@ from django.views.decorators.http import require_safe
 from dashboard import selectors
 from dashboard.charts import volume_chart
 from dashboard.forms import FallbackFilterForm, WhatIfForm
-from router.accounting import CountersUnavailable, settle_ledger
-from router.api import decisions_csv
+from router.counters import CountersUnavailable
 from router.engine import UnknownChoice
+from router.exports import decisions_csv
 from router.models import Decision
 from router.snapshot import current_snapshot
 
@@ -62,7 +62,6 @@ def overview(request: HttpRequest) -> HttpResponse:
 
     `?fragment=1` answers the page's body alone; the page's script fetches it every 15 s.
     """
-    settle_ledger()
     try:
         cards, counters_error = selectors.provider_cards(), ""
     except CountersUnavailable as exc:
@@ -90,7 +89,6 @@ def fallbacks(request: HttpRequest) -> HttpResponseBase:
     for name in [name for name, values in params.lists() if not any(values)]:
         del params[name]  # links (pages, export, quick ranges) carry only the filters in use
     form = FallbackFilterForm(params)
-    settle_ledger()
     if form.is_valid():
         decisions = selectors.fallback_decisions(**form.filters())
     elif wants_csv:

@@ -11,6 +11,8 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from providers.models import AvailabilityCheck, LLMModel, Provider, Quota
+from switchboard.admin import ReadOnlyAdmin
+from switchboard.vocabulary import Availability
 
 LATEST_CHECKS_SHOWN = 10
 
@@ -188,7 +190,7 @@ class LLMModelAdmin(SimpleHistoryAdmin):
         if change and {"provider", "model_id"} & set(form.changed_data):
             # The resolved invoke id and availability described the old model; the next refresh redoes them.
             obj.invoke_id = ""
-            obj.availability = LLMModel.Availability.UNKNOWN
+            obj.availability = Availability.UNKNOWN
             obj.availability_reason = "model_id changed; waiting for the next availability refresh"
             obj.checked_at = None
         super().save_model(request, obj, form, change)
@@ -216,7 +218,7 @@ class QuotaAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(AvailabilityCheck)
-class AvailabilityCheckAdmin(admin.ModelAdmin):
+class AvailabilityCheckAdmin(ReadOnlyAdmin):
     """The record of availability refreshes and quota syncs, read-only."""
 
     list_display = ("started_at", "provider", "kind", "ok", "duration_ms", "models_changed", "short_error")
@@ -226,15 +228,6 @@ class AvailabilityCheckAdmin(admin.ModelAdmin):
     date_hierarchy = "started_at"
     fields = ("provider", "kind", "started_at", "duration_ms", "ok", "error", "models_changed", "changes_display")
     readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="error")
     def short_error(self, obj: AvailabilityCheck) -> str:

@@ -1,6 +1,8 @@
 """Providers, the models they serve, their quotas, and the record of availability checks."""
 
 import os
+import time
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -10,6 +12,7 @@ from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from providers import secrets
+from switchboard.vocabulary import WINDOW_SECONDS, Availability, Metric, Reset, Window
 
 ENV_VAR_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "Enter an environment variable name, e.g. OPENAI_API_KEY.")
 MODEL_KEY = RegexValidator(
@@ -97,11 +100,6 @@ class Provider(models.Model):
 class LLMModel(models.Model):
     """A model at a provider, under the router-facing `key` services ask for."""
 
-    class Availability(models.TextChoices):
-        AVAILABLE = "available"
-        UNAVAILABLE = "unavailable"
-        UNKNOWN = "unknown"
-
     key = models.CharField(max_length=100, unique=True, validators=[MODEL_KEY])
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
     model_id = models.CharField(max_length=200, help_text="The provider's id for the model.")
@@ -141,28 +139,9 @@ class LLMModel(models.Model):
 class Quota(models.Model):
     """A limit on a provider: provider-wide, or a pool that only the listed models draw on."""
 
-    class Metric(models.TextChoices):
-        REQUESTS = "requests"
-        TOKENS = "tokens"
-        INPUT_TOKENS = "input_tokens"
-        OUTPUT_TOKENS = "output_tokens"
-        COST_USD = "cost_usd"
-
-    class Window(models.TextChoices):
-        MINUTE = "minute"
-        HOUR = "hour"
-        DAY = "day"
-        WEEK = "week"
-
-    class Reset(models.TextChoices):
-        ROLLING = "rolling"
-        CALENDAR = "calendar", "calendar (00:00 UTC, weeks on Monday)"
-
     class Source(models.TextChoices):
         MANUAL = "manual"
         AWS = "aws", "AWS Service Quotas"
-
-    WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="quotas")
     name = models.CharField(max_length=100, validators=[MODEL_KEY])
@@ -193,7 +172,7 @@ class Quota(models.Model):
 
     @property
     def window_seconds(self) -> int:
-        return self.WINDOW_SECONDS[self.window]
+        return WINDOW_SECONDS[self.window]
 
     @property
     def soft_limit(self) -> Decimal:
@@ -229,3 +208,12 @@ class AvailabilityCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.slug} {self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def record(cls, provider: Provider, kind: str, *, started_at: datetime, started: float, error: str, changes: list[dict],
+               models_changed: int) -> "AvailabilityCheck":
+        """Store one run that began at `started_at` (`started`: time.monotonic() then) and failed with `error`, if any."""
+        return cls.objects.create(
+            provider=provider, kind=kind, started_at=started_at, duration_ms=round((time.monotonic() - started) * 1000),
+            ok=not error, error=error, models_changed=models_changed, changes=changes,
+        )

@@ -27,13 +27,14 @@ from providers.adapters.base import ProviderError
 from providers.adapters.bedrock import BedrockAdapter, ServiceQuota
 from providers.models import AvailabilityCheck, LLMModel, Provider, Quota
 from providers.refresh import select_providers
+from switchboard.vocabulary import Metric, Reset, Window
 
 logger = logging.getLogger(__name__)
 
 ON_DEMAND = "on-demand"
 CROSS_REGION = "cross-region"
 GLOBAL_CROSS_REGION = "global cross-region"
-METRICS = (Quota.Metric.REQUESTS, Quota.Metric.TOKENS)
+METRICS = (Metric.REQUESTS, Metric.TOKENS)
 
 QUOTA_NAME = re.compile(
     r"^(?P<route>on-demand|cross-region|global cross-region) (?:invokemodel|model inference) "
@@ -78,15 +79,9 @@ def sync_provider_quotas(provider: Provider) -> AvailabilityCheck:
         # Serialises concurrent syncs of one provider (two would otherwise create the same quota).
         Provider.objects.select_for_update().get(pk=provider.pk)
         changes = [] if error else _sync(provider, reported)
-        check = AvailabilityCheck.objects.create(
-            provider=provider,
-            kind=AvailabilityCheck.Kind.QUOTA_SYNC,
-            started_at=started_at,
-            duration_ms=round((time.monotonic() - started) * 1000),
-            ok=not error,
-            error=error,
+        check = AvailabilityCheck.record(
+            provider, AvailabilityCheck.Kind.QUOTA_SYNC, started_at=started_at, started=started, error=error, changes=changes,
             models_changed=sum(1 for change in changes if change["action"] in {"created", "updated", "deleted"}),
-            changes=changes,
         )
     if error:
         logger.warning("quota sync of %s failed: %s", provider.slug, error)
@@ -227,8 +222,8 @@ def _apply(
         quotas.append(quota)
     old_limit = quota.limit
     values = {
-        "quota_code": reported.code, "limit": limit, "metric": metric, "window": Quota.Window.MINUTE,
-        "reset": Quota.Reset.ROLLING, "soft_limit_ratio": Decimal("1"), "source": Quota.Source.AWS,
+        "quota_code": reported.code, "limit": limit, "metric": metric, "window": Window.MINUTE,
+        "reset": Reset.ROLLING, "soft_limit_ratio": Decimal("1"), "source": Quota.Source.AWS,
     }
     fields_changed = created or any(getattr(quota, field) != value for field, value in values.items())
     pool_changed = created or {m.pk for m in quota.models.all()} != {m.pk for m in pool}
@@ -261,7 +256,7 @@ def _manual_quota(model: LLMModel, metric: str, quotas: list[Quota]) -> Quota | 
         if (
             quota.source == Quota.Source.MANUAL
             and quota.metric == metric
-            and quota.window == Quota.Window.MINUTE
+            and quota.window == Window.MINUTE
             and [m.pk for m in quota.models.all()] == [model.pk]
         ):
             return quota

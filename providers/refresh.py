@@ -72,16 +72,8 @@ def refresh_provider(provider: Provider) -> AvailabilityCheck:
         report, error = _ask(provider, models)
         with transaction.atomic():
             changes = _apply(models, report, error, timezone.now())
-            check = AvailabilityCheck.objects.create(
-                provider=provider,
-                kind=AvailabilityCheck.Kind.AVAILABILITY,
-                started_at=started_at,
-                duration_ms=round((time.monotonic() - started) * 1000),
-                ok=not error,
-                error=error,
-                models_changed=len(changes),
-                changes=changes,
-            )
+            check = AvailabilityCheck.record(provider, AvailabilityCheck.Kind.AVAILABILITY, started_at=started_at, started=started,
+                                             error=error, changes=changes, models_changed=len(changes))
     finally:
         Provider.objects.filter(pk=provider.pk, refreshing_since=claimed_at).update(refreshing_since=None)
     if error:

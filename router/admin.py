@@ -14,7 +14,9 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 from simple_history.admin import SimpleHistoryAdmin
 
-from router.models import ApiKey, Category, Decision, Policy, Route, RouteModel, Tier, TierModel, UsageEvent
+from router.models import ApiKey, Category, Decision, ModelChain, Policy, Route, RouteModel, Tier, TierModel, UsageEvent
+from switchboard.admin import ReadOnlyAdmin
+from switchboard.vocabulary import Scope
 
 admin.site.site_header = "Switchboard"
 admin.site.site_title = "Switchboard admin"
@@ -22,10 +24,6 @@ admin.site.site_title = "Switchboard admin"
 # The library registers its own APIKey model, which Switchboard does not use: only ApiKey below is real.
 if admin.site.is_registered(APIKey):
     admin.site.unregister(APIKey)
-
-
-def _chain(entries) -> str:
-    return " → ".join(entry.model.key for entry in entries) or "-"
 
 
 @admin.register(Category)
@@ -46,12 +44,23 @@ class OrderedModelsInline(SortableTabularInline):
     verbose_name_plural = "models, in order: the first is the primary, the rest the fallback chain (drag to reorder)"
 
 
+class ModelChainAdmin(SortableAdminBase, SimpleHistoryAdmin):
+    """What the route and tier pages share: their ordered models, inline and in the list."""
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("entries__model")
+
+    @admin.display(description="models")
+    def chain(self, obj: ModelChain) -> str:
+        return " → ".join(entry.model.key for entry in obj.entries.all()) or "-"
+
+
 class RouteModelInline(OrderedModelsInline):
     model = RouteModel
 
 
 @admin.register(Route)
-class RouteAdmin(SortableAdminBase, SimpleHistoryAdmin):
+class RouteAdmin(ModelChainAdmin):
     """Routes: (category, complexity) and their ordered models."""
 
     list_display = ("__str__", "category", "complexity", "chain")
@@ -60,32 +69,18 @@ class RouteAdmin(SortableAdminBase, SimpleHistoryAdmin):
     search_fields = ("category__slug", "entries__model__key")
     inlines = [RouteModelInline]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("entries__model")
-
-    @admin.display(description="models")
-    def chain(self, obj: Route) -> str:
-        return _chain(obj.entries.all())
-
 
 class TierModelInline(OrderedModelsInline):
     model = TierModel
 
 
 @admin.register(Tier)
-class TierAdmin(SortableAdminBase, SimpleHistoryAdmin):
+class TierAdmin(ModelChainAdmin):
     """Tiers and their ordered models."""
 
     list_display = ("slug", "chain", "is_default")
     search_fields = ("slug", "entries__model__key")
     inlines = [TierModelInline]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("entries__model")
-
-    @admin.display(description="models")
-    def chain(self, obj: Tier) -> str:
-        return _chain(obj.entries.all())
 
     @admin.display(boolean=True, description="default tier")
     def is_default(self, obj: Tier) -> bool:
@@ -109,19 +104,6 @@ class PolicyAdmin(SimpleHistoryAdmin):
     def save_model(self, request, obj: Policy, form, change: bool) -> None:
         # The form's copy of `version` may be stale: never write it back.
         obj.save(update_fields=["default_tier", "updated_at"])
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by the router: viewed and searched here, never edited."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Decision)
@@ -161,7 +143,7 @@ class ApiKeyForm(forms.ModelForm):
     """Scopes as checkboxes: anything but route, usage, read and admin is a form error."""
 
     scopes = forms.MultipleChoiceField(
-        choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
+        choices=Scope.choices, widget=forms.CheckboxSelectMultiple,
         help_text="route: ask for routing decisions; usage: report usage; read: quotas, models, decisions; admin: the policy.",
     )
 

@@ -1,7 +1,6 @@
 """REST API v1: thin views that validate, call a service, and shape the answer."""
 
-import csv
-import json
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -9,11 +8,11 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
@@ -23,13 +22,22 @@ from rest_framework.views import APIView
 from providers.models import LLMModel
 from router import payloads
 from router import serializers as s
-from router.accounting import CountersUnavailable, settle_ledger
 from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope
-from router.engine import RouteRequest, UnknownChoice, display_amount
+from router.counters import CountersUnavailable, flush_ledger
+from router.counting import display_amount
+from router.decisions import decide, refusal
+from router.engine import RouteRequest, UnknownChoice
 from router.errors import ApiError
-from router.models import Decision, Outcome, Policy, UsageEvent
-from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
-from router.services import DecisionResult, UsageRejected, UsageReport, decide, quota_status, record_usage
+from router.exports import decisions_csv
+from router.models import Decision, Policy
+from router.policy.apply import apply_policy
+from router.policy.document import dump_policy, parse_policy
+from router.policy.export import export_policy
+from router.policy.fields import PolicyError
+from router.records import DecisionRecord, UsageRecord
+from router.selectors import quota_status
+from router.usage import UsageRejected, UsageReport, record_usage
+from switchboard.vocabulary import Outcome
 
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
 MAX_CALL_BODY_BYTES = 64 * 1024
@@ -74,33 +82,39 @@ def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: di
     return response
 
 
-def _refusal(result: DecisionResult) -> HttpResponse:
-    walk = result.walk
-    if walk.outcome == Outcome.FAILED_FAST:
-        code = "quota_exceeded" if walk.quota_blocked else "primary_unavailable"
-    else:
-        code = "no_capacity"
+def _refusal(decision: DecisionRecord) -> HttpResponse:
+    answer = refusal(decision)
     body = {
-        "error": code, "detail": walk.reason, "decision_id": result.decision_id, "outcome": walk.outcome,
-        "primary": walk.primary, "trace": walk.trace, "policy_version": result.policy_version,
+        "error": answer.code, "detail": decision.reason, "decision_id": decision.id, "outcome": decision.outcome,
+        "primary": decision.primary_key, "trace": decision.trace, "policy_version": decision.policy_version,
     }
-    if walk.quota_blocked:
-        return json_response(body, status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(walk.retry_after)})
-    return json_response(body, status.HTTP_503_SERVICE_UNAVAILABLE)
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
+    return json_response(body, answer.status, headers=headers)
 
 
-class RouteView(ApiView):
-    """Also answered by router.middleware.RoutingCallMiddleware, through `parse` and `answer`."""
+class RoutingCallView(ApiView, ABC):
+    """The two calls made around every LLM call; also answered by router.middleware.RoutingCallMiddleware,
+    which calls the same `parse` and `answer`."""
 
-    permission_classes = [RouteScope]
-
-    @extend_schema(
-        request=s.RouteRequestSerializer,
-        responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 429: s.RefusalSerializer, 503: s.RefusalSerializer},
-        summary="Which model, at which provider, under which id, right now",
-    )
     def post(self, request):
         return self.answer(self.parse(request.data), request.user)
+
+    @abstractmethod
+    def parse(self, data: Any) -> Any:
+        """The call in a request body; raises a ValidationError (400) naming what is wrong."""
+
+    @abstractmethod
+    def answer(self, call: Any, caller: Caller) -> HttpResponse:
+        """The response to a parsed call."""
+
+
+@extend_schema_view(post=extend_schema(
+    request=s.RouteRequestSerializer,
+    responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 429: s.RefusalSerializer, 503: s.RefusalSerializer},
+    summary="Which model, at which provider, under which id, right now",
+))
+class RouteView(RoutingCallView):
+    permission_classes = [RouteScope]
 
     def parse(self, data: Any) -> tuple[RouteRequest, bool]:
         return payloads.route_request(data)
@@ -108,59 +122,54 @@ class RouteView(ApiView):
     def answer(self, call: tuple[RouteRequest, bool], caller: Caller) -> HttpResponse:
         route_request, dry_run = call
         try:
-            result = decide(route_request, caller=caller.name, dry_run=dry_run)
+            decision = decide(route_request, caller=caller.name, dry_run=dry_run)
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except CountersUnavailable as exc:
             raise ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from exc
-        if result.walk.refused:
-            return _refusal(result)
-        model = result.walk.chosen
+        if decision.refused:
+            return _refusal(decision)
+        model = decision.model
         return json_response({
-            "decision_id": result.decision_id,
-            "outcome": result.walk.outcome,
-            "reason": result.walk.reason,
+            "decision_id": decision.id,
+            "outcome": decision.outcome,
+            "reason": decision.reason,
             "model": {"key": model.key, "provider": model.provider, "model_id": model.model_id,
                       "invoke_id": model.invoke_id, "region": model.region},
-            "primary": result.walk.primary,
-            "trace": result.walk.trace,
-            "policy_version": result.policy_version,
+            "primary": decision.primary_key,
+            "trace": decision.trace,
+            "policy_version": decision.policy_version,
             "dry_run": dry_run,
         })
 
 
-class UsageView(ApiView):
-    """Also answered by router.middleware.RoutingCallMiddleware, through `parse` and `answer`."""
-
+@extend_schema_view(post=extend_schema(
+    request=s.UsageRequestSerializer,
+    responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+    summary="Report what a call used (counted once per idempotency key)",
+))
+class UsageView(RoutingCallView):
     permission_classes = [UsageScope]
-
-    @extend_schema(
-        request=s.UsageRequestSerializer,
-        responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
-        summary="Report what a call used (counted once per idempotency key)",
-    )
-    def post(self, request):
-        return self.answer(self.parse(request.data), request.user)
 
     def parse(self, data: Any) -> UsageReport:
         return payloads.usage_report(data)
 
     def answer(self, call: UsageReport, caller: Caller) -> HttpResponse:
         try:
-            event, created = record_usage(call, caller=caller.name)
+            usage, created = record_usage(call, caller=caller.name)
         except UsageRejected as exc:
             raise ApiError(exc.code, exc.detail, exc.status) from exc
-        return json_response(usage_event_body(event), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-def usage_event_body(event: UsageEvent) -> dict:
+def usage_body(usage: UsageRecord) -> dict:
     """What s.UsageEventSerializer renders, built directly: this is the hot path (router.payloads)."""
     return {
-        "id": str(event.id), "created_at": event.created_at.isoformat().replace("+00:00", "Z"), "model": event.model_key,
-        "provider": event.provider_slug, "decision_id": str(event.decision_id) if event.decision_id else None,
-        "input_tokens": event.input_tokens, "output_tokens": event.output_tokens,
-        "cost_usd": f"{event.cost_usd.quantize(COST_PLACES)}", "status": event.status,
-        "idempotency_key": event.idempotency_key, "retry_after": event.retry_after, "ratelimit_headers": event.ratelimit_headers,
+        "id": str(usage.id), "created_at": usage.created_at.isoformat().replace("+00:00", "Z"), "model": usage.model_key,
+        "provider": usage.provider_slug, "decision_id": str(usage.decision_id) if usage.decision_id else None,
+        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+        "cost_usd": f"{usage.cost_usd.quantize(COST_PLACES)}", "status": usage.status,
+        "idempotency_key": usage.idempotency_key, "retry_after": usage.retry_after, "ratelimit_headers": usage.ratelimit_headers,
     }
 
 
@@ -175,15 +184,15 @@ class QuotasView(generics.GenericAPIView):
             raise ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from exc
         rows = []
         for row in status_rows:
-            quota = row["quota"]
+            quota = row.quota
             rows.append({
                 "id": quota.id, "provider": quota.provider, "name": quota.name, "models": list(quota.model_keys),
                 "metric": quota.metric, "window": quota.window, "reset": quota.reset,
                 "limit": display_amount(quota, quota.limit), "soft_limit": display_amount(quota, quota.soft_limit),
-                "used": display_amount(quota, row["used"]),
-                "ratio": round(row["ratio"], 6), "source": quota.source, "frees_at": _timestamp(row["frees_at"]),
-                "forecast": {"soft_at": _timestamp(row["soft_at"]), "hard_at": _timestamp(row["hard_at"]),
-                             "burn_per_hour": display_amount(quota, row["burn_per_hour"])},
+                "used": display_amount(quota, row.used),
+                "ratio": round(row.ratio, 6), "source": quota.source, "frees_at": _timestamp(row.frees_at),
+                "forecast": {"soft_at": _timestamp(row.soft_at), "hard_at": _timestamp(row.hard_at),
+                             "burn_per_hour": display_amount(quota, row.burn_per_hour)},
             })
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(page)
@@ -224,31 +233,6 @@ class DecisionFilter(filters.FilterSet):
         fields = ["outcome", "category", "model", "provider", "since", "until"]
 
 
-CSV_COLUMNS = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
-               "reason", "policy_version", "trace"]
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpResponse:
-    """Every decision of the queryset as CSV, streamed (the export of what the filters show)."""
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(CSV_COLUMNS)
-        for d in queryset.iterator(chunk_size=2000):
-            yield writer.writerow([d.id, d.created_at.isoformat(), d.caller, d.category, d.complexity, d.tier, d.outcome,
-                                   d.model_key, d.provider_slug, d.primary_key, d.reason, d.policy_version,
-                                   json.dumps(d.trace, separators=(",", ":"))])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 class DecisionsView(generics.ListAPIView):
     permission_classes = [ReadScope]
     serializer_class = s.DecisionSerializer
@@ -257,7 +241,7 @@ class DecisionsView(generics.ListAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "csv"], description="csv exports every match")])
     def get(self, request, *args, **kwargs):
-        settle_ledger()
+        flush_ledger()  # the audit holds every decision answered before this request
         if request.query_params.get("format") == "csv":
             return decisions_csv(self.filter_queryset(self.get_queryset()))
         if request.query_params.get("format") not in (None, "json"):

@@ -17,6 +17,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from router.models import ApiKey
+from switchboard.vocabulary import Scope
 
 LAST_USED_WRITE_INTERVAL = timedelta(minutes=1)
 
@@ -128,16 +129,16 @@ class _HasScope(permissions.BasePermission):
 
 
 class RouteScope(_HasScope):
-    scope = "route"
+    scope = Scope.ROUTE
 
 
 class UsageScope(_HasScope):
-    scope = "usage"
+    scope = Scope.USAGE
 
 
 class ReadScope(_HasScope):
-    scope = "read"
+    scope = Scope.READ
 
 
 class AdminScope(_HasScope):
-    scope = "admin"
+    scope = Scope.ADMIN

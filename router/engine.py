@@ -7,9 +7,10 @@ and the dashboard's what-if.
 import math
 from dataclasses import dataclass, field
 
-from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, QuotaSpec
+from router.counting import amount_for, display_amount
+from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
+from switchboard.vocabulary import Availability, Complexity, Metric, Outcome, SkipReason, Verdict
 
-COMPLEXITIES = ("low", "medium", "high")
 DEFAULT_RETRY_AFTER = 60
 
 
@@ -26,7 +27,7 @@ class UnknownChoice(Exception):
 @dataclass(frozen=True)
 class RouteRequest:
     category: str | None = None
-    complexity: str = "medium"
+    complexity: str = Complexity.MEDIUM
     tier: str | None = None
     estimated_input_tokens: int = 0
     estimated_output_tokens: int = 0
@@ -98,7 +99,7 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
         if request.category not in snapshot.categories:
             valid = sorted(snapshot.categories)
             raise UnknownChoice("unknown_category", f"Unknown category '{request.category}'. Valid categories: {', '.join(valid)}.", valid)
-        route = snapshot.routes.get((request.category, request.complexity)) or snapshot.routes.get((request.category, "any"))
+        route = snapshot.routes.get((request.category, request.complexity)) or snapshot.routes.get((request.category, Complexity.ANY))
         if not route:
             valid = sorted(c for (cat, c), keys in snapshot.routes.items() if cat == request.category and keys)
             raise UnknownChoice(
@@ -121,18 +122,6 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
     return snapshot.tiers[tier], None
 
 
-def amount_for(quota: QuotaSpec, model: ModelSpec, input_tokens: int, output_tokens: int, requests: int = 1) -> int:
-    if quota.metric == "requests":
-        return requests
-    if quota.metric == "tokens":
-        return input_tokens + output_tokens
-    if quota.metric == "input_tokens":
-        return input_tokens
-    if quota.metric == "output_tokens":
-        return output_tokens
-    return model.cost_micro_usd(input_tokens, output_tokens)
-
-
 def charges_for(model: ModelSpec, request: RouteRequest, may_use_headroom: bool) -> list[Charge]:
     return [
         Charge(
@@ -149,11 +138,6 @@ def admits(charge: Charge, used: int) -> bool:
     if used + charge.amount > charge.limit:
         return False
     return charge.soft_limit is None or used < charge.soft_limit
-
-
-def display_amount(quota: QuotaSpec, value: int) -> float | int:
-    """A counter value in the quota's own unit (dollars for cost quotas)."""
-    return value / COST_SCALE if quota.metric == "cost_usd" else value
 
 
 def _quota_entry(charge: Charge, reading: QuotaReading) -> dict:
@@ -176,7 +160,7 @@ def _describe_quota(entry: dict) -> str:
     limit_kind = "hard limit" if entry["used"] + entry["estimate"] > entry["limit"] else "soft limit"
 
     def amount(value: float | int) -> str:
-        return f"${value:,.2f}" if entry["metric"] == "cost_usd" else f"{value:,}"
+        return f"${value:,.2f}" if entry["metric"] == Metric.COST_USD else f"{value:,}"
 
     return (
         f"quota {entry['quota']} ({entry['metric']} per {entry['window']}) at {limit_kind}: used {amount(entry['used'])}"
@@ -184,40 +168,41 @@ def _describe_quota(entry: dict) -> str:
     )
 
 
+def _skipped(entry: dict, reason: SkipReason, detail: str, **extra) -> tuple[dict, list[Charge]]:
+    return entry | {"verdict": Verdict.SKIPPED, "reason": reason, "detail": detail, **extra}, []
+
+
 def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: Readings, now: float,
            seen: set[str], headroom: bool, unavailable: frozenset[str]) -> tuple[dict, list[Charge]]:
     """One candidate's trace entry (verdict 'skipped' with a reason, or 'chosen') and its charges."""
     entry: dict = {"model": key, "provider": model.provider if model else None}
     if model is None:
-        return entry | {"verdict": "skipped", "reason": "disabled", "detail": "not in the policy's catalog"}, []
+        return _skipped(entry, SkipReason.DISABLED, "not in the policy's catalog")
     if key in seen:
-        return entry | {"verdict": "skipped", "reason": "already_tried", "detail": "listed earlier in this route"}, []
+        return _skipped(entry, SkipReason.ALREADY_TRIED, "listed earlier in this route")
     if not model.provider_enabled:
-        return entry | {"verdict": "skipped", "reason": "disabled", "detail": f"provider {model.provider} is disabled"}, []
+        return _skipped(entry, SkipReason.DISABLED, f"provider {model.provider} is disabled")
     if not model.model_enabled:
-        return entry | {"verdict": "skipped", "reason": "disabled", "detail": "model is disabled"}, []
-    if model.availability == "unavailable" or key in unavailable:
-        detail = model.availability_reason if model.availability == "unavailable" else "marked unavailable in this what-if"
-        return entry | {"verdict": "skipped", "reason": "unavailable", "detail": detail or "last availability check found it unavailable"}, []
+        return _skipped(entry, SkipReason.DISABLED, "model is disabled")
+    if model.availability == Availability.UNAVAILABLE or key in unavailable:
+        detail = model.availability_reason if model.availability == Availability.UNAVAILABLE else "marked unavailable in this what-if"
+        return _skipped(entry, SkipReason.UNAVAILABLE, detail or "last availability check found it unavailable")
     state = readings.models.get(key) or ModelState()
     if state.cooldown_until and state.cooldown_until > now:
-        return entry | {
-            "verdict": "skipped", "reason": "cooldown", "until": state.cooldown_until,
-            "detail": f"cooling down for {math.ceil(state.cooldown_until - now)} s after {state.cooldown_reason or 'reported failures'}",
-        }, []
+        detail = f"cooling down for {math.ceil(state.cooldown_until - now)} s after {state.cooldown_reason or 'reported failures'}"
+        return _skipped(entry, SkipReason.COOLDOWN, detail, until=state.cooldown_until)
     limits = state.ratelimit
     if limits:
         estimate = request.estimated_input_tokens + request.estimated_output_tokens
         if limits.requests_remaining is not None and limits.requests_remaining <= 0 and (limits.requests_reset_at or 0) > now:
-            return entry | {"verdict": "skipped", "reason": "rate_limit", "until": limits.requests_reset_at,
-                            "detail": "provider reported no requests remaining until its reset"}, []
+            return _skipped(entry, SkipReason.RATE_LIMIT, "provider reported no requests remaining until its reset",
+                            until=limits.requests_reset_at)
         if limits.tokens_remaining is not None and limits.tokens_remaining < max(estimate, 1) and (limits.tokens_reset_at or 0) > now:
-            return entry | {"verdict": "skipped", "reason": "rate_limit", "until": limits.tokens_reset_at,
-                            "detail": f"provider reported {limits.tokens_remaining} tokens remaining until its reset"}, []
+            return _skipped(entry, SkipReason.RATE_LIMIT, f"provider reported {limits.tokens_remaining} tokens remaining until its reset",
+                            until=limits.tokens_reset_at)
     needed = request.estimated_input_tokens + request.estimated_output_tokens
     if needed > model.context_window:
-        return entry | {"verdict": "skipped", "reason": "context_window",
-                        "detail": f"estimate of {needed} tokens exceeds its context window of {model.context_window}"}, []
+        return _skipped(entry, SkipReason.CONTEXT_WINDOW, f"estimate of {needed} tokens exceeds its context window of {model.context_window}")
     charges = charges_for(model, request, headroom)
     blocked = [
         _quota_entry(charge, readings.quotas.get(charge.quota.id) or QuotaReading(used=0))
@@ -225,15 +210,15 @@ def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: R
         if not admits(charge, (readings.quotas.get(charge.quota.id) or QuotaReading(used=0)).used)
     ]
     if blocked:
-        return entry | {"verdict": "skipped", "reason": "quota", "detail": _describe_quota(blocked[0]), "quotas": blocked}, []
-    return entry | {"verdict": "chosen", "reason": "within limits"}, charges
+        return _skipped(entry, SkipReason.QUOTA, _describe_quota(blocked[0]), quotas=blocked)
+    return entry | {"verdict": Verdict.CHOSEN, "reason": "within limits"}, charges
 
 
 def _retry_after(trace: list[dict], now: float) -> int | None:
     """Seconds until the soonest quota-blocked candidate could be chosen again."""
     times = []
     for entry in trace:
-        if entry.get("reason") != "quota":
+        if entry.get("reason") != SkipReason.QUOTA:
             continue
         frees = [q["frees_at"] for q in entry["quotas"]]
         # Nothing counted yet means the estimate alone exceeds the limit: waiting will not help soon.
@@ -258,21 +243,21 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, route: tuple[tuple[str
         entry, charges = _check(snapshot.models.get(key), key, request, readings, now, seen, headroom, unavailable)
         seen.add(key)
         trace.append(entry)
-        if entry["verdict"] == "chosen":
+        if entry["verdict"] == Verdict.CHOSEN:
             model = snapshot.models[key]
             if index == 0:
-                return WalkResult("primary", model, primary, f"primary {key} is within its limits", trace, charges)
+                return WalkResult(Outcome.PRIMARY, model, primary, f"primary {key} is within its limits", trace, charges)
             passed = "; ".join(f"{e['model']}: {e['reason']}" for e in trace[:-1])
-            return WalkResult("fallback", model, primary, f"fell back to {key} ({passed})", trace, charges)
+            return WalkResult(Outcome.FALLBACK, model, primary, f"fell back to {key} ({passed})", trace, charges)
 
-    quota_blocked = any(e.get("reason") == "quota" for e in trace)
+    quota_blocked = any(e.get("reason") == SkipReason.QUOTA for e in trace)
     if never_fallback:
         skipped = trace[0]
         reason = (f"category {category_slug} never falls back, and its primary {primary} was passed over: "
                   f"{skipped['reason']} ({skipped.get('detail', '')})")
-        outcome = "failed_fast"
+        outcome = Outcome.FAILED_FAST
     else:
         reason = "every candidate was passed over: " + "; ".join(f"{e['model']}: {e['reason']}" for e in trace)
-        outcome = "exhausted"
+        outcome = Outcome.EXHAUSTED
     return WalkResult(outcome, None, primary, reason, trace, [], quota_blocked=quota_blocked,
                       retry_after=_retry_after(trace, now) if quota_blocked else None)

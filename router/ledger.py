@@ -2,10 +2,10 @@
 
 With Redis counters, the script that counts a decision or a usage report also appends its row to a
 Redis stream, in the same atomic step; `drain` moves the stream into the database in batches (the
-`router.tasks.drain_ledger` task every second, and every reader that needs the ledger complete).
+`router.tasks.drain_ledger` task every second, and the audit's reads, router.counters.flush_ledger).
 Counters and their not-yet-written rows live and die together in Redis, so a rebuild from the
 database after Redis lost its data is consistent; with Redis persistence (appendonly) nothing
-accepted is lost on a restart either. The README's "Consistency contract" has the whole story.
+accepted is lost on a restart either. docs/operations.md, "Consistency contract", has the whole story.
 """
 
 import json
@@ -13,66 +13,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
-from decimal import Decimal
 
-import orjson
 import redis
 from django.db import connection, transaction
 
 from router.models import Decision, UsageEvent
+from router.records import DECISION_COLUMNS, USAGE_COLUMNS, AppliedCharge, DecisionRecord, UsageRecord
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 # A drainer holds its lock this long; it renews it for every batch.
 LOCK_MILLISECONDS = 30_000
-
-# The rows' fields as PostgreSQL reads them from the batch's JSON (jsonb_to_recordset).
-DECISION_COLUMNS = {
-    "id": "uuid", "created_at": "timestamptz", "caller": "text", "category": "text", "complexity": "text", "tier": "text",
-    "outcome": "text", "model_key": "text", "provider_slug": "text", "primary_key": "text", "reason": "text",
-    "trace": "jsonb", "policy_version": "bigint", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric",
-}
-USAGE_COLUMNS = {
-    "id": "uuid", "created_at": "timestamptz", "caller": "text", "model_key": "text", "provider_slug": "text",
-    "decision_id": "uuid", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric", "status": "text",
-    "idempotency_key": "text", "retry_after": "integer", "ratelimit_headers": "jsonb",
-}
-# The fields copied as they are between a model and its row; the others are converted (_common, decision_id).
-CONVERTED = {"id", "created_at", "cost_usd", "decision_id"}
-DECISION_FIELDS = tuple(name for name in DECISION_COLUMNS if name not in CONVERTED)
-USAGE_FIELDS = tuple(name for name in USAGE_COLUMNS if name not in CONVERTED)
-
-# A charge applied to a Redis counter: (quota hash key, bucket, amount, the key's lifetime).
-AppliedCharge = tuple[str, int, int, int]
-
-
-def decision_row(decision: Decision) -> bytes:
-    row = {name: getattr(decision, name) for name in DECISION_FIELDS}
-    row |= {"id": str(decision.id), "created_at": decision.created_at.isoformat(), "cost_usd": str(decision.cost_usd)}
-    return orjson.dumps(row)
-
-
-def usage_row(event: UsageEvent, charges: list[AppliedCharge]) -> bytes:
-    row = {name: getattr(event, name) for name in USAGE_FIELDS}
-    row |= {"id": str(event.id), "created_at": event.created_at.isoformat(), "cost_usd": str(event.cost_usd),
-            "decision_id": str(event.decision_id) if event.decision_id else None, "charges": charges}
-    return orjson.dumps(row)
-
-
-def _common(row: dict) -> dict:
-    return {"id": uuid.UUID(row["id"]), "created_at": datetime.fromisoformat(row["created_at"]),
-            "cost_usd": Decimal(row["cost_usd"])}
-
-
-def decision_from_row(row: dict) -> Decision:
-    return Decision(**{name: row[name] for name in DECISION_FIELDS}, **_common(row))
-
-
-def usage_from_row(row: dict) -> UsageEvent:
-    decision_id = uuid.UUID(row["decision_id"]) if row["decision_id"] else None
-    return UsageEvent(**{name: row[name] for name in USAGE_FIELDS}, **_common(row), decision_id=decision_id)
 
 
 def store(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[dict]:
@@ -154,9 +106,9 @@ def store_in_postgresql(decisions: list[bytes], events: list[bytes]) -> list[dic
 
 def store_with_orm(decisions: list[bytes], events: list[bytes]) -> list[dict]:
     """The batch through the ORM, for databases other than PostgreSQL."""
-    Decision.objects.bulk_create([decision_from_row(json.loads(row)) for row in decisions], ignore_conflicts=True)
+    Decision.objects.bulk_create([DecisionRecord.from_row(json.loads(row)).to_model() for row in decisions], ignore_conflicts=True)
     rows = [json.loads(row) for row in events]
-    reports = [usage_from_row(row) for row in rows]
+    reports = [UsageRecord.from_row(row).to_model() for row in rows]
     named = {report.decision_id for report in reports if report.decision_id}
     known = set(Decision.objects.filter(id__in=named).values_list("id", flat=True)) if named else set()
     for report in reports:

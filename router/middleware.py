@@ -23,7 +23,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
-from router.api import ApiView, RouteView, UsageView, json_response
+from router.api import RouteView, RoutingCallView, UsageView, json_response
 from router.auth import Caller, bearer_key, caller_for_key
 from router.errors import ApiError, error_body
 
@@ -33,7 +33,7 @@ JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
 class RoutingCallMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self.views: dict[str, ApiView] = {reverse("api-route"): RouteView(), reverse("api-usage"): UsageView()}
+        self.views: dict[str, RoutingCallView] = {reverse("api-route"): RouteView(), reverse("api-usage"): UsageView()}
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         view = self.views.get(request.path_info) if request.method == "POST" else None
@@ -52,7 +52,7 @@ class RoutingCallMiddleware:
         return response
 
 
-def _caller(request: HttpRequest, view: ApiView) -> Caller | None:
+def _caller(request: HttpRequest, view: RoutingCallView) -> Caller | None:
     """The key's caller, if the request is a JSON POST within the size limit whose key has the view's scope."""
     meta = request.META
     length = meta.get("CONTENT_LENGTH", "")
@@ -63,7 +63,7 @@ def _caller(request: HttpRequest, view: ApiView) -> Caller | None:
     return caller if caller and view.permission_classes[0].scope in caller.scopes else None
 
 
-def _call(request: HttpRequest, view: ApiView) -> Any:
+def _call(request: HttpRequest, view: RoutingCallView) -> Any:
     """The view's call, parsed from the body; None if DRF should answer it (and its error).
 
     orjson refuses what the API does not take (NaN and Infinity, a body that is not UTF-8, deep

@@ -8,13 +8,7 @@ from rest_framework_api_key.models import AbstractAPIKey
 from simple_history.models import HistoricalRecords
 
 from providers.models import MODEL_KEY, LLMModel
-
-
-class Complexity(models.TextChoices):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    ANY = "any"
+from switchboard.vocabulary import FAILURE_STATUSES, Complexity, Outcome, UsageStatus
 
 
 class Category(models.Model):
@@ -42,7 +36,30 @@ class Category(models.Model):
         return self.slug
 
 
-class Route(models.Model):
+class ModelChain(models.Model):
+    """What routes and tiers share: ordered models (`entries`), the first the primary, the rest the fallback chain."""
+
+    class Meta:
+        abstract = True
+
+    def model_keys(self) -> list[str]:
+        return [entry.model.key for entry in self.entries.select_related("model").order_by("position")]
+
+
+class ChainEntry(models.Model):
+    """One model in a route's or tier's ordered list."""
+
+    position = models.PositiveSmallIntegerField(default=0, db_index=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.model.key}"
+
+
+class Route(ModelChain):
     """(category, complexity) -> ordered models: the first is the primary, the rest the fallback chain."""
 
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="routes")
@@ -57,28 +74,20 @@ class Route(models.Model):
     def __str__(self) -> str:
         return f"{self.category.slug}/{self.complexity}"
 
-    def model_keys(self) -> list[str]:
-        return [entry.model.key for entry in self.entries.select_related("model").order_by("position")]
 
-
-class RouteModel(models.Model):
+class RouteModel(ChainEntry):
     route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="entries")
     model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="route_entries")
-    position = models.PositiveSmallIntegerField(default=0, db_index=True)
 
     history = HistoricalRecords()
 
-    class Meta:
-        ordering = ["position"]
+    class Meta(ChainEntry.Meta):
         verbose_name = "route model"
         constraints = [models.UniqueConstraint(fields=["route", "model"], name="route_model_distinct",
                                                violation_error_message="A model can appear only once in a route.")]
 
-    def __str__(self) -> str:
-        return f"{self.position}: {self.model.key}"
 
-
-class Tier(models.Model):
+class Tier(ModelChain):
     """A name services can ask for instead of a category (cheap, medium, quality, …)."""
 
     slug = models.SlugField(max_length=64, unique=True)
@@ -91,25 +100,17 @@ class Tier(models.Model):
     def __str__(self) -> str:
         return self.slug
 
-    def model_keys(self) -> list[str]:
-        return [entry.model.key for entry in self.entries.select_related("model").order_by("position")]
 
-
-class TierModel(models.Model):
+class TierModel(ChainEntry):
     tier = models.ForeignKey(Tier, on_delete=models.CASCADE, related_name="entries")
     model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="tier_entries")
-    position = models.PositiveSmallIntegerField(default=0, db_index=True)
 
     history = HistoricalRecords()
 
-    class Meta:
-        ordering = ["position"]
+    class Meta(ChainEntry.Meta):
         verbose_name = "tier model"
         constraints = [models.UniqueConstraint(fields=["tier", "model"], name="tier_model_distinct",
                                                violation_error_message="A model can appear only once in a tier.")]
-
-    def __str__(self) -> str:
-        return f"{self.position}: {self.model.key}"
 
 
 class Policy(models.Model):
@@ -133,13 +134,6 @@ class Policy(models.Model):
     def current(cls) -> "Policy":
         policy, _ = cls.objects.get_or_create(pk=1)
         return policy
-
-
-class Outcome(models.TextChoices):
-    PRIMARY = "primary"
-    FALLBACK = "fallback"
-    FAILED_FAST = "failed_fast", "failed fast"
-    EXHAUSTED = "exhausted"
 
 
 class Decision(models.Model):
@@ -196,18 +190,13 @@ class Decision(models.Model):
 
 
 # The usage reports a model's cooldown is computed from (failures, and any with a retry-after), and
-# those its rate-limit state is read from (router.accounting.DatabaseCounters.model_reports).
-FAILURE_OR_RETRY = Q(status__in=["rate_limited", "error"]) | Q(retry_after__isnull=False)
+# those its rate-limit state is read from (router.counters.database.DatabaseCounters.model_reports).
+FAILURE_OR_RETRY = Q(status__in=list(FAILURE_STATUSES)) | Q(retry_after__isnull=False)
 WITH_RATELIMIT_HEADERS = ~Q(ratelimit_headers={})
 
 
 class UsageEvent(models.Model):
     """What one LLM call used, as reported by the service that made it."""
-
-    class Status(models.TextChoices):
-        OK = "ok"
-        RATE_LIMITED = "rate_limited", "rate limited"
-        ERROR = "error"
 
     # Chosen when the report is accepted, which may be before the row is written (router.ledger).
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -219,7 +208,7 @@ class UsageEvent(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
+    status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.OK)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     retry_after = models.PositiveIntegerField(null=True, blank=True)
     ratelimit_headers = models.JSONField(default=dict, blank=True)
@@ -268,12 +257,6 @@ class LedgerMinute(models.Model):
 
 class ApiKey(AbstractAPIKey):
     """A service's key: stored hashed (SHA-512), shown once, scoped, revocable."""
-
-    class Scope(models.TextChoices):
-        ROUTE = "route"
-        USAGE = "usage"
-        READ = "read"
-        ADMIN = "admin"
 
     scopes = models.JSONField(default=list, help_text="Any of: route, usage, read, admin.")
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -1,5 +1,6 @@
 """Operations endpoints: /api/v1/health (no auth) and /metrics (Prometheus)."""
 
+import os
 import time
 
 from django.conf import settings
@@ -7,13 +8,15 @@ from django.db import connection
 from django.db.models import Max
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
-from router import accounting, metrics
+from router import counters, metrics
+from router.selectors import quota_status
 
 
 def _check_database() -> dict:
@@ -33,16 +36,16 @@ def _check_redis() -> dict:
     if not settings.REDIS_URL:
         return {"configured": False, "ok": None, "counters": "database"}
     try:
-        ledger = accounting.redis_counters().backlog()
+        ledger = counters.redis_counters().backlog()
         ok = True
     except Exception:
         ok = False
-    counters = "redis" if ok else ("database" if settings.ROUTER_REDIS_DOWN == "db" else "refusing")
-    body = {"configured": True, "ok": ok, "counters": counters, "on_failure": settings.ROUTER_REDIS_DOWN}
+    counting_on = "redis" if ok else ("database" if settings.ROUTER_REDIS_DOWN == "db" else "refusing")
+    body = {"configured": True, "ok": ok, "counters": counting_on, "on_failure": settings.ROUTER_REDIS_DOWN}
     if ok:
         body["ledger_backlog"] = ledger | {"stale": ledger["oldest_seconds"] > LEDGER_STALE_SECONDS}
-    if accounting.redis_down_since is not None:
-        body["down_since"] = accounting.redis_down_since
+    if counters.outage.since is not None:
+        body["down_since"] = counters.outage.since
     return body
 
 
@@ -85,5 +88,40 @@ class HealthView(APIView):
         return Response(body, status=503 if state == "down" else 200)
 
 
+class StateCollector:
+    """Gauges read at scrape time from the shared state, so every worker reports the same values."""
+
+    def collect(self):
+        ratio = GaugeMetricFamily("switchboard_quota_ratio", "Used share of each quota's limit.", labels=["provider", "quota"])
+        used = GaugeMetricFamily("switchboard_quota_used", "Counted usage of each quota.", labels=["provider", "quota", "metric"])
+        try:
+            rows = quota_status()
+        except counters.CountersUnavailable:
+            rows = []  # Redis is down and ROUTER_REDIS_DOWN=refuse: the rest of the metrics still matter (health says why)
+        for row in rows:
+            ratio.add_metric([row.quota.provider, row.quota.name], row.ratio)
+            used.add_metric([row.quota.provider, row.quota.name, row.quota.metric], row.used)
+        yield ratio
+        yield used
+
+        age = GaugeMetricFamily(
+            "switchboard_availability_refresh_age_seconds", "Seconds since the last availability check.", labels=["provider"],
+        )
+        latest = (
+            AvailabilityCheck.objects.filter(kind=AvailabilityCheck.Kind.AVAILABILITY)
+            .values("provider__slug").annotate(last=Max("started_at"))
+        )
+        for row in latest:
+            age.add_metric([row["provider__slug"]], time.time() - row["last"].timestamp())
+        yield age
+
+
 def metrics_view(request) -> HttpResponse:
-    return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for collector in metrics.PROCESS_COUNTERS:
+            registry.register(collector)
+    registry.register(StateCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -15,11 +15,11 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.exceptions import ValidationError
 
 from providers.models import MODEL_KEY
-from router.engine import COMPLEXITIES, RouteRequest
+from router.engine import RouteRequest
 from router.errors import ApiError
-from router.models import UsageEvent
 from router.serializers import HEADER_NAME, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
-from router.services import UsageReport
+from router.usage import UsageReport
+from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "dry_run")
 USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "status", "decision_id", "idempotency_key", "retry_after",
@@ -114,9 +114,9 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
         fields.errors["dry_run"] = ["Must be a valid boolean."]
     fields.check()
     complexity = "medium" if complexity is None else complexity
-    if complexity not in COMPLEXITIES:
-        raise ApiError("unknown_complexity", f"Unknown complexity {complexity!r}. Valid: {', '.join(COMPLEXITIES)}.",
-                       valid=list(COMPLEXITIES))
+    if complexity not in REQUEST_COMPLEXITIES:
+        raise ApiError("unknown_complexity", f"Unknown complexity {complexity!r}. Valid: {', '.join(REQUEST_COMPLEXITIES)}.",
+                       valid=list(REQUEST_COMPLEXITIES))
     if category and tier:
         raise ValidationError({"non_field_errors": ["Name either a category or a tier, not both."]})
     request = RouteRequest(category=category, complexity=complexity, tier=tier,
@@ -135,7 +135,7 @@ def usage_report(data: Any) -> UsageReport:
             fields.errors["model"] = list(exc.messages)
     input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=True)
     output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=True)
-    status = fields.choice("status", tuple(UsageEvent.Status.values), UsageEvent.Status.OK)
+    status = fields.choice("status", tuple(UsageStatus.values), UsageStatus.OK)
     decision_id = fields.value("decision_id")
     if decision_id is not None:
         try:

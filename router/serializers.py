@@ -5,9 +5,9 @@ import re
 from rest_framework import serializers
 
 from providers.models import MODEL_KEY, LLMModel
-from router.engine import COMPLEXITIES
 from router.errors import ApiError
 from router.models import Decision, UsageEvent
+from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 # A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
 MAX_TOKENS_PER_CALL = 10_000_000
@@ -83,7 +83,7 @@ class RouteRequestSerializer(StrictSerializer):
     """The body of POST /route, for the OpenAPI schema; router.payloads validates it."""
 
     category = StrictCharField(max_length=64, required=False)
-    complexity = NamedChoiceField(choices=list(COMPLEXITIES), default="medium")
+    complexity = NamedChoiceField(choices=list(REQUEST_COMPLEXITIES), default="medium")
     tier = StrictCharField(max_length=64, required=False)
     estimated_input_tokens = _tokens(default=0)
     estimated_output_tokens = _tokens(default=0)
@@ -143,7 +143,7 @@ class UsageRequestSerializer(StrictSerializer):
     model = StrictCharField(max_length=100, required=False, validators=[MODEL_KEY])
     input_tokens = _tokens()
     output_tokens = _tokens()
-    status = serializers.ChoiceField(choices=UsageEvent.Status.values, default=UsageEvent.Status.OK)
+    status = serializers.ChoiceField(choices=UsageStatus.values, default=UsageStatus.OK)
     decision_id = StrictUUIDField(required=False)
     idempotency_key = StrictCharField(max_length=200, required=False)
     retry_after = StrictIntegerField(min_value=0, max_value=86_400, required=False)

@@ -15,6 +15,7 @@ from django.db.models import Max
 
 from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Policy, Route, Tier
+from switchboard.vocabulary import Metric
 
 # Counters are integers; costs are counted in micro-dollars.
 COST_SCALE = 1_000_000
@@ -85,7 +86,7 @@ class PolicySnapshot:
 
 def _scaled(value, metric: str) -> int:
     """A limit as an integer counter value, rounded up: `used >= 3.2` and `used >= 4` admit the same counts."""
-    return math.ceil(float(value) * COST_SCALE if metric == Quota.Metric.COST_USD else value)
+    return math.ceil(float(value) * COST_SCALE if metric == Metric.COST_USD else value)
 
 
 def _fingerprint() -> tuple[int, datetime | None]:

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from router.accounting import redis_counters
+from router.counters import redis_counters
 from router.ledger import LedgerBusy
 
 

@@ -41,14 +41,13 @@ def postgres_only():
 @pytest.fixture(autouse=True)
 def fresh_process_state():
     """Each test starts like a new process: no cached policy, keys or Redis outage."""
-    from router import accounting
+    from router import counters
     from router.auth import forget_cached_keys
     from router.snapshot import forget_snapshot
 
     forget_snapshot()
     forget_cached_keys()
-    accounting.redis_down_since = None
-    accounting._skip_redis_until = 0.0
+    counters.outage.end()
     yield
     forget_snapshot()
 

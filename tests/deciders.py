@@ -10,10 +10,10 @@ def decide_many(env: dict, start_at: float, count: int, estimate: int) -> list[s
     import django
 
     django.setup()
+    from router.decisions import decide
     from router.engine import RouteRequest
-    from router.services import decide
 
     while time.time() < start_at:
         time.sleep(0.001)
     request = RouteRequest(category="general", estimated_input_tokens=estimate)
-    return [decide(request, caller=f"process-{os.getpid()}").walk.outcome for _ in range(count)]
+    return [decide(request, caller=f"process-{os.getpid()}").outcome for _ in range(count)]

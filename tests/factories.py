@@ -6,6 +6,7 @@ import factory
 
 from providers.models import LLMModel, Provider, Quota
 from router.models import ApiKey, Category, Route, RouteModel, Tier, TierModel
+from switchboard.vocabulary import Metric, Window
 
 
 class ProviderFactory(factory.django.DjangoModelFactory):
@@ -37,8 +38,8 @@ class QuotaFactory(factory.django.DjangoModelFactory):
 
     provider = factory.SubFactory(ProviderFactory)
     name = factory.Sequence(lambda n: f"quota-{n}")
-    metric = Quota.Metric.TOKENS
-    window = Quota.Window.DAY
+    metric = Metric.TOKENS
+    window = Window.DAY
     limit = Decimal("1000000")
     soft_limit_ratio = Decimal("0.8")
 

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from router.accounting import settle_ledger
+from router.counters import flush_ledger
 from router.models import ApiKey, Decision
 from tests.factories import LLMModelFactory, make_api_key, make_tier
 
@@ -138,5 +138,5 @@ def test_the_caller_of_a_decision_is_the_key_name(db, cheap):
 
     decision_id = client.post("/api/v1/route", {"tier": "cheap"}, format="json").json()["decision_id"]
 
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.get(pk=decision_id).caller == "billing-service"

@@ -11,6 +11,8 @@ overview, with the example policy and a day of traffic, as the README's screensh
 import csv
 import os
 import random
+import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,9 +22,10 @@ from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 
 from providers.models import AvailabilityCheck, LLMModel, Quota
+from router.decisions import what_if
 from router.engine import RouteRequest
 from router.models import Decision, UsageEvent
-from router.services import decide
+from switchboard.vocabulary import Availability
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -99,7 +102,8 @@ def log_in(page, user: User, next_url: str = "/") -> None:
 
 
 def load_example_policy() -> None:
-    from router.policy_file import apply_policy, parse_policy
+    from router.policy.apply import apply_policy
+    from router.policy.document import parse_policy
 
     apply_policy(parse_policy(EXAMPLE_POLICY.read_text()))
 
@@ -113,11 +117,11 @@ def demo_data() -> dict:
     load_example_policy()
     now = timezone.now()
     checked = now - timedelta(minutes=4)
-    LLMModel.objects.update(availability=LLMModel.Availability.AVAILABLE, checked_at=checked)
+    LLMModel.objects.update(availability=Availability.AVAILABLE, checked_at=checked)
     LLMModel.objects.filter(key="claude-opus-4-5").update(
-        availability=LLMModel.Availability.UNAVAILABLE, availability_reason="not_found_error: this API key cannot reach claude-opus-4-5")
+        availability=Availability.UNAVAILABLE, availability_reason="not_found_error: this API key cannot reach claude-opus-4-5")
     LLMModel.objects.filter(provider__slug="zhipu").update(
-        availability=LLMModel.Availability.UNKNOWN, availability_reason="models.list() failed: ConnectTimeout after 10 s")
+        availability=Availability.UNKNOWN, availability_reason="models.list() failed: ConnectTimeout after 10 s")
     for key, profile in (("bedrock-sonnet-4-5", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
                          ("bedrock-sonnet-3-7", "us.anthropic.claude-3-7-sonnet-20250219-v1:0"),
                          ("bedrock-haiku-3-5", "us.anthropic.claude-3-5-haiku-20241022-v1:0")):
@@ -159,7 +163,7 @@ def demo_data() -> dict:
         "agents-exhausted": (RouteRequest(category="auxiliary_agents", estimated_input_tokens=3000, estimated_output_tokens=1000),
                              {sonnet_pool.id: 1.0}, ("claude-3-5-haiku", "glm-4-5", "gpt-4o-mini")),
     }
-    walks = {name: decide(request, caller="demo", dry_run=True, used_ratio_overrides=overrides, unavailable=frozenset(down))
+    walks = {name: what_if(request, caller="demo", used_ratio_overrides=overrides, unavailable=frozenset(down))[0]
              for name, (request, overrides, down) in scenarios.items()}
     rng = random.Random(4)
     decisions = []
@@ -173,14 +177,10 @@ def demo_data() -> dict:
                  "gpt-outage", "security-refused", "agents-exhausted"]
         weights = [40, 15, 15, 20, 3, 2 if 300 < minutes_ago < 420 else 0.2, 1, 0.5]
         name = rng.choices(names, weights)[0]
-        result = walks[name]
-        walk, request = result.walk, result.request
-        decisions.append(Decision(
-            created_at=now - timedelta(minutes=minutes_ago, seconds=rng.randint(0, 59)), caller=rng.choice(["agents-service", "billing", "ci-bot"]),
-            category=request.category or "", complexity=request.complexity if request.category else "", tier=result.tier or "",
-            outcome=walk.outcome, model_key=walk.chosen.key if walk.chosen else "", provider_slug=walk.chosen.provider if walk.chosen else "",
-            primary_key=walk.primary, reason=walk.reason, trace=walk.trace, policy_version=result.policy_version,
-        ))
+        decisions.append(replace(
+            walks[name], id=uuid.uuid4(), created_at=now - timedelta(minutes=minutes_ago, seconds=rng.randint(0, 59)),
+            caller=rng.choice(["agents-service", "billing", "ci-bot"]), input_tokens=0, output_tokens=0, cost_usd=0,
+        ).to_model())
     Decision.objects.bulk_create(decisions)
     return {"decisions": len(decisions)}
 

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from router.accounting import settle_ledger
+from router.counters import flush_ledger
 from router.models import Decision
 from tests.deciders import decide_many
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
@@ -55,7 +55,7 @@ def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, co
 
     assert outcomes.count("primary") == 25
     assert outcomes.count("exhausted") == PROCESSES * DECISIONS_PER_PROCESS - 25
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.filter(outcome="primary").count() == 25
 
 
@@ -67,5 +67,5 @@ def test_it_admits_exactly_the_tokens_a_quota_has_room_for(one_model_route, coun
     outcomes = _run_processes(estimate=90)
 
     assert outcomes.count("primary") == 11  # 11 x 90 = 990; a twelfth would make 1080
-    settle_ledger()
+    flush_ledger()
     assert sum(Decision.objects.filter(outcome="primary").values_list("input_tokens", flat=True)) == 990

@@ -2,6 +2,8 @@
 
 import csv
 import io
+import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -9,10 +11,10 @@ import pytest
 from django.utils import timezone
 
 from dashboard import selectors
-from providers.models import Quota
+from router.decisions import what_if
 from router.engine import RouteRequest
 from router.models import Category, Decision
-from router.services import decide
+from switchboard.vocabulary import Metric, Window
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
 
 pytestmark = pytest.mark.django_db
@@ -27,14 +29,10 @@ def dashboard_settings(settings):
 def store(request: RouteRequest, at: datetime, *, overrides: dict[int, float] | None = None,
           unavailable: frozenset[str] = frozenset(), caller: str = "billing-service") -> Decision:
     """A decision as the router stores it (its real walk and trace), made at `at` under the given assumptions."""
-    result = decide(request, caller=caller, dry_run=True, used_ratio_overrides=overrides, unavailable=unavailable)
-    walk = result.walk
-    return Decision.objects.create(
-        created_at=at, caller=caller, category=request.category or "", complexity=request.complexity if request.category else "",
-        tier=result.tier or "", outcome=walk.outcome, model_key=walk.chosen.key if walk.chosen else "",
-        provider_slug=walk.chosen.provider if walk.chosen else "", primary_key=walk.primary, reason=walk.reason,
-        trace=walk.trace, policy_version=result.policy_version,
-    )
+    decision = what_if(request, caller=caller, used_ratio_overrides=overrides, unavailable=unavailable)[0]
+    stored = replace(decision, id=uuid.uuid4(), created_at=at, input_tokens=0, output_tokens=0, cost_usd=0).to_model()
+    stored.save(force_insert=True)
+    return stored
 
 
 @pytest.fixture
@@ -45,7 +43,7 @@ def history():
     gpt = LLMModelFactory(key="gpt-4o", provider=openai)
     mini = LLMModelFactory(key="gpt-4o-mini", provider=openai)
     sonnet = LLMModelFactory(key="claude-sonnet-4-5", provider=anthropic)
-    gpt_pool = QuotaFactory(provider=openai, name="gpt-4o-pool", metric=Quota.Metric.TOKENS, window=Quota.Window.DAY,
+    gpt_pool = QuotaFactory(provider=openai, name="gpt-4o-pool", metric=Metric.TOKENS, window=Window.DAY,
                             limit=Decimal(1_000_000), models=[gpt])
     make_route("general", [gpt, sonnet, mini])
     make_route(CategoryFactory(slug="security_auth_change", fallback=Category.Fallback.NEVER), [gpt])

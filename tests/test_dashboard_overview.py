@@ -11,7 +11,8 @@ from dashboard import selectors
 from dashboard.charts import volume_chart
 from dashboard.templatetags import dashboard_format as fmt
 from providers.models import AvailabilityCheck, LLMModel, Quota
-from router.models import Decision, Outcome, UsageEvent
+from router.models import Decision, UsageEvent
+from switchboard.vocabulary import COUNTED_OUTCOMES, Availability, Metric, Outcome, Reset, Window
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 pytestmark = pytest.mark.django_db
@@ -29,15 +30,15 @@ def policy():
     now = timezone.now()
     openai = ProviderFactory(slug="openai", kind="openai")
     anthropic = ProviderFactory(slug="anthropic", kind="anthropic")
-    gpt = LLMModelFactory(key="gpt-4o", provider=openai, availability=LLMModel.Availability.AVAILABLE,
+    gpt = LLMModelFactory(key="gpt-4o", provider=openai, availability=Availability.AVAILABLE,
                           checked_at=now - timedelta(minutes=12))
-    mini = LLMModelFactory(key="gpt-4o-mini", provider=openai, availability=LLMModel.Availability.AVAILABLE,
+    mini = LLMModelFactory(key="gpt-4o-mini", provider=openai, availability=Availability.AVAILABLE,
                            checked_at=now - timedelta(minutes=12))
-    sonnet = LLMModelFactory(key="claude-sonnet-4-5", provider=anthropic, availability=LLMModel.Availability.UNAVAILABLE,
+    sonnet = LLMModelFactory(key="claude-sonnet-4-5", provider=anthropic, availability=Availability.UNAVAILABLE,
                              availability_reason="not listed by models.list()", checked_at=now - timedelta(hours=3))
-    QuotaFactory(provider=openai, name="tokens-day", metric=Quota.Metric.TOKENS, window=Quota.Window.DAY, limit=Decimal(1_000_000))
-    QuotaFactory(provider=anthropic, name="sonnet-pool", metric=Quota.Metric.TOKENS, window=Quota.Window.WEEK,
-                 reset=Quota.Reset.CALENDAR, limit=Decimal(20_000_000), models=[sonnet])
+    QuotaFactory(provider=openai, name="tokens-day", metric=Metric.TOKENS, window=Window.DAY, limit=Decimal(1_000_000))
+    QuotaFactory(provider=anthropic, name="sonnet-pool", metric=Metric.TOKENS, window=Window.WEEK,
+                 reset=Reset.CALENDAR, limit=Decimal(20_000_000), models=[sonnet])
     make_route("general", [gpt, sonnet, mini])
     return {"openai": openai, "anthropic": anthropic, "gpt": gpt, "mini": mini, "sonnet": sonnet}
 
@@ -48,7 +49,7 @@ def usage(model: LLMModel, tokens: int, at: datetime) -> UsageEvent:
 
 def decision(outcome: str, at: datetime, **fields) -> Decision:
     defaults = {"category": "general", "complexity": "medium", "primary_key": "gpt-4o", "policy_version": 1,
-                "model_key": "" if outcome in selectors.REFUSALS else "gpt-4o-mini", "reason": f"{outcome} for a test"}
+                "model_key": "gpt-4o-mini" if outcome in COUNTED_OUTCOMES else "", "reason": f"{outcome} for a test"}
     return Decision.objects.create(created_at=at, outcome=outcome, **(defaults | fields))
 
 
@@ -87,7 +88,7 @@ def test_it_groups_quotas_by_pool_and_says_when_a_calendar_window_resets(client,
 
 def test_a_rate_that_cannot_fill_a_rolling_window_is_no_threat(client, viewer, policy):
     # 3 requests in the last minute of a 4-a-minute quota: 75%, but 3 an hour never fill a minute.
-    QuotaFactory(provider=policy["openai"], name="requests-minute", metric=Quota.Metric.REQUESTS, window=Quota.Window.MINUTE,
+    QuotaFactory(provider=policy["openai"], name="requests-minute", metric=Metric.REQUESTS, window=Window.MINUTE,
                  limit=Decimal(4), soft_limit_ratio=Decimal(1), models=[policy["mini"]])
     for seconds in (5, 15, 25):
         usage(policy["mini"], 100, timezone.now() - timedelta(seconds=seconds))
@@ -100,7 +101,7 @@ def test_a_rate_that_cannot_fill_a_rolling_window_is_no_threat(client, viewer, p
 
 
 def test_a_cost_quota_is_shown_in_dollars(client, viewer, policy):
-    QuotaFactory(provider=policy["openai"], name="spend-day", metric=Quota.Metric.COST_USD, window=Quota.Window.DAY, limit=Decimal(100))
+    QuotaFactory(provider=policy["openai"], name="spend-day", metric=Metric.COST_USD, window=Window.DAY, limit=Decimal(100))
     UsageEvent.objects.create(created_at=timezone.now() - timedelta(minutes=20), model_key="gpt-4o", provider_slug="openai",
                               input_tokens=1000, cost_usd=Decimal("5"))
 

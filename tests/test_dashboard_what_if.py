@@ -5,9 +5,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from providers.models import LLMModel, Quota
+from providers.models import LLMModel
 from router.models import Category, Decision, UsageEvent
-from router.services import quota_status
+from router.selectors import quota_status
+from switchboard.vocabulary import Metric, Window
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
 
 pytestmark = pytest.mark.django_db
@@ -30,8 +31,8 @@ def policy():
     sonnet = LLMModelFactory(key="claude-sonnet-4-5", provider=anthropic)
     haiku = LLMModelFactory(key="bedrock-haiku", provider=bedrock, model_id="anthropic.claude-3-5-haiku-20241022-v1:0",
                             invoke_id="us.anthropic.claude-3-5-haiku-20241022-v1:0")
-    openai_day = QuotaFactory(provider=openai, name="tokens-day", metric=Quota.Metric.TOKENS, window=Quota.Window.DAY, limit=Decimal(1_000_000))
-    sonnet_pool = QuotaFactory(provider=anthropic, name="sonnet-pool", metric=Quota.Metric.TOKENS, window=Quota.Window.WEEK,
+    openai_day = QuotaFactory(provider=openai, name="tokens-day", metric=Metric.TOKENS, window=Window.DAY, limit=Decimal(1_000_000))
+    sonnet_pool = QuotaFactory(provider=anthropic, name="sonnet-pool", metric=Metric.TOKENS, window=Window.WEEK,
                                limit=Decimal(20_000_000), models=[sonnet])
     make_route("general", [gpt, sonnet, mini], complexity="medium")
     make_route("general", [mini, haiku], complexity="low")
@@ -63,7 +64,7 @@ def test_the_primary_within_its_limits_is_chosen(client, viewer, policy):
 
     what_if = response.context["what_if"]
     page = response.content.decode()
-    assert what_if.result.walk.outcome == "primary"
+    assert what_if.decision.outcome == "primary"
     assert what_if.http_status == 200
     assert '<strong id="chosen-model">gpt-4o</strong>' in page
     assert "HTTP 200" in page
@@ -82,8 +83,8 @@ def test_a_quota_assumed_over_its_soft_limit_makes_it_fall_back(client, viewer, 
 
     what_if = response.context["what_if"]
     page = response.content.decode()
-    assert what_if.result.walk.outcome == "fallback"
-    assert what_if.result.walk.chosen.key == "claude-sonnet-4-5"
+    assert what_if.decision.outcome == "fallback"
+    assert what_if.decision.model_key == "claude-sonnet-4-5"
     assert "fell back to claude-sonnet-4-5 (gpt-4o: quota)" in page
     # The trace table: gpt-4o passed over with the quota named, claude chosen.
     assert ("<strong>openai/tokens-day</strong> (tokens per day, rolling): used 850.0K tokens + this request 2.0K tokens of 1.0M tokens, "
@@ -100,8 +101,8 @@ def test_a_model_marked_unavailable_is_passed_over(client, viewer, policy):
                                         "estimated_output_tokens": 10, "unavailable": ["gpt-4o", "claude-sonnet-4-5"]})
 
     what_if = response.context["what_if"]
-    assert what_if.result.walk.chosen.key == "gpt-4o-mini"
-    assert [(e["model"], e["reason"]) for e in what_if.result.walk.trace] == [
+    assert what_if.decision.model_key == "gpt-4o-mini"
+    assert [(e["model"], e["reason"]) for e in what_if.decision.trace] == [
         ("gpt-4o", "unavailable"), ("claude-sonnet-4-5", "unavailable"), ("gpt-4o-mini", "within limits"),
     ]
     assert "Marked unavailable: claude-sonnet-4-5, gpt-4o" in response.content.decode()
@@ -112,7 +113,7 @@ def test_a_never_fallback_category_over_quota_is_refused_with_429(client, viewer
 
     what_if = response.context["what_if"]
     page = response.content.decode()
-    assert what_if.result.walk.outcome == "failed_fast"
+    assert what_if.decision.outcome == "failed_fast"
     assert what_if.http_status == 429
     assert "HTTP 429 · quota_exceeded" in page
     assert "Retry-After: 60 s" in page  # nothing is counted in fact, so no usage frees up: the default
@@ -124,7 +125,7 @@ def test_every_candidate_unavailable_is_refused_with_503(client, viewer, policy)
                                         "estimated_output_tokens": 0, "unavailable": ["gpt-4o-mini", "bedrock-haiku"]})
 
     what_if = response.context["what_if"]
-    assert what_if.result.walk.outcome == "exhausted"
+    assert what_if.decision.outcome == "exhausted"
     assert what_if.http_status == 503
     assert "HTTP 503 · no_capacity" in response.content.decode()
 
@@ -132,8 +133,8 @@ def test_every_candidate_unavailable_is_refused_with_503(client, viewer, policy)
 def test_an_estimate_beyond_the_context_window_is_a_reason_in_the_trace(client, viewer, policy):
     response = ask(client, category="general", complexity="low", estimated_input_tokens=150_000, estimated_output_tokens=0)
 
-    trace = response.context["what_if"].result.walk.trace
-    assert trace[0]["reason"] == "context_window" and response.context["what_if"].result.walk.chosen.key == "bedrock-haiku"
+    trace = response.context["what_if"].decision.trace
+    assert trace[0]["reason"] == "context_window" and response.context["what_if"].decision.model_key == "bedrock-haiku"
 
 
 def test_neither_category_nor_tier_uses_the_default_tier(client, viewer, policy):
@@ -145,21 +146,21 @@ def test_neither_category_nor_tier_uses_the_default_tier(client, viewer, policy)
     response = ask(client)
 
     what_if = response.context["what_if"]
-    assert what_if.result.tier == "cheap"
-    assert what_if.result.walk.chosen.key == "gpt-4o-mini"
+    assert what_if.decision.tier == "cheap"
+    assert what_if.decision.model_key == "gpt-4o-mini"
     assert "tier cheap" in response.content.decode()
 
 
 def test_nothing_is_counted_or_stored(client, viewer, policy, counters):
     UsageEvent.objects.create(created_at=timezone.now(), model_key="gpt-4o", provider_slug="openai", input_tokens=1000)
-    before = {row["quota"].id: row["used"] for row in quota_status()}
+    before = {row.quota.id: row.used for row in quota_status()}
 
     for params in ({"category": "general"}, {"tier": "cheap"}, {"category": "security_auth_change", f"quota_{policy['openai_day'].id}": "100"}):
         assert ask(client, **params).status_code == 200
 
     assert Decision.objects.count() == 0
     assert UsageEvent.objects.count() == 1
-    assert {row["quota"].id: row["used"] for row in quota_status()} == before
+    assert {row.quota.id: row.used for row in quota_status()} == before
     assert before[policy["openai_day"].id] == 1000
 
 

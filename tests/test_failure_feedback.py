@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from providers.models import Provider
-from router.accounting import redis_counters
+from router.counters import redis_counters
 from router.models import UsageEvent
 from tests.factories import LLMModelFactory, ProviderFactory, make_route
 

@@ -14,7 +14,7 @@ import redis
 from django.db import connection, transaction
 
 from router import ledger
-from router.accounting import redis_counters, settle_ledger
+from router.counters import flush_ledger, redis_counters
 from router.models import Decision, UsageEvent
 from router.tasks import drain_ledger
 from tests.conftest import _required_in_ci
@@ -63,7 +63,7 @@ def test_a_report_naming_a_decision_still_in_redis_updates_it_when_written(api, 
     decision_id = _route(api, estimated_input_tokens=1000).json()["decision_id"]
 
     assert _usage(api, decision_id=decision_id, input_tokens=300, output_tokens=20).status_code == 201
-    settle_ledger()
+    flush_ledger()
 
     stored = Decision.objects.get(pk=decision_id)
     assert (stored.input_tokens, stored.output_tokens, stored.reported) == (300, 20, True)
@@ -73,14 +73,14 @@ def test_a_report_naming_a_decision_still_in_redis_updates_it_when_written(api, 
 
 def test_a_report_naming_a_decision_redis_no_longer_remembers_is_checked_in_the_database(api, policy, redis_client):
     decision_id = _route(api, estimated_input_tokens=1000).json()["decision_id"]
-    settle_ledger()
+    flush_ledger()
     redis_client.delete(redis_counters().decision_key(uuid.UUID(decision_id)))
 
     assert _usage(api, decision_id=decision_id, input_tokens=300, output_tokens=20).status_code == 201
     again = _usage(api, decision_id=decision_id, input_tokens=1, output_tokens=1)
 
     assert again.status_code == 409
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.get(pk=decision_id).reported
     assert _tokens_used(api) == 320
 
@@ -161,11 +161,11 @@ def test_a_repeated_key_is_returned_with_its_charges_to_take_back(api, policy, r
 
 def test_a_key_repeated_after_redis_forgot_it_is_stored_once_and_its_count_taken_back(api, policy, redis_client):
     _usage(api, idempotency_key="call-1")
-    settle_ledger()
+    flush_ledger()
     redis_client.delete(redis_counters().idempotency_key("call-1"))
 
     _usage(api, idempotency_key="call-1")
-    settle_ledger()
+    flush_ledger()
 
     assert UsageEvent.objects.count() == 1
     assert _tokens_used(api) == 150
@@ -272,7 +272,7 @@ def test_nothing_accepted_is_lost_when_a_persistent_redis_restarts(api, policy, 
     _usage(api, idempotency_key="call-1")
 
     persistent_redis()
-    settle_ledger()
+    flush_ledger()
 
     assert sorted(str(pk) for pk in Decision.objects.values_list("id", flat=True)) == sorted(decisions)
     assert UsageEvent.objects.count() == 2

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from providers.models import Provider
-from router.accounting import settle_ledger
+from router.counters import flush_ledger
 from router.models import Category, Decision, LedgerMinute, UsageEvent
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
@@ -67,7 +67,7 @@ def test_every_write_through_the_api_is_in_its_minute(api, counters, policy):
     post(api, "/api/v1/usage", model="gpt-4o-mini", input_tokens=40, output_tokens=10, idempotency_key="retried")
     post(api, "/api/v1/usage", model="gpt-4o-mini", input_tokens=40, output_tokens=10, idempotency_key="retried")
     post(api, "/api/v1/usage", model="gpt-4o", input_tokens=7, output_tokens=3, status="rate_limited")
-    settle_ledger()
+    flush_ledger()
 
     assert (fallback["model"]["key"], refusal["error"]) == ("gpt-4o-mini", "quota_exceeded")
     assert minutes() == recount()
@@ -108,6 +108,7 @@ def test_the_forecast_burns_only_the_last_hour(api, counters, policy):
     UsageEvent.objects.create(created_at=datetime.now(tz=UTC) - timedelta(minutes=30), model_key="gpt-4o",
                               provider_slug="openai", input_tokens=300)
     post(api, "/api/v1/usage", model="gpt-4o-mini", input_tokens=200, output_tokens=100)
+    flush_ledger()  # what the drain task does every second
 
     rows = {row["name"]: row for row in api.get("/api/v1/quotas").json()["results"]}
 

@@ -7,11 +7,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.exceptions import ValidationError
 
-from router.engine import COMPLEXITIES, RouteRequest
+from router.engine import RouteRequest
 from router.errors import ApiError
-from router.models import UsageEvent
 from router.payloads import ROUTE_FIELDS, USAGE_FIELDS, route_request, usage_report
 from router.serializers import MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL, RouteRequestSerializer, UsageRequestSerializer
+from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 EXAMPLES = 300
 REFUSED = "refused"
@@ -40,7 +40,7 @@ header_values = st.sampled_from(["0", "59", " 1000 ", "6m0s"]) | names
 
 ROUTE_VALUES = {
     "category": padded,
-    "complexity": st.sampled_from(COMPLEXITIES),
+    "complexity": st.sampled_from(REQUEST_COMPLEXITIES),
     "tier": padded,
     "estimated_input_tokens": tokens,
     "estimated_output_tokens": tokens,
@@ -51,7 +51,7 @@ USAGE_VALUES = {
         r"[A-Za-z0-9][A-Za-z0-9._:-]{0,30}", fullmatch=True),
     "input_tokens": tokens,
     "output_tokens": tokens,
-    "status": st.sampled_from(UsageEvent.Status.values),
+    "status": st.sampled_from(UsageStatus.values),
     "decision_id": uuid_strings,
     "idempotency_key": padded,
     "retry_after": st.integers(0, 86_400),

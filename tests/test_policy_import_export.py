@@ -13,7 +13,10 @@ from django.core.management import CommandError, call_command
 
 from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Policy, Route, Tier
-from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
+from router.policy.apply import apply_policy
+from router.policy.document import dump_policy, parse_policy
+from router.policy.export import export_policy
+from router.policy.fields import PolicyError
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,10 @@ from django.conf import settings
 from django.urls import reverse
 
 from router.models import Category, Policy
-from router.policy_file import PolicyError, apply_policy, dump_policy, export_policy, parse_policy
+from router.policy.apply import apply_policy
+from router.policy.document import dump_policy, parse_policy
+from router.policy.export import export_policy
+from router.policy.fields import PolicyError
 from tests.factories import CategoryFactory, LLMModelFactory
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from providers.models import Provider
-from router.accounting import redis_counters
+from router.counters import flush_ledger, redis_counters
 from router.models import Category, UsageEvent
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
 
@@ -23,6 +23,7 @@ def quotas(api) -> dict[str, dict]:
 def report(api, model_key, input_tokens=0, output_tokens=0):
     response = api.post("/api/v1/usage", {"model": model_key, "input_tokens": input_tokens, "output_tokens": output_tokens}, format="json")
     assert response.status_code == 201, response.content
+    flush_ledger()  # what the drain task does every second: the forecast reads the ledger's per-minute sums
 
 
 def timestamp(value: str | None) -> float | None:

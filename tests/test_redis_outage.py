@@ -3,8 +3,8 @@ ROUTER_REDIS_DOWN says; what was accepted survives Redis losing everything."""
 
 import pytest
 
-from router import accounting
-from router.accounting import settle_ledger
+from router import counters
+from router.counters import flush_ledger
 from router.models import Decision
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
@@ -70,7 +70,7 @@ def test_it_rebuilds_counters_from_the_database_when_redis_comes_back_empty(api,
     for _ in range(3):
         assert _route(api).json()["outcome"] == "primary"
     api.post("/api/v1/usage", {"model": "bedrock-sonnet-4-5", "input_tokens": 1, "output_tokens": 1}, format="json")
-    settle_ledger()  # what the drain task does every second
+    flush_ledger()  # what the drain task does every second
 
     redis_client.delete(*redis_client.keys(settings.ROUTER_REDIS_PREFIX + "*"))  # what a Redis restart leaves
 
@@ -87,7 +87,7 @@ def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, fou
         assert _route(api).json()["outcome"] == "primary"
 
     settings.REDIS_URL = redis_url
-    accounting._skip_redis_until = 0.0
+    counters.outage.retry_at = 0.0
     assert _route(api).json()["outcome"] == "primary"
     assert _route(api).json()["outcome"] == "fallback"
     assert _used(api) == 4
@@ -102,5 +102,5 @@ def test_a_connection_redis_closed_is_opened_again_without_counting_on_the_datab
     answers = [_route(api).status_code for _ in range(3)]
 
     assert answers == [200, 200, 200]
-    assert accounting.redis_down_since is None
+    assert counters.outage.since is None
     assert _used(api) == 4

@@ -11,9 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from router.accounting import DatabaseCounters, redis_counters, settle_ledger
+from router.counters import flush_ledger, redis_counters
+from router.counters.database import DatabaseCounters
 from router.engine import QuotaReading, RouteRequest, charges_for
 from router.models import Decision, UsageEvent
+from router.records import DecisionRecord, UsageRecord
 from router.snapshot import COST_SCALE, current_snapshot
 from router.windows import bucket_at, bucket_frees_at, bucket_start, oldest_counted_bucket
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory
@@ -33,23 +35,24 @@ def _at(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-def _decision(snapshot, request: RouteRequest, now: float) -> Decision:
+def _decision(snapshot, request: RouteRequest, now: float) -> DecisionRecord:
     model = snapshot.models["gpt-4o"]
-    return Decision(
-        id=uuid.uuid4(), created_at=_at(now), caller="test", category="general", outcome="primary", model_key=model.key,
-        provider_slug=model.provider, primary_key=model.key, trace=[], policy_version=snapshot.version,
+    return DecisionRecord(
+        id=uuid.uuid4(), created_at=_at(now), caller="test", category="general", complexity="medium", tier="", outcome="primary",
+        model_key=model.key, provider_slug=model.provider, primary_key=model.key, reason="", trace=[], policy_version=snapshot.version,
         input_tokens=request.estimated_input_tokens, output_tokens=request.estimated_output_tokens,
         cost_usd=Decimal(model.cost_micro_usd(request.estimated_input_tokens, request.estimated_output_tokens)) / COST_SCALE,
+        charges=tuple(charges_for(model, request, may_use_headroom=False)),
     )
 
 
-def _report(snapshot, now: float, input_tokens: int, output_tokens: int, decision_id=None, idempotency_key=None) -> UsageEvent:
+def _report(snapshot, now: float, input_tokens: int, output_tokens: int, decision_id=None, idempotency_key=None) -> UsageRecord:
     model = snapshot.models["gpt-4o"]
-    return UsageEvent(
+    return UsageRecord(
         id=uuid.uuid4(), created_at=_at(now), caller="test", model_key=model.key, provider_slug=model.provider,
         decision_id=decision_id, input_tokens=input_tokens, output_tokens=output_tokens,
         cost_usd=Decimal(model.cost_micro_usd(input_tokens, output_tokens)) / COST_SCALE,
-        idempotency_key=idempotency_key,
+        status="ok", idempotency_key=idempotency_key, retry_after=None, ratelimit_headers={},
     )
 
 
@@ -66,7 +69,7 @@ def _recount(quota, now: float) -> QuotaReading:
 
 
 def _assert_redis_reads_the_ledger(snapshot, now: float) -> None:
-    settle_ledger()
+    flush_ledger()
     recounted = {quota.id: _recount(quota, now) for quota in snapshot.quotas}
     assert redis_counters().read(snapshot, snapshot.quotas, [], now).quotas == recounted, f"Redis at {now}"
     assert DatabaseCounters().read(snapshot, snapshot.quotas, [], now).quotas == recounted, f"database at {now}"
@@ -88,7 +91,7 @@ def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy,
             request = RouteRequest(category="general", estimated_input_tokens=draw.randint(1, 5000),
                                    estimated_output_tokens=draw.randint(1, 2000))
             decision = _decision(snapshot, request, now)
-            if counters.reserve(charges_for(model, request, may_use_headroom=False), now, decision):
+            if counters.reserve(decision, now):
                 remembered.append(decision)
             else:
                 refused += 1
@@ -103,7 +106,7 @@ def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy,
             # Repeated after Redis forgot the key: counted again, then taken back when the ledger is written.
             key = f"call-{step}"
             counters.record_usage(model, _report(snapshot, now, 700, 300, idempotency_key=key), None)
-            settle_ledger()
+            flush_ledger()
             redis_client.delete(counters.idempotency_key(key))
             counters.record_usage(model, _report(snapshot, now, 700, 300, idempotency_key=key), None)
         else:
@@ -116,7 +119,6 @@ def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy,
 
 def test_a_quota_whose_usage_has_all_left_the_window_reads_empty(policy):
     snapshot = current_snapshot()
-    model = snapshot.models["gpt-4o"]
     rpm = next(q for q in snapshot.quotas if q.name == "rpm")
     counters = redis_counters()
     now = datetime.now(tz=UTC).timestamp()
@@ -124,13 +126,13 @@ def test_a_quota_whose_usage_has_all_left_the_window_reads_empty(policy):
     counters.ensure_built(snapshot, now)
     for offset in range(5):
         at = now + offset / 100
-        assert counters.reserve(charges_for(model, request, may_use_headroom=False), at, _decision(snapshot, request, at))
+        assert counters.reserve(_decision(snapshot, request, at), at)
 
-    assert not counters.reserve(charges_for(model, request, may_use_headroom=False), now + 1, _decision(snapshot, request, now + 1))
+    assert not counters.reserve(_decision(snapshot, request, now + 1), now + 1)
     later = now + 62
     reading = counters.read(snapshot, [rpm], [], later).quotas[rpm.id]
     assert (reading.used, reading.frees_at) == (0, None)
-    assert counters.reserve(charges_for(model, request, may_use_headroom=False), later, _decision(snapshot, request, later))
+    assert counters.reserve(_decision(snapshot, request, later), later)
 
 
 def test_a_process_that_waited_out_another_ones_rebuild_does_not_rebuild_again(policy, caplog):

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from providers.models import LLMModel, Provider
-from router.accounting import settle_ledger
+from router.counters import flush_ledger
 from router.models import Category, Decision, Policy
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
 
@@ -66,7 +66,7 @@ def test_it_defaults_the_complexity_to_medium(api, gpt4o, mini):
     response = route(api, category="general")
 
     assert response.json()["model"]["key"] == "gpt-4o"
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.get().complexity == "medium"
 
 
@@ -77,7 +77,7 @@ def test_it_routes_a_named_tier(api, gpt4o, mini):
 
     assert response.status_code == 200
     assert response.json()["model"]["key"] == "gpt-4o-mini"
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.get().tier == "cheap"
 
 
@@ -91,7 +91,7 @@ def test_it_uses_the_default_tier_when_neither_category_nor_tier_is_named(api, g
 
     assert response.status_code == 200
     assert response.json()["model"]["key"] == "gpt-4o"
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.get().tier == "quality"
 
 
@@ -197,7 +197,7 @@ def test_it_answers_with_the_chosen_model_and_the_trace(api, gpt4o):
 
     assert response.status_code == 200
     body = response.json()
-    settle_ledger()
+    flush_ledger()
     decision = Decision.objects.get()
     assert body["decision_id"] == str(decision.id)
     assert body["outcome"] == "primary"
@@ -238,7 +238,7 @@ def test_it_falls_back_to_the_next_candidate_and_says_why(api, gpt4o, glm):
     assert body["primary"] == "gpt-4o"
     assert "gpt-4o: disabled" in body["reason"]
     assert [(e["model"], e["verdict"]) for e in body["trace"]] == [("gpt-4o", "skipped"), ("glm-4-5", "chosen")]
-    settle_ledger()
+    flush_ledger()
     decision = Decision.objects.get()
     assert (decision.outcome, decision.model_key, decision.provider_slug, decision.primary_key) == ("fallback", "glm-4-5", "zhipu", "gpt-4o")
 
@@ -402,7 +402,7 @@ def test_the_answer_carries_the_new_policy_version_after_a_policy_edit(api, sett
     assert after["policy_version"] > before
     assert after["policy_version"] == Policy.current().version
     assert after["model"]["key"] == "gpt-4o-mini"
-    settle_ledger()
+    flush_ledger()
     assert Decision.objects.order_by("created_at").last().policy_version == after["policy_version"]
 
 
@@ -499,7 +499,7 @@ def test_a_refusal_is_stored_with_its_trace_caller_and_policy_version(api, count
 
     body = route(api, category="security_auth_change").json()
 
-    settle_ledger()
+    flush_ledger()
     decision = Decision.objects.get(pk=body["decision_id"])
     assert decision.outcome == "failed_fast"
     assert decision.model_key == ""

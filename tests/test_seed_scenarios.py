@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from providers.models import Provider
-from router.accounting import redis_counters, settle_ledger
+from router.counters import flush_ledger, redis_counters
 from router.models import Category, Decision
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
@@ -81,7 +81,7 @@ def test_scenario_2_an_aux_agent_falls_back_to_haiku_when_the_sonnet_pool_is_at_
     assert trace_of(body) == [("claude-3-5-sonnet", "skipped", "quota"), ("claude-3-5-haiku", "chosen", "within limits")]
     quota = body["trace"][0]["quotas"][0]
     assert (quota["quota"], quota["window"], quota["used"], quota["limit"]) == ("anthropic/sonnet-pool", "week", 850, 1000)
-    settle_ledger()
+    flush_ledger()
     decision = Decision.objects.get(pk=body["decision_id"])
     assert (decision.outcome, decision.model_key, decision.primary_key) == ("fallback", "claude-3-5-haiku", "claude-3-5-sonnet")
 
@@ -98,7 +98,7 @@ def test_scenario_3_security_work_fails_fast_when_openai_is_at_95_percent(api, c
     assert body["outcome"] == "failed_fast"
     assert "security_auth_change" in body["detail"]
     assert trace_of(body) == [("gpt-4-turbo", "skipped", "quota")]
-    settle_ledger()
+    flush_ledger()
     decision = Decision.objects.get(pk=body["decision_id"])
     assert (decision.outcome, decision.model_key) == ("failed_fast", "")
     assert not Decision.objects.filter(model_key="glm-4-5").exists()

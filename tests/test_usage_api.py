@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from providers.models import LLMModel, Provider
-from router.accounting import settle_ledger
+from router.counters import flush_ledger
 from router.models import Decision, UsageEvent
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
@@ -55,7 +55,7 @@ def test_it_records_a_report_and_answers_201_with_the_event(api, gpt4o):
 
     assert response.status_code == 201
     body = response.json()
-    settle_ledger()
+    flush_ledger()
     event = UsageEvent.objects.get()
     assert body["id"] == str(event.id)
     assert (body["model"], body["provider"], body["input_tokens"], body["output_tokens"], body["status"]) == (
@@ -69,7 +69,7 @@ def test_it_computes_the_cost_from_the_model_prices(api, gpt4o):
 
     # 1,000 x $2.50 + 500 x $10 per million tokens
     assert Decimal(response.json()["cost_usd"]) == Decimal("0.0075")
-    settle_ledger()
+    flush_ledger()
     assert UsageEvent.objects.get().cost_usd == Decimal("0.0075")
 
 
@@ -86,7 +86,7 @@ def test_the_same_idempotency_key_answers_200_with_the_same_body_and_counts_once
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.json() == first.json()
-    settle_ledger()
+    flush_ledger()
     assert UsageEvent.objects.count() == 1
     assert used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
 
@@ -101,7 +101,7 @@ def test_a_report_naming_the_decision_replaces_the_estimate_with_the_actual_toke
     assert response.status_code == 201
     assert response.json()["decision_id"] == decision["decision_id"]
     assert used(api) == {"requests": 1, "tokens": 500, "output": 200, "dollars": 0.00275}
-    settle_ledger()
+    flush_ledger()
     stored = Decision.objects.get(pk=decision["decision_id"])
     assert (stored.input_tokens, stored.output_tokens, stored.reported) == (300, 200, True)
 
@@ -147,7 +147,7 @@ def test_a_second_report_for_the_same_decision_is_refused_with_409(api, counters
     assert again.status_code == 409
     assert again.json()["error"] == "decision_already_reported"
     assert without_key.status_code == 409
-    settle_ledger()
+    flush_ledger()
     assert UsageEvent.objects.count() == 1
     assert used(api)["tokens"] == 40
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from providers.models import LLMModel, Provider
+from switchboard.vocabulary import Availability
 
-AVAILABLE = LLMModel.Availability.AVAILABLE.value
-UNAVAILABLE = LLMModel.Availability.UNAVAILABLE.value
-UNKNOWN = LLMModel.Availability.UNKNOWN.value
+AVAILABLE = Availability.AVAILABLE.value
+UNAVAILABLE = Availability.UNAVAILABLE.value
+UNKNOWN = Availability.UNKNOWN.value
 
 # Retries of a transient failure per SDK call. Kept low: a refresh runs again in minutes, and a
 # provider that is down should not hold a worker for long. Tests set it to 0.

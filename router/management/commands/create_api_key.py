@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from router.models import ApiKey
+from switchboard.vocabulary import Scope
 
-SCOPES = [choice.value for choice in ApiKey.Scope]
+SCOPES = [choice.value for choice in Scope]
 
 
 class Command(BaseCommand):

@@ -2,7 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
-from router.policy_file import dump_policy, export_policy
+from router.policy.document import dump_policy
+from router.policy.export import export_policy
 
 
 class Command(BaseCommand):

@@ -6,7 +6,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from router.models import Policy
-from router.policy_file import PolicyError, apply_policy, parse_policy
+from router.policy.apply import apply_policy
+from router.policy.document import parse_policy
+from router.policy.fields import PolicyError
 
 
 class Command(BaseCommand):

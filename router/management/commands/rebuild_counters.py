@@ -3,7 +3,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from router.accounting import redis_counters
+from router.counters import redis_counters
 from router.snapshot import current_snapshot
 
 

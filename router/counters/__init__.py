@@ -1,0 +1,154 @@
+"""Quota counters shared by every web process: what a backend offers, and which backend counts now.
+
+Two backends keep the same counts: `RedisCounters` (router.counters.redis) when REDIS_URL is set,
+`DatabaseCounters` (router.counters.database) otherwise. Both count globally, never per process.
+
+If Redis cannot be reached, ROUTER_REDIS_DOWN says what happens: `db` counts on the database and
+`refuse` answers 503 (usage reports are still stored); /api/v1/health says so either way. A process
+that lost Redis tries it again a second later; when it answers again, its counters are rebuilt
+from the database's ledger, which holds what was counted there meanwhile. The callers
+(router.decisions, router.usage, router.selectors) take `current()` and, when the Redis backend
+raises `RedisUnreachable` in the middle of an operation, run it again on `fail_over(exc)`.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Protocol
+
+from django.conf import settings
+from redis import Redis, RedisError
+
+from router.counters.database import DatabaseCounters
+from router.counters.redis import RedisCounters
+from router.engine import Readings
+from router.ledger import LedgerBusy
+from router.records import DecisionRecord, UsageRecord
+from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
+
+logger = logging.getLogger(__name__)
+
+# What the Redis backend raises when Redis cannot be reached or fails a command: the caller fails over.
+RedisUnreachable = RedisError
+# How long a process that lost Redis counts as ROUTER_REDIS_DOWN says before trying Redis again.
+RETRY_SECONDS = 1.0
+
+
+class CountersUnavailable(Exception):
+    """Redis cannot be reached and ROUTER_REDIS_DOWN=refuse."""
+
+
+class Counters(Protocol):
+    """What both backends offer (router.counters.redis.RedisCounters, router.counters.database.DatabaseCounters)."""
+
+    name: str
+
+    def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
+        """The quotas' usage and the models' cooldown and rate-limit state at `now`."""
+
+    def read_and_reserve(self, snapshot: PolicySnapshot, quotas: list[QuotaSpec], models: list[ModelSpec], now: float,
+                         choice: DecisionRecord | None) -> tuple[Readings, bool]:
+        """Read, and reserve `choice` in the same step where the backend can and nothing stands in its way."""
+
+    def reserve(self, decision: DecisionRecord, now: float) -> bool:
+        """Count the decision's charges and store it, if every quota still has room; else change nothing."""
+
+    def store_refusal(self, decision: DecisionRecord) -> None:
+        """Store a decision that chose nothing."""
+
+    def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageRecord | None, DecisionRecord | None]:
+        """The report stored under the idempotency key, and the decision a report names."""
+
+    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None) -> tuple[UsageRecord, bool]:
+        """Count and store the report; (the stored report, True), or (the earlier report, False) for a known idempotency key."""
+
+
+class _Outage:
+    """This process's view of Redis: since when it is down, and when to try it again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since: float | None = None
+        self.retry_at = 0.0
+
+    def begin(self) -> None:
+        with self.lock:
+            self.retry_at = time.monotonic() + RETRY_SECONDS
+            if self.since is None:
+                self.since = time.time()
+
+    def end(self) -> None:
+        with self.lock:
+            self.since, self.retry_at = None, 0.0
+
+
+outage = _Outage()
+_redis: dict[tuple[str, str], RedisCounters] = {}
+
+
+def redis_counters() -> RedisCounters:
+    key = (settings.REDIS_URL, settings.ROUTER_REDIS_PREFIX)
+    if key not in _redis:
+        client = Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30)
+        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX)
+    return _redis[key]
+
+
+def _while_down(refuse: bool) -> Counters:
+    if refuse and settings.ROUTER_REDIS_DOWN == "refuse":
+        raise CountersUnavailable("The shared counters (Redis) cannot be reached and ROUTER_REDIS_DOWN=refuse.")
+    return DatabaseCounters()
+
+
+def current(*, refuse: bool = True) -> Counters:
+    """The counters to use now: Redis when configured and not known to be down, else as ROUTER_REDIS_DOWN says.
+
+    `refuse=False` (usage reports) counts on the database rather than refusing.
+    """
+    if not settings.REDIS_URL:
+        return DatabaseCounters()
+    if outage.since is not None:
+        if time.monotonic() < outage.retry_at:
+            return _while_down(refuse)
+        counters = redis_counters()
+        try:
+            # What was counted on the database during the outage is not in Redis: rebuild from the ledger.
+            counters.invalidate()
+        except RedisUnreachable as exc:
+            return fail_over(exc, refuse=refuse)
+        logger.warning("Redis is reachable again; counters will be rebuilt from the database")
+        outage.end()
+        return counters
+    return redis_counters()
+
+
+def fail_over(exc: Exception, *, refuse: bool = True) -> Counters:
+    """The counters to finish an operation on after Redis failed it."""
+    outage.begin()
+    logger.error("Redis unreachable (%s); ROUTER_REDIS_DOWN=%s", exc.__class__.__name__, settings.ROUTER_REDIS_DOWN)
+    return _while_down(refuse)
+
+
+def read(snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
+    """The counters' readings at `now`, from whichever backend counts."""
+    backend = current()
+    try:
+        return backend.read(snapshot, quotas, models, now)
+    except RedisUnreachable as exc:
+        return fail_over(exc).read(snapshot, quotas, models, now)
+
+
+def flush_ledger() -> None:
+    """Write what waits in the Redis stream to the database now, if Redis counts.
+
+    Only a read that must hold every decision answered before it calls this (the audit,
+    /api/v1/decisions); pages and scrapes read what the drain task has written, a second behind.
+    """
+    if not settings.REDIS_URL or (outage.since is not None and time.monotonic() < outage.retry_at):
+        return
+    try:
+        redis_counters().drain()
+    except (RedisUnreachable, LedgerBusy) as exc:
+        logger.warning("Reading the ledger without the rows still in Redis: %s", exc)

@@ -1,0 +1,190 @@
+"""Counters read from the ledger in the database: what counts when there is no Redis, or during an outage.
+
+The ledger is the source of truth: every counted decision (holding its estimate, replaced by the
+actual usage when a report names it) and every usage report without a decision. A window's usage is
+summed from the ledger's per-minute rows (LedgerMinute) for its whole minutes and from the ledger
+itself for the current minute, so its cost follows the minutes in the window, not the traffic they
+held; a window whose buckets are shorter than a minute (a rolling minute) is read from the ledger
+alone. A decision locks the rows of the quotas it reserves on, so deciders take turns.
+"""
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Min, Sum
+
+from providers.models import Quota
+from router.counters.cooldown import MODEL_STATE_HORIZON, Report, cooldown_until
+from router.counting import ledger_amount
+from router.engine import ModelState, QuotaReading, RateLimitState, Readings, admits
+from router.models import FAILURE_OR_RETRY, WITH_RATELIMIT_HEADERS, Decision, LedgerMinute, UsageEvent
+from router.ratelimits import parse_ratelimit_headers
+from router.records import DecisionAlreadyReported, DecisionRecord, UsageRecord
+from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
+from router.windows import bucket_at, bucket_frees_at, bucket_seconds, bucket_start, oldest_counted_bucket
+from switchboard.vocabulary import COUNTED_OUTCOMES, FAILURE_STATUSES
+
+# Rate-limit headers are read newest first, this many reports at a time.
+RATELIMIT_PAGE = 20
+SUMS = {"input": Sum("input_tokens"), "output": Sum("output_tokens"), "cost": Sum("cost_usd")}
+
+
+def _dt(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def covered(queryset, quota: QuotaSpec):
+    """The rows of `queryset` (ledger rows or their per-minute sums) that count toward the quota."""
+    if quota.model_keys:
+        return queryset.filter(model_key__in=quota.model_keys)
+    return queryset.filter(provider_slug=quota.provider)
+
+
+class DatabaseCounters:
+    name = "database"
+
+    @staticmethod
+    def _ledger(quota: QuotaSpec, start: float):
+        decisions = Decision.objects.filter(outcome__in=COUNTED_OUTCOMES, created_at__gte=_dt(start))
+        events = UsageEvent.objects.filter(decision__isnull=True, created_at__gte=_dt(start))
+        return covered(decisions, quota), covered(events, quota)
+
+    @staticmethod
+    def _minutes(quota: QuotaSpec, start: float, end: float):
+        rows = LedgerMinute.objects.filter(minute__gte=_dt(start), minute__lt=_dt(end), entries__gt=0,
+                                           outcome__in=[*COUNTED_OUTCOMES, LedgerMinute.REPORTED])
+        return covered(rows, quota)
+
+    @staticmethod
+    def _split(quota: QuotaSpec, start: float, now: float) -> float:
+        """Where the ledger itself is read from: the start of the current minute, if the window's buckets
+        are whole minutes (so that all of a minute's rows fall in one bucket); else `start`."""
+        if bucket_seconds(quota) % 60:
+            return start
+        return max(start, now - now % 60)
+
+    def usage_since(self, quota: QuotaSpec, start: float, now: float) -> tuple[int, float | None]:
+        """The quota's metric summed over the ledger from `start` on, and when the oldest entry counted was
+        made (for a minute summed in LedgerMinute, the start of that minute)."""
+        split = self._split(quota, start, now)
+        rows = [queryset.aggregate(requests=Count("pk"), first=Min("created_at"), **SUMS) for queryset in self._ledger(quota, split)]
+        if split > start:
+            rows.append(self._minutes(quota, start, split).aggregate(requests=Sum("entries"), first=Min("minute"), **SUMS))
+        total, oldest = 0, None
+        for row in rows:
+            total += ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"])
+            if row["first"] and (oldest is None or row["first"].timestamp() < oldest):
+                oldest = row["first"].timestamp()
+        return total, oldest
+
+    def _reading(self, quota: QuotaSpec, now: float) -> QuotaReading:
+        used, oldest = self.usage_since(quota, bucket_start(quota, oldest_counted_bucket(quota, now)), now)
+        frees_at = bucket_frees_at(quota, bucket_at(quota, oldest)) if oldest is not None and used > 0 else None
+        return QuotaReading(used=used, frees_at=frees_at)
+
+    def bucketed_usage(self, quota: QuotaSpec, now: float) -> dict[int, int]:
+        """The quota's counted usage per bucket, as the Redis backend keeps it (its rebuild reads this)."""
+        start = bucket_start(quota, oldest_counted_bucket(quota, now))
+        split = self._split(quota, start, now)
+        buckets: dict[int, int] = {}
+
+        def add(at: datetime, amount: int) -> None:
+            bucket = bucket_at(quota, at.timestamp())
+            buckets[bucket] = buckets.get(bucket, 0) + amount
+
+        for queryset in self._ledger(quota, split):
+            for at, input_tokens, output_tokens, cost in queryset.values_list("created_at", "input_tokens", "output_tokens", "cost_usd").iterator():
+                add(at, ledger_amount(quota, 1, input_tokens, output_tokens, cost))
+        if split > start:
+            minutes = (self._minutes(quota, start, split).values("minute").order_by()
+                       .annotate(requests=Sum("entries"), input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_usd")))
+            for row in minutes:
+                add(row["minute"], ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"]))
+        return buckets
+
+    @staticmethod
+    def model_reports(keys: list[str], now: float) -> tuple[dict[str, list[Report]], dict[str, RateLimitState]]:
+        """Per model, its recent failure and retry-after reports, and its latest rate limits."""
+        recent = UsageEvent.objects.filter(created_at__gte=_dt(now - MODEL_STATE_HORIZON))
+        failures: dict[str, list[Report]] = {}
+        rows = (recent.filter(FAILURE_OR_RETRY, model_key__in=keys).order_by("created_at")
+                .values_list("model_key", "created_at", "status", "retry_after"))
+        for key, created_at, status, retry_after in rows:
+            if status in FAILURE_STATUSES or retry_after:
+                failures.setdefault(key, []).append((created_at.timestamp(), retry_after, status in FAILURE_STATUSES))
+        limits: dict[str, RateLimitState] = {}
+        for key in keys:
+            # Newest first, a page at a time: the first report whose headers state a limit is the model's state.
+            with_headers = (recent.filter(WITH_RATELIMIT_HEADERS, model_key=key).order_by("-created_at")
+                            .values_list("created_at", "ratelimit_headers"))
+            offset = 0
+            while key not in limits and (page := list(with_headers[offset:offset + RATELIMIT_PAGE])):
+                for created_at, headers in page:
+                    if parsed := parse_ratelimit_headers(headers, created_at.timestamp()):
+                        limits[key] = parsed
+                        break
+                offset += RATELIMIT_PAGE
+        return failures, limits
+
+    def model_states(self, models: Iterable[ModelSpec], now: float) -> dict[str, ModelState]:
+        by_key = {m.key: m for m in models}
+        if not by_key:
+            return {}
+        failures, limits = self.model_reports(list(by_key), now)
+        states = {}
+        for key, model in by_key.items():
+            until, reason = cooldown_until(failures.get(key, []), model, now)
+            if until or key in limits:
+                states[key] = ModelState(cooldown_until=until, cooldown_reason=reason, ratelimit=limits.get(key))
+        return states
+
+    def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
+        return Readings(
+            quotas={quota.id: self._reading(quota, now) for quota in quotas},
+            models=self.model_states(models, now),
+        )
+
+    def read_and_reserve(self, snapshot: PolicySnapshot, quotas: list[QuotaSpec], models: list[ModelSpec], now: float,
+                         choice: DecisionRecord | None) -> tuple[Readings, bool]:
+        """Reads only: a reservation here takes row locks (reserve)."""
+        return self.read(snapshot, quotas, models, now), False
+
+    def reserve(self, decision: DecisionRecord, now: float) -> bool:
+        with transaction.atomic():
+            ids = sorted({charge.quota.id for charge in decision.charges})
+            if ids:
+                # Row locks serialise deciders on PostgreSQL; SQLite runs IMMEDIATE transactions (settings).
+                list(Quota.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+            for charge in decision.charges:
+                if not admits(charge, self._reading(charge.quota, now).used):
+                    return False
+            decision.to_model().insert()
+            return True
+
+    def store_refusal(self, decision: DecisionRecord) -> None:
+        decision.to_model().insert()
+
+    def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageRecord | None, DecisionRecord | None]:
+        existing = UsageEvent.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
+        decision = Decision.objects.filter(pk=decision_id).first() if decision_id else None
+        return (UsageRecord.from_model(existing) if existing else None), (DecisionRecord.from_model(decision) if decision else None)
+
+    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None) -> tuple[UsageRecord, bool]:
+        """Store the report; the ledger rows are the counters."""
+        try:
+            with transaction.atomic():
+                usage.to_model().save(force_insert=True)
+                if decision:
+                    if Decision.objects.select_for_update().values_list("reported", flat=True).get(pk=decision.id):
+                        raise DecisionAlreadyReported
+                    Decision.objects.filter(pk=decision.id).update(
+                        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd, reported=True,
+                    )
+        except IntegrityError:
+            existing = UsageEvent.objects.filter(idempotency_key=usage.idempotency_key).first() if usage.idempotency_key else None
+            if existing is None:
+                raise
+            return UsageRecord.from_model(existing), False
+        return usage, True

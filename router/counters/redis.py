@@ -1,0 +1,329 @@
+"""Counters in Redis: per-quota bucket hashes, checked and reserved by one Lua script per decision.
+
+The scripts (lua/*.lua, each prefixed with lua/quota.lua) count a decision or a usage report and
+append its ledger row to a Redis stream in the same atomic step; router.ledger writes that stream to
+the database every second. The counters are rebuilt from the database's ledger whenever Redis comes
+back empty, after an outage, or when their layout changes (the ready marker is missing).
+"""
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from router import ledger
+from router.counters.cooldown import MODEL_STATE_HORIZON, cooldown_until
+from router.counters.database import DatabaseCounters
+from router.counting import settlement
+from router.engine import ModelState, QuotaReading, RateLimitState, Readings
+from router.ratelimits import parse_ratelimit_headers
+from router.records import AppliedCharge, DecisionAlreadyReported, DecisionRecord, UsageRecord
+from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
+from router.windows import bucket_at, bucket_frees_at, bucket_seconds, oldest_counted_bucket
+from switchboard.vocabulary import FAILURE_STATUSES
+
+logger = logging.getLogger(__name__)
+
+# How long Redis remembers a counted decision (for the usage report that names it) and an idempotency
+# key. Older ones are looked up in the database; an idempotency key repeated later than this is
+# still counted once, the repeat being taken back when the ledger is written (router.ledger).
+DECISION_MEMORY_SECONDS = 3600
+IDEMPOTENCY_MEMORY_SECONDS = 3600
+
+
+def _script(name: str) -> str:
+    lua = resources.files("router.counters") / "lua"
+    return (lua / "quota.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _failure_member(retry_after: int | None, failed: bool) -> str:
+    """A unique member of a model's failures set: '<retry_after>:<1 if failed>:<nonce>'."""
+    return f"{retry_after or 0}:{int(failed)}:{uuid.uuid4().hex[:8]}"
+
+
+def _ttl(quota: QuotaSpec) -> int:
+    return quota.window_seconds + 2 * bucket_seconds(quota)
+
+
+def _charge_args(charge, now: float) -> list:
+    """A charge as the scripts take it: bucket, amount, soft limit (-1: may use the headroom), hard limit, key lifetime."""
+    soft = -1 if charge.soft_limit is None else charge.soft_limit
+    return [bucket_at(charge.quota, now), charge.amount, soft, charge.limit, _ttl(charge.quota)]
+
+
+class RedisCounters:
+    name = "redis"
+    # Part of every counter key's name: processes that keep the hashes differently never share one,
+    # and a new layout starts from a rebuild of the ledger (its ready marker is missing).
+    LAYOUT = "v2"
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._read = client.register_script(_script("read"))
+        self._reserve = client.register_script(_script("reserve"))
+        self._usage = client.register_script(_script("usage"))
+        self._take_back = client.register_script(_script("take_back"))
+        self._local = threading.local()
+
+    def quota_key(self, quota_id: int) -> str:
+        return f"{self.prefix}quota:{self.LAYOUT}:{quota_id}"
+
+    def cooldown_key(self, model_key: str) -> str:
+        return f"{self.prefix}cooldown:{model_key}"
+
+    def failures_key(self, model_key: str) -> str:
+        return f"{self.prefix}failures:{model_key}"
+
+    def ratelimit_key(self, model_key: str) -> str:
+        return f"{self.prefix}ratelimit:{model_key}"
+
+    def decision_key(self, decision_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}decision:{decision_id}"
+
+    def idempotency_key(self, key: str) -> str:
+        return f"{self.prefix}idempotency:{key}"
+
+    @property
+    def ready_key(self) -> str:
+        return f"{self.prefix}ready:{self.LAYOUT}"
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self.prefix}ledger"
+
+    def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
+        return self.read_and_reserve(snapshot, list(quotas), list(models), now, None)[0]
+
+    def read_and_reserve(self, snapshot: PolicySnapshot, quotas: list[QuotaSpec], models: list[ModelSpec], now: float,
+                         choice: DecisionRecord | None) -> tuple[Readings, bool]:
+        """Read the counters, and reserve `choice` in the same step if no quota, cooldown or rate limit
+        of its model stands in its way; returns (readings, reserved)."""
+        state_keys = [k for m in models for k in (self.cooldown_key(m.key), self.ratelimit_key(m.key))]
+        keys = [self.quota_key(q.id) for q in quotas] + state_keys + [self.ready_key, self.stream_key]
+        args: list = [len(quotas)] + [oldest_counted_bucket(q, now) for q in quotas]
+        if choice:
+            positions = {q.id: index for index, q in enumerate(quotas, start=1)}
+            args += [[m.key for m in models].index(choice.model_key) + 1, len(choice.charges)]
+            for charge in choice.charges:
+                args += [positions[charge.quota.id], *_charge_args(charge, now)]
+            keys.append(self.decision_key(choice.id))
+            args += [choice.row(), choice.memory(), DECISION_MEMORY_SECONDS]
+        else:
+            keys.append(self.decision_key(""))
+            args.append(0)
+        ready, reserved, *values = self._evalsha(self._read, keys, args)
+        if not ready:
+            self.ensure_built(snapshot, now)
+            ready, reserved, *values = self._evalsha(self._read, keys, args)
+
+        readings = Readings()
+        for index, quota in enumerate(quotas):
+            used, first = values[2 * index], values[2 * index + 1]
+            readings.quotas[quota.id] = QuotaReading(used=used, frees_at=bucket_frees_at(quota, first) if first >= 0 else None)
+        states = values[2 * len(quotas):]
+        for index, model in enumerate(models):
+            cooldown, ratelimit = states[2 * index], states[2 * index + 1]
+            if cooldown or ratelimit:
+                cool = json.loads(cooldown) if cooldown else {}
+                readings.models[model.key] = ModelState(
+                    cooldown_until=cool.get("until"), cooldown_reason=cool.get("reason", ""),
+                    ratelimit=RateLimitState(**json.loads(ratelimit)) if ratelimit else None,
+                )
+        return readings, bool(reserved)
+
+    def _evalsha(self, script: Script, keys: list, args: list):
+        """Run a registered script on this thread's own connection (_script_connection).
+
+        Script.__call__'s isinstance check on a typing Protocol, and taking a connection from redis-py's
+        pool and giving it back around each call, are measurable on the hot path (docs/performance.md).
+        """
+        connection = self._script_connection()
+        try:
+            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return connection.read_response()
+        except NoScriptError:
+            return script(keys=keys, args=args)
+        except BaseException:
+            connection.disconnect()  # the reply may be half read: the next call starts on a new connection
+            raise
+
+    def _script_connection(self) -> redis.Connection:
+        """This thread's connection for the scripts, checked as redis-py's pool checks one before lending it.
+
+        A connection the server closed (Redis restarted) or that holds unread data is reconnected;
+        a process forked from this one makes its own.
+        """
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.connection, local.pid = self.client.connection_pool.make_connection(), os.getpid()
+        connection = local.connection
+        connection.connect()
+        try:
+            if connection.can_read():
+                raise redis.ConnectionError("Connection has data")
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            connection.disconnect()
+            connection.connect()
+        return connection
+
+    def reserve(self, decision: DecisionRecord, now: float) -> bool:
+        keys, args = [], []
+        for charge in decision.charges:
+            keys.append(self.quota_key(charge.quota.id))
+            args += [oldest_counted_bucket(charge.quota, now), *_charge_args(charge, now)]
+        keys += [self.ready_key, self.stream_key, self.decision_key(decision.id)]
+        args += [decision.row(), decision.memory(), DECISION_MEMORY_SECONDS]
+        answer = self._evalsha(self._reserve, keys, args)
+        if answer == -1:
+            self.ensure_built(current_snapshot(), now)
+        return answer == 0
+
+    def store_refusal(self, decision: DecisionRecord) -> None:
+        self.client.xadd(self.stream_key, {"kind": "decision", "row": decision.row()})
+
+    def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageRecord | None, DecisionRecord | None]:
+        if not idempotency_key and not decision_id:
+            return None, None
+        pipe = self.client.pipeline(transaction=False)
+        if idempotency_key:
+            pipe.get(self.idempotency_key(idempotency_key))
+        if decision_id:
+            pipe.hget(self.decision_key(decision_id), "decision")
+        answers = pipe.execute()
+        earlier = answers.pop(0) if idempotency_key else None
+        memory = answers.pop(0) if decision_id else None
+        existing = UsageRecord.from_row(json.loads(earlier)) if earlier else None
+        if not decision_id:
+            return existing, None
+        if memory:
+            return existing, DecisionRecord.from_memory(decision_id, memory)
+        # Not remembered (older, or a refusal): it is in the database once the ledger is drained.
+        self.drain()
+        return existing, DatabaseCounters().lookup(None, decision_id)[1]
+
+    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None) -> tuple[UsageRecord, bool]:
+        now = usage.created_at.timestamp()
+        if decision:
+            charges = settlement(model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, now=now,
+                                 decision_at=decision.created_at.timestamp(), decision_input_tokens=decision.input_tokens,
+                                 decision_output_tokens=decision.output_tokens)
+        else:
+            charges = settlement(model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, now=now)
+        applied = [(self.quota_key(q.id), bucket_at(q, at), amount, _ttl(q)) for q, amount, at in charges]
+        limits = parse_ratelimit_headers(usage.ratelimit_headers, now) if usage.ratelimit_headers else None
+        expires = max((t for t in (limits.requests_reset_at, limits.tokens_reset_at) if t), default=now + 60) if limits else 0
+        keys = [charge[0] for charge in applied] + [
+            self.ready_key, self.stream_key, self.idempotency_key(usage.idempotency_key or ""),
+            self.decision_key(decision.id if decision else ""), self.ratelimit_key(model.key),
+        ]
+        args = [len(applied)]
+        for _, bucket, amount, ttl in applied:
+            args += [bucket, amount, ttl]
+        args += [
+            usage.row(applied),
+            IDEMPOTENCY_MEMORY_SECONDS if usage.idempotency_key else "",
+            DECISION_MEMORY_SECONDS if decision else "",
+            json.dumps(limits.__dict__) if limits and expires > now else "",
+            int(expires) + 1,
+        ]
+        while True:
+            answer = self._evalsha(self._usage, keys, args)
+            if answer[0] != -1:
+                break
+            self.ensure_built(current_snapshot(), now)
+        if answer[0] == 1:
+            return UsageRecord.from_row(json.loads(answer[1])), False
+        if answer[0] == 2:
+            raise DecisionAlreadyReported
+        if usage.status in FAILURE_STATUSES or usage.retry_after:
+            self._note_failure(model, usage)
+        return usage, True
+
+    def _note_failure(self, model: ModelSpec, usage: UsageRecord) -> None:
+        """Remember a failed call (or a retry-after) and put the model in cooldown when it has failed often enough."""
+        now = usage.created_at.timestamp()
+        key = self.failures_key(model.key)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(key, {_failure_member(usage.retry_after, usage.status in FAILURE_STATUSES): now})
+        pipe.zremrangebyscore(key, "-inf", now - max(model.cooldown_window_seconds, MODEL_STATE_HORIZON))
+        pipe.expire(key, MODEL_STATE_HORIZON)
+        pipe.zrange(key, 0, -1, withscores=True)
+        members = pipe.execute()[-1]
+        reports = []
+        for member, score in members:
+            retry_after, failed, _ = member.decode().split(":")
+            reports.append((score, int(retry_after) or None, failed == "1"))
+        until, reason = cooldown_until(reports, model, time.time())
+        if until:
+            self.client.set(self.cooldown_key(model.key), json.dumps({"until": until, "reason": reason}), exat=int(until) + 1)
+
+    def take_back(self, applied: list[AppliedCharge]) -> None:
+        """Subtract charges that were counted for a report the ledger did not store (a repeated idempotency key)."""
+        self._evalsha(self._take_back, [key for key, _, _, _ in applied],
+                      [value for _, bucket, amount, ttl in applied for value in (bucket, -amount, ttl)])
+
+    def drain(self, wait_seconds: float = 5.0) -> int:
+        """Write every row waiting in the Redis stream to the database (router.ledger)."""
+        return ledger.drain(self.client, self.stream_key, f"{self.prefix}draining", self.take_back, wait_seconds)
+
+    def backlog(self) -> dict:
+        return ledger.backlog(self.client, self.stream_key)
+
+    def ensure_built(self, snapshot: PolicySnapshot, now: float) -> None:
+        """Rebuild the counters from the ledger unless another process is doing it; then wait for it."""
+        lock = f"{self.prefix}rebuilding"
+        if self.client.set(lock, "1", nx=True, ex=120):
+            try:
+                # Another process may have finished a rebuild since this one found the marker missing;
+                # rebuilding again would wipe what was reserved after that process's drain.
+                if not self.client.exists(self.ready_key):
+                    self.rebuild(snapshot, now)
+            finally:
+                self.client.delete(lock)
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.client.exists(self.ready_key):
+            time.sleep(0.05)
+
+    def rebuild(self, snapshot: PolicySnapshot, now: float) -> None:
+        """Recount from the database; run it through ensure_built, which keeps deciders waiting meanwhile."""
+        self.drain(wait_seconds=60)
+        database = DatabaseCounters()
+        pipe = self.client.pipeline(transaction=True)
+        for quota in snapshot.quotas:
+            key = self.quota_key(quota.id)
+            pipe.delete(key)
+            buckets = database.bucketed_usage(quota, now)
+            if buckets:
+                pipe.hset(key, mapping={str(b): v for b, v in buckets.items()} | {"total": sum(buckets.values()), "low": min(buckets)})
+                pipe.expire(key, _ttl(quota))
+        failures, _ = database.model_reports(list(snapshot.models), now)
+        for key, reports in failures.items():
+            pipe.delete(self.failures_key(key))
+            pipe.zadd(self.failures_key(key), {_failure_member(retry, failed): at for at, retry, failed in reports})
+            pipe.expire(self.failures_key(key), MODEL_STATE_HORIZON)
+        for key, state in database.model_states(snapshot.models.values(), now).items():
+            pipe.delete(self.cooldown_key(key), self.ratelimit_key(key))
+            if state.cooldown_until:
+                cool = json.dumps({"until": state.cooldown_until, "reason": state.cooldown_reason})
+                pipe.set(self.cooldown_key(key), cool, exat=int(state.cooldown_until) + 1)
+            if state.ratelimit:
+                expires = max((t for t in (state.ratelimit.requests_reset_at, state.ratelimit.tokens_reset_at) if t), default=0)
+                if expires > now:
+                    pipe.set(self.ratelimit_key(key), json.dumps(state.ratelimit.__dict__), exat=int(expires) + 1)
+        pipe.set(self.ready_key, str(now))
+        pipe.execute()
+        logger.info("Rebuilt Redis counters for %d quotas from the database ledger", len(snapshot.quotas))
+
+    def invalidate(self) -> None:
+        """Make the next reader rebuild the counters from the ledger."""
+        self.client.delete(self.ready_key)

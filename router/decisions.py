@@ -1,0 +1,136 @@
+"""Routing decisions: choose a model for a request, count it against its quotas and store it; or
+refuse, and store that. A dry run and the dashboard's what-if walk the same candidates without
+counting or storing anything.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from http import HTTPStatus
+
+from router import counters, metrics
+from router.counters import Counters, RedisUnreachable
+from router.engine import QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
+from router.records import DecisionRecord
+from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
+from switchboard.vocabulary import STATIC_SKIP_REASONS, RefusalCode
+
+# A decision that loses the race for the last of a quota reads again and walks again, this many times.
+MAX_RACES = 10
+
+Route = tuple[tuple[str, ...], str | None]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How the API answers a decision that chose nothing (and how the what-if says it would)."""
+
+    status: HTTPStatus
+    code: RefusalCode
+    retry_after: int | None
+
+
+def refusal(decision: DecisionRecord) -> Refusal:
+    """429 with Retry-After when a quota was among the reasons, else 503."""
+    if decision.failed_fast:
+        code = RefusalCode.QUOTA_EXCEEDED if decision.quota_blocked else RefusalCode.PRIMARY_UNAVAILABLE
+    else:
+        code = RefusalCode.NO_CAPACITY
+    if decision.quota_blocked:
+        return Refusal(HTTPStatus.TOO_MANY_REQUESTS, code, decision.retry_after)
+    return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, code, None)
+
+
+def _record(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot, caller: str, now: float,
+            decision_id: uuid.UUID | None) -> DecisionRecord:
+    chosen = result.chosen
+    input_tokens = request.estimated_input_tokens if chosen else 0
+    output_tokens = request.estimated_output_tokens if chosen else 0
+    cost = Decimal(chosen.cost_micro_usd(input_tokens, output_tokens)) / COST_SCALE if chosen else Decimal(0)
+    return DecisionRecord(
+        id=decision_id, created_at=datetime.fromtimestamp(now, tz=UTC), caller=caller,
+        category=request.category or "", complexity=request.complexity if request.category else "",
+        tier="" if request.category else (request.tier or snapshot.default_tier or ""),
+        outcome=result.outcome, model_key=chosen.key if chosen else "", provider_slug=chosen.provider if chosen else "",
+        primary_key=result.primary, reason=result.reason, trace=result.trace, policy_version=snapshot.version,
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost,
+        model=chosen, charges=tuple(result.charges), retry_after=result.retry_after,
+    )
+
+
+def _candidates(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[Route, list[ModelSpec], list[QuotaSpec]]:
+    """The request's route, its models and every quota covering them; raises UnknownChoice."""
+    route = candidates_for(snapshot, request)
+    models = [snapshot.models[key] for key in dict.fromkeys(route[0]) if key in snapshot.models]
+    quotas = list({quota.id: quota for model in models for quota in model.quotas}.values())
+    return route, models, quotas
+
+
+def _likely_choice(snapshot: PolicySnapshot, request: RouteRequest, route: Route, now: float) -> WalkResult | None:
+    """The walk's answer if no quota, cooldown or rate limit stands in the way, when it depends on nothing else.
+
+    The counters reserve it in the same step as they read (one Redis round trip) only if that holds
+    for the chosen model; the candidates before it were passed over whatever the counters say, so
+    the walk over the real readings gives this very answer, trace included.
+    """
+    result = walk(snapshot, request, route, Readings(), now)
+    if result.refused or any(entry["reason"] not in STATIC_SKIP_REASONS for entry in result.trace[:-1]):
+        return None
+    return result
+
+
+def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str) -> DecisionRecord:
+    route, models, quotas = _candidates(snapshot, request)
+    for _ in range(MAX_RACES):
+        now = time.time()
+        likely = _likely_choice(snapshot, request, route, now)
+        choice = _record(likely, request, snapshot, caller, now, uuid.uuid4()) if likely else None
+        readings, reserved = backend.read_and_reserve(snapshot, quotas, models, now, choice)
+        if reserved:
+            return choice
+        decision = _record(walk(snapshot, request, route, readings, now), request, snapshot, caller, now, uuid.uuid4())
+        if decision.refused:
+            backend.store_refusal(decision)
+            return decision
+        if backend.reserve(decision, now):
+            return decision
+        # Another process took the room between this read and this reservation: read again.
+    raise RuntimeError("Could not settle a decision under heavy contention; retry.")
+
+
+def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> DecisionRecord:
+    """Choose a model for the request; unless dry_run, count it against its quotas and store it.
+
+    Raises router.engine.UnknownChoice for a request the policy has no route for, and
+    router.counters.CountersUnavailable when Redis is down and ROUTER_REDIS_DOWN=refuse.
+    """
+    snapshot = current_snapshot()
+    if dry_run:
+        return what_if(request, caller=caller)[0]
+    backend = counters.current()
+    try:
+        decision = _decide_on(backend, snapshot, request, caller)
+    except RedisUnreachable as exc:
+        decision = _decide_on(counters.fail_over(exc), snapshot, request, caller)
+    metrics.count_decision(decision)
+    return decision
+
+
+def what_if(request: RouteRequest, *, caller: str, used_ratio_overrides: dict[int, float] | None = None,
+            unavailable: frozenset[str] = frozenset()) -> tuple[DecisionRecord, Readings]:
+    """The decision the router would make, and the readings it walked on; nothing counted or stored.
+
+    `used_ratio_overrides` ({quota id: ratio}) and `unavailable` (model keys) are the dashboard's
+    assumptions, taking the place of what the counters and the last availability check say.
+    """
+    snapshot = current_snapshot()
+    route, models, quotas = _candidates(snapshot, request)
+    now = time.time()
+    readings = counters.read(snapshot, quotas, models, now)
+    for quota in quotas:
+        if used_ratio_overrides and quota.id in used_ratio_overrides:
+            readings.quotas[quota.id] = QuotaReading(used=round(quota.limit * used_ratio_overrides[quota.id]))
+    result = walk(snapshot, request, route, readings, now, unavailable)
+    return _record(result, request, snapshot, caller, now, None), readings

@@ -1,0 +1,60 @@
+"""What a policy document may hold: its sections and fields, their ranges, and the one error it raises."""
+
+from typing import Any
+
+from switchboard.vocabulary import Complexity
+
+SECTIONS = ("providers", "models", "tiers", "categories", "routes")
+TOP_LEVEL_KEYS = ("version", "default_tier", *SECTIONS)
+PROVIDER_FIELDS = (
+    "slug", "kind", "base_url", "region", "aws_profile", "credential_env", "enabled", "allow_global_profile",
+    "probe_models", "request_timeout_seconds", "cooldown_failures", "cooldown_window_seconds", "cooldown_seconds",
+)
+QUOTA_FIELDS = ("name", "metric", "window", "reset", "limit", "soft_limit_ratio")
+MODEL_FIELDS = ("key", "model_id", "input_cost_per_mtok", "output_cost_per_mtok", "context_window", "enabled")
+CATEGORY_FIELDS = ("slug", "fallback", "may_use_headroom", "description")
+# Exported even when equal to their default, because a reader needs them to understand the entry.
+ALWAYS_EXPORTED = {"slug", "kind", "key", "model_id", "context_window", "metric", "window", "limit", "soft_limit_ratio", "fallback"}
+# Keys a provider entry may never carry: secrets are write-only and are set in the admin.
+SECRET_KEYS = {"secret", "encrypted_secret", "new_secret", "api_key"}
+COMPLEXITY_ORDER = [Complexity.LOW, Complexity.MEDIUM, Complexity.HIGH, Complexity.ANY]
+RANGES = {
+    "limit": (lambda d: d > 0, "must be above 0"),
+    "soft_limit_ratio": (lambda d: 0 < d <= 1, "must be above 0 and at most 1"),
+    "input_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
+    "output_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
+    "context_window": (lambda d: d >= 1, "must be at least 1"),
+    "request_timeout_seconds": (lambda d: d >= 1, "must be at least 1"),
+    "cooldown_failures": (lambda d: d >= 1, "must be at least 1"),
+    "cooldown_window_seconds": (lambda d: d >= 1, "must be at least 1"),
+    "cooldown_seconds": (lambda d: d >= 1, "must be at least 1"),
+}
+CHANGE_REASON = "policy import"
+
+
+class PolicyError(Exception):
+    """A policy document that cannot be applied; `problems` says what is wrong, and where."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
+def automatic_quota_name(metric: str, window: str, pool: list[str]) -> str:
+    """The name of a quota that the file leaves unnamed, e.g. tokens-day or requests-minute-bedrock-sonnet-4-5."""
+    name = f"{metric}-{window}"
+    return name + "-" + "-".join(sorted(pool)) if pool else name
