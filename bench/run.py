@@ -19,6 +19,7 @@ redis://127.0.0.1:6379/3 — flushed), BENCH_WORKERS (gunicorn workers, default 
 
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -51,7 +52,7 @@ ENV = {
     "REDIS_URL": REDIS_URL,
     "CELERY_BROKER_URL": BROKER_URL,
     "DJANGO_DEBUG": "0",
-    "SECRET_KEY": "bench-only-secret-key-0123456789-0123456789-0123456789",
+    "SECRET_KEY": secrets.token_urlsafe(50),
     "SECURE_SSL_REDIRECT": "0",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "ROUTER_REDIS_PREFIX": "switchboard-bench:",

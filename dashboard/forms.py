@@ -58,6 +58,8 @@ class WhatIfForm(forms.Form):
     tier = forms.ChoiceField(required=False, help_text="Instead of a category; neither means the default tier.")
     estimated_input_tokens = forms.IntegerField(min_value=0, max_value=10**9, initial=1200, label="Estimated input tokens")
     estimated_output_tokens = forms.IntegerField(min_value=0, max_value=10**9, initial=800, label="Estimated output tokens")
+    exclude = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Exclude",
+                                        help_text="Models the service has just seen fail for this task (the request's `exclude`).")
     unavailable = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Mark unavailable")
 
     def __init__(self, *args, snapshot: PolicySnapshot, current_ratios: dict[int, float] | None = None, **kwargs) -> None:
@@ -66,7 +68,7 @@ class WhatIfForm(forms.Form):
         default = f" (default tier: {snapshot.default_tier})" if snapshot.default_tier else ""
         self.fields["category"].choices = _blank("none", sorted(snapshot.categories))
         self.fields["tier"].choices = _blank(f"none{default}", sorted(snapshot.tiers))
-        self.fields["unavailable"].choices = [(key, key) for key in sorted(snapshot.models)]
+        self.fields["exclude"].choices = self.fields["unavailable"].choices = [(key, key) for key in sorted(snapshot.models)]
         self.quotas: list[QuotaSpec] = sorted(snapshot.quotas, key=lambda q: (q.provider, q.name))
         for quota in self.quotas:
             now = current_ratios.get(quota.id)
@@ -94,6 +96,7 @@ class WhatIfForm(forms.Form):
         return RouteRequest(
             category=data.get("category") or None, complexity=data["complexity"], tier=data.get("tier") or None,
             estimated_input_tokens=data["estimated_input_tokens"], estimated_output_tokens=data["estimated_output_tokens"],
+            exclude=frozenset(data.get("exclude") or ()),
         )
 
     def ratio_overrides(self) -> dict[int, float]:

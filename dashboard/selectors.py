@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, TextField
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
@@ -19,13 +19,14 @@ from router import decisions
 from router.counting import display_amount
 from router.decisions import Refusal, refusal
 from router.engine import RouteRequest
-from router.models import Category, Decision, LedgerMinute
+from router.models import UNREPORTED, Category, Decision, LedgerMinute
 from router.records import DecisionRecord
 from router.selectors import quota_status
 from router.snapshot import QuotaSpec, current_snapshot
 from switchboard.vocabulary import NOT_PRIMARY, Availability, Outcome
 
 LATEST_FALLBACKS = 10
+UNREPORTED_AFTER = timedelta(minutes=10)
 
 
 # Quotas --------------------------------------------------------------------------------------------
@@ -241,6 +242,24 @@ def latest_fallbacks(limit: int = LATEST_FALLBACKS) -> list[Decision]:
         for decision in Decision.objects.filter(outcome=outcome).defer("trace").order_by("-created_at")[:limit]
     ]
     return sorted(newest, key=lambda decision: decision.created_at, reverse=True)[:limit]
+
+
+@dataclass
+class Unreported:
+    """A caller's counted decisions that no usage report has named after UNREPORTED_AFTER."""
+
+    caller: str
+    decisions: int
+    oldest: datetime
+
+
+def unreported_by_caller(now: datetime | None = None) -> list[Unreported]:
+    """Per caller, the decisions of the last day left unreported for more than ten minutes: each holds
+    its reservation until its window moves on, so a service that never reports blinds the router."""
+    now = now or timezone.now()
+    rows = (Decision.objects.filter(UNREPORTED, created_at__gte=now - timedelta(days=1), created_at__lt=now - UNREPORTED_AFTER)
+            .values("caller").annotate(decisions=Count("pk"), oldest=Min("created_at")).order_by("-decisions", "caller"))
+    return [Unreported(**row) for row in rows]
 
 
 def _trace_has(key: str, value: str) -> Q:

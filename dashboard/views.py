@@ -73,6 +73,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "volume": volume,
         "chart": volume_chart(volume),
         "latest": selectors.latest_fallbacks(),
+        "unreported": selectors.unreported_by_caller(),
         "generated_at": timezone.now(),
         "refresh_seconds": REFRESH_SECONDS,
     }

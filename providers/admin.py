@@ -156,7 +156,8 @@ class LLMModelForm(forms.ModelForm):
 
     class Meta:
         model = LLMModel
-        fields = ("key", "provider", "model_id", "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok")
+        fields = ("key", "provider", "model_id", "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok",
+                  "cache_read_cost_per_mtok", "cache_write_cost_per_mtok", "burndown_rate")
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -175,16 +176,26 @@ class LLMModelAdmin(SimpleHistoryAdmin):
 
     form = LLMModelForm
     list_display = ("key", "provider", "model_id", "invoke_id", "enabled", "availability", "checked_at", "context_window",
-                    "input_cost_per_mtok", "output_cost_per_mtok")
+                    "input_cost_per_mtok", "output_cost_per_mtok", "counted_burndown")
     list_filter = ("provider", "enabled", "availability")
     list_select_related = ("provider",)
     search_fields = ("key", "model_id", "invoke_id", "provider__slug")
-    readonly_fields = ("invoke_id", "availability", "availability_reason", "checked_at")
+    readonly_fields = ("invoke_id", "availability", "availability_reason", "checked_at", "counted_burndown")
     fieldsets = [
         (None, {"fields": ("key", "provider", "model_id", "enabled")}),
-        ("Limits and prices", {"fields": ("context_window", "input_cost_per_mtok", "output_cost_per_mtok")}),
+        ("Limits and prices", {"fields": ("context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
+                                          "cache_write_cost_per_mtok")}),
+        ("How the provider counts it", {"fields": ("burndown_rate", "counted_burndown")}),
         ("From the availability refresh", {"fields": ("invoke_id", "availability", "availability_reason", "checked_at")}),
     ]
+
+    @admin.display(description="output burndown")
+    def counted_burndown(self, obj: LLMModel) -> str:
+        """The rate the router counts with: the model's own, else AWS's for its id."""
+        if obj.pk is None:
+            return "-"
+        source = "set for this model" if obj.burndown_rate else "AWS's rate for this model id"
+        return f"{obj.effective_burndown_rate}x ({source})"
 
     def save_model(self, request, obj: LLMModel, form, change: bool) -> None:
         if change and {"provider", "model_id"} & set(form.changed_data):

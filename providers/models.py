@@ -6,13 +6,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from providers import secrets
-from switchboard.vocabulary import WINDOW_SECONDS, Availability, Metric, Reset, Window
+from providers.burndown import MAX_BURNDOWN_RATE, default_burndown_rate
+from switchboard.vocabulary import WINDOW_SECONDS, Availability, Metric, ProviderKind, Reset, Window
 
 ENV_VAR_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "Enter an environment variable name, e.g. OPENAI_API_KEY.")
 MODEL_KEY = RegexValidator(
@@ -24,14 +25,8 @@ MODEL_KEY = RegexValidator(
 class Provider(models.Model):
     """An account at an LLM vendor: how to reach it and with which credentials."""
 
-    class Kind(models.TextChoices):
-        ANTHROPIC = "anthropic", "Anthropic"
-        OPENAI = "openai", "OpenAI"
-        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
-        BEDROCK = "bedrock", "AWS Bedrock"
-
     slug = models.SlugField(max_length=64, unique=True)
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    kind = models.CharField(max_length=32, choices=ProviderKind.choices)
     base_url = models.URLField(blank=True, help_text="Handed to the SDK as is: '…/v1' for OpenAI-style APIs, the bare host for Anthropic.")
     region = models.CharField(max_length=32, blank=True, help_text="AWS region (Bedrock only).")
     aws_profile = models.CharField(max_length=64, blank=True, help_text="Named AWS profile (Bedrock only); empty uses the standard credential chain.")
@@ -109,6 +104,18 @@ class LLMModel(models.Model):
     )
     input_cost_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)])
     output_cost_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)])
+    cache_read_cost_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="Price of a million cache-read input tokens; empty: the input price.",
+    )
+    cache_write_cost_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="Price of a million cache-write input tokens; empty: the input price.",
+    )
+    burndown_rate = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_BURNDOWN_RATE)],
+        help_text="Bedrock: how many quota tokens one output token takes; empty: AWS's rate for the model (5 for Claude 4 and later, else 1).",
+    )
     context_window = models.PositiveIntegerField(validators=[MinValueValidator(1)])
     enabled = models.BooleanField(default=True)
     availability = models.CharField(max_length=16, choices=Availability.choices, default=Availability.UNKNOWN)
@@ -124,6 +131,8 @@ class LLMModel(models.Model):
             models.CheckConstraint(condition=Q(context_window__gte=1), name="model_context_window_positive"),
             models.CheckConstraint(condition=Q(input_cost_per_mtok__gte=0), name="model_input_cost_not_negative"),
             models.CheckConstraint(condition=Q(output_cost_per_mtok__gte=0), name="model_output_cost_not_negative"),
+            models.CheckConstraint(condition=Q(burndown_rate__isnull=True) | Q(burndown_rate__gte=1, burndown_rate__lte=MAX_BURNDOWN_RATE),
+                                   name="model_burndown_rate_in_range", violation_error_message="The burndown rate must be from 1 to 100."),
             models.UniqueConstraint(fields=["provider", "model_id"], name="model_unique_model_id_per_provider"),
         ]
         indexes = [models.Index(fields=["checked_at"])]
@@ -134,6 +143,10 @@ class LLMModel(models.Model):
     @property
     def effective_invoke_id(self) -> str:
         return self.invoke_id or self.model_id
+
+    @property
+    def effective_burndown_rate(self) -> int:
+        return self.burndown_rate or default_burndown_rate(self.provider.kind, self.model_id)
 
 
 class Quota(models.Model):

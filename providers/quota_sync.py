@@ -27,7 +27,7 @@ from providers.adapters.base import ProviderError
 from providers.adapters.bedrock import BedrockAdapter, ServiceQuota
 from providers.models import AvailabilityCheck, LLMModel, Provider, Quota
 from providers.refresh import select_providers
-from switchboard.vocabulary import Metric, Reset, Window
+from switchboard.vocabulary import Metric, ProviderKind, Reset, Window
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class QuotaKind:
 def sync_all(slug: str | None = None) -> list[AvailabilityCheck]:
     """Sync every enabled Bedrock provider, or only the one named; one failure does not stop the others."""
     checks = []
-    for provider in select_providers(slug, kind=Provider.Kind.BEDROCK):
+    for provider in select_providers(slug, kind=ProviderKind.BEDROCK):
         if provider.enabled:
             checks.append(sync_provider_quotas(provider))
         else:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from providers.adapters import adapter_for
 from providers.adapters.base import UNKNOWN, AccessReport, ModelAccess, ProviderError, known_secret, redact
 from providers.models import AvailabilityCheck, LLMModel, Provider
+from switchboard.vocabulary import ProviderKind
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def select_providers(slug: str | None = None, kind: str | None = None) -> list[P
     provider = providers.filter(slug=slug).first()
     if provider is None:
         valid = ", ".join(providers.values_list("slug", flat=True)) or "none"
-        what = f"{Provider.Kind(kind).label} provider" if kind else "provider"
+        what = f"{ProviderKind(kind).label} provider" if kind else "provider"
         raise UnknownProvider(f"No {what} {slug!r}. Valid: {valid}.")
     return [provider]
 

@@ -14,6 +14,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 from simple_history.admin import SimpleHistoryAdmin
 
+from router.counting import LEDGER_FIELDS
 from router.models import ApiKey, Category, Decision, ModelChain, Policy, Route, RouteModel, Tier, TierModel, UsageEvent
 from switchboard.admin import ReadOnlyAdmin
 from switchboard.vocabulary import Scope
@@ -117,7 +118,7 @@ class DecisionAdmin(ReadOnlyAdmin):
     # Counting a long history on every page costs more than the page is worth.
     show_full_result_count = False
     fields = ("id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model_key", "provider_slug", "primary_key",
-              "reason", "trace_display", "policy_version", "input_tokens", "output_tokens", "cost_usd", "reported")
+              "answered_by", "reason", "trace_display", "policy_version", "reported", *LEDGER_FIELDS)
     readonly_fields = fields
 
     @admin.display(description="trace")
@@ -134,7 +135,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
     search_fields = ("model_key", "provider_slug", "caller", "idempotency_key", "=decision__id")
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ("created_at", "caller", "model_key", "provider_slug", "decision", "input_tokens", "output_tokens", "cost_usd", "status",
+    fields = ("created_at", "caller", "model_key", "provider_slug", "decision", "answered_instead", "status", *LEDGER_FIELDS,
               "idempotency_key", "retry_after", "ratelimit_headers")
     readonly_fields = fields
 

@@ -75,7 +75,7 @@ class ApiView(APIView):
 
 def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
     """The JSON DRF's JSONRenderer would write for this body, written by orjson, which costs the hot path
-    far less than the standard library (README, "Performance"). Datetimes and decimals go to DRF's encoder."""
+    far less than the standard library (docs/performance.md). Datetimes and decimals go to DRF's encoder."""
     content = orjson.dumps(body, default=DRF_DEFAULT, option=orjson.OPT_PASSTHROUGH_DATETIME)
     response = HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
     response["Content-Length"] = str(len(content))
@@ -134,8 +134,8 @@ class RouteView(RoutingCallView):
             "decision_id": decision.id,
             "outcome": decision.outcome,
             "reason": decision.reason,
-            "model": {"key": model.key, "provider": model.provider, "model_id": model.model_id,
-                      "invoke_id": model.invoke_id, "region": model.region},
+            "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
+                      "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region},
             "primary": decision.primary_key,
             "trace": decision.trace,
             "policy_version": decision.policy_version,
@@ -162,14 +162,19 @@ class UsageView(RoutingCallView):
         return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-def usage_body(usage: UsageRecord) -> dict:
+def usage_body(report: UsageRecord) -> dict:
     """What s.UsageEventSerializer renders, built directly: this is the hot path (router.payloads)."""
+    usage = report.usage
     return {
-        "id": str(usage.id), "created_at": usage.created_at.isoformat().replace("+00:00", "Z"), "model": usage.model_key,
-        "provider": usage.provider_slug, "decision_id": str(usage.decision_id) if usage.decision_id else None,
+        "id": str(report.id), "created_at": report.created_at.isoformat().replace("+00:00", "Z"), "model": report.model_key,
+        "provider": report.provider_slug, "decision_id": str(report.decision_id) if report.decision_id else None,
+        "answered_instead": report.answered_instead,
         "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-        "cost_usd": f"{usage.cost_usd.quantize(COST_PLACES)}", "status": usage.status,
-        "idempotency_key": usage.idempotency_key, "retry_after": usage.retry_after, "ratelimit_headers": usage.ratelimit_headers,
+        "cache_read_input_tokens": usage.cache_read_input_tokens, "cache_write_input_tokens": usage.cache_write_input_tokens,
+        "cost_usd": f"{usage.cost_usd.quantize(COST_PLACES)}",
+        "counted": {"tokens": usage.counted_tokens, "input_tokens": usage.counted_input_tokens, "output_tokens": usage.counted_output_tokens},
+        "status": report.status, "idempotency_key": report.idempotency_key, "retry_after": report.retry_after,
+        "ratelimit_headers": report.ratelimit_headers,
     }
 
 

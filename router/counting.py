@@ -1,53 +1,122 @@
-"""How much a call counts against a quota: at the decision (the estimate it reserves), when its usage
-is reported (what replaces the estimate), and when the ledger is summed. Pure functions of the
-policy snapshot and the numbers; the engine and both counter backends use them.
+"""How much a call counts against a quota, the way the provider counts it.
 
-Counters are integers in the quota's unit; costs are counted in micro-dollars (COST_SCALE).
+A quota that mirrors a provider's own limit (a rolling minute, or Bedrock's rolling day of tokens)
+counts what the provider's limiter counts:
+
+- Bedrock ("How tokens are counted in Amazon Bedrock"): a call is charged input + max_tokens when
+  it starts, and holds input + cache-write tokens + output x the model's burndown rate when it ends;
+  cache reads are released.
+- Anthropic (rate limits): input tokens per minute count uncached input and cache writes, not cache
+  reads; output tokens per minute are charged max_tokens at the start and the actual output at the end.
+- OpenAI and compatible APIs (rate limits guide): the limiter counts at admission "the maximum of
+  max_tokens and the estimated number of tokens based on the character count" of the request, cached
+  prompt tokens included, and refunds nothing: the decision's charge stands, whatever the call used.
+
+Any other quota (a plan cap, a budget) keeps the metric's plain meaning: every input token (cached
+or not) and every output token, and cost at the model's prices, cache prices included.
+
+A call's numbers are a `Usage`: what it used, in plain terms, and what it counts against the
+provider's limits (`counted_*`). A decision holds its reservation until a report replaces it with
+what the call used; the ledger keeps both kinds of numbers, so that its sums count every quota as
+the decisions did. `amount` is linear in a Usage's fields, so a report's change is the amount of the
+difference between what the call used and what its decision reserved.
 """
 
+from dataclasses import dataclass, fields
 from decimal import Decimal
 
 from router.snapshot import COST_SCALE, ModelSpec, QuotaSpec
 from router.windows import bucket_at, oldest_counted_bucket
-from switchboard.vocabulary import Metric
+from switchboard.vocabulary import Metric, ProviderKind
 
 
-def amount_for(quota: QuotaSpec, model: ModelSpec | None, input_tokens: int, output_tokens: int, requests: int = 1) -> int:
-    """What a call of these tokens counts against the quota (`model` prices a cost quota)."""
+@dataclass(frozen=True)
+class Usage:
+    """One call's numbers (or a sum of calls'): `entries` calls, tokens, cost, and what the provider counts."""
+
+    entries: int = 0
+    input_tokens: int = 0  # uncached input
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    counted_tokens: int = 0
+    counted_input_tokens: int = 0
+    counted_output_tokens: int = 0
+
+    def __sub__(self, other: "Usage") -> "Usage":
+        return Usage(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    @classmethod
+    def of_sums(cls, sums: dict) -> "Usage":
+        """A Usage from a query's sums named as the fields (None for no rows)."""
+        return cls(**{f.name: sums.get(f.name) or 0 for f in fields(cls)})
+
+
+LEDGER_FIELDS = tuple(f.name for f in fields(Usage) if f.name != "entries")
+
+
+def provider_counts(quota: QuotaSpec) -> bool:
+    """Whether the quota mirrors the provider's own limit, and so counts as the provider counts."""
+    if quota.reset != "rolling":
+        return False
+    return quota.window == "minute" or (quota.provider_kind == ProviderKind.BEDROCK and quota.window == "day")
+
+
+def amount(quota: QuotaSpec, usage: Usage) -> int:
+    """What `usage` counts against the quota, in its unit (micro-dollars for cost quotas)."""
     if quota.metric == Metric.REQUESTS:
-        return requests
-    if quota.metric == Metric.TOKENS:
-        return input_tokens + output_tokens
-    if quota.metric == Metric.INPUT_TOKENS:
-        return input_tokens
-    if quota.metric == Metric.OUTPUT_TOKENS:
-        return output_tokens
-    return model.cost_micro_usd(input_tokens, output_tokens)
-
-
-def ledger_amount(quota: QuotaSpec, requests: int | None, input_tokens: int | None, output_tokens: int | None,
-                  cost_usd: Decimal | None) -> int:
-    """What ledger rows (or their sums) count toward the quota, in its unit."""
+        return usage.entries
     if quota.metric == Metric.COST_USD:
-        return round((cost_usd or 0) * COST_SCALE)
-    return amount_for(quota, None, input_tokens or 0, output_tokens or 0, requests=requests or 0)
+        return round(usage.cost_usd * COST_SCALE)
+    if provider_counts(quota):
+        return {Metric.TOKENS: usage.counted_tokens, Metric.INPUT_TOKENS: usage.counted_input_tokens,
+                Metric.OUTPUT_TOKENS: usage.counted_output_tokens}[quota.metric]
+    all_input = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_write_input_tokens
+    return {Metric.TOKENS: all_input + usage.output_tokens, Metric.INPUT_TOKENS: all_input,
+            Metric.OUTPUT_TOKENS: usage.output_tokens}[quota.metric]
 
 
-def settlement(model: ModelSpec, *, input_tokens: int, output_tokens: int, now: float, decision_at: float | None = None,
-               decision_input_tokens: int = 0, decision_output_tokens: int = 0) -> list[tuple[QuotaSpec, int, float]]:
-    """What a usage report adds to each quota of its model, and when: (quota, amount, counted at).
+def reservation(model: ModelSpec, input_tokens: int, max_tokens: int) -> Usage:
+    """What a decision holds until its usage is reported: the estimated input (cached or not) and
+    max_tokens (the request's estimated_output_tokens)."""
+    if model.provider_kind in (ProviderKind.OPENAI, ProviderKind.OPENAI_COMPATIBLE):
+        counted_tokens = max(max_tokens, input_tokens)
+    else:
+        counted_tokens = input_tokens + max_tokens
+    return Usage(
+        entries=1, input_tokens=input_tokens, output_tokens=max_tokens,
+        cost_usd=Decimal(model.cost_micro_usd(input_tokens, max_tokens)) / COST_SCALE,
+        counted_tokens=counted_tokens, counted_input_tokens=input_tokens, counted_output_tokens=max_tokens,
+    )
 
-    A report naming its decision (`decision_at` given) replaces the estimate counted at decision time
-    with the actual usage, in the decision's bucket, and not at all once that bucket has left the
-    window. A report without a decision counts as reported, now.
-    """
-    if decision_at is None:
-        return [(q, amount_for(q, model, input_tokens, output_tokens), now) for q in model.quotas]
-    return [
-        (q, amount_for(q, model, input_tokens, output_tokens, requests=0)
-         - amount_for(q, model, decision_input_tokens, decision_output_tokens, requests=0), decision_at)
-        for q in model.quotas if bucket_at(q, decision_at) >= oldest_counted_bucket(q, now)
-    ]
+
+def used(model: ModelSpec, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0,
+         reserved: Usage | None = None) -> Usage:
+    """What a reported call holds: what it used, and what the provider counts of it. `reserved` is
+    its decision's reservation, which an OpenAI limiter keeps."""
+    cost = Decimal(model.cost_micro_usd(input_tokens, output_tokens, cache_read, cache_write)) / COST_SCALE
+    plain = {"entries": 1, "input_tokens": input_tokens, "output_tokens": output_tokens, "cache_read_input_tokens": cache_read,
+             "cache_write_input_tokens": cache_write, "cost_usd": cost}
+    if model.provider_kind == ProviderKind.BEDROCK:
+        output = output_tokens * model.burndown_rate
+        return Usage(**plain, counted_tokens=input_tokens + cache_write + output, counted_input_tokens=input_tokens + cache_write,
+                     counted_output_tokens=output)
+    if model.provider_kind == ProviderKind.ANTHROPIC:
+        return Usage(**plain, counted_tokens=input_tokens + cache_write + output_tokens, counted_input_tokens=input_tokens + cache_write,
+                     counted_output_tokens=output_tokens)
+    if reserved is not None:
+        return Usage(**plain, counted_tokens=reserved.counted_tokens, counted_input_tokens=reserved.counted_input_tokens,
+                     counted_output_tokens=reserved.counted_output_tokens)
+    # Without its decision the request is not known: at least what the call read and wrote.
+    prompt = input_tokens + cache_read
+    return Usage(**plain, counted_tokens=max(prompt, output_tokens), counted_input_tokens=prompt, counted_output_tokens=output_tokens)
+
+
+def charges(model: ModelSpec, usage: Usage, at: float, now: float) -> list[tuple[QuotaSpec, int, float]]:
+    """What `usage`, counted at `at`, adds to each quota of the model: (quota, amount, at). Nothing is
+    added to a quota whose bucket for `at` has left the window by `now`."""
+    return [(q, amount(q, usage), at) for q in model.quotas if bucket_at(q, at) >= oldest_counted_bucket(q, now)]
 
 
 def display_amount(quota: QuotaSpec, value: int) -> float | int:

@@ -7,14 +7,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from http import HTTPStatus
 
 from router import counters, metrics
 from router.counters import Counters, RedisUnreachable
+from router.counting import Usage, reservation
 from router.engine import QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
 from router.records import DecisionRecord
-from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
+from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
 from switchboard.vocabulary import STATIC_SKIP_REASONS, RefusalCode
 
 # A decision that loses the race for the last of a quota reads again and walks again, this many times.
@@ -32,30 +32,31 @@ class Refusal:
     retry_after: int | None
 
 
+def _now() -> float:
+    """The time, to the microsecond the ledger stores: a decision's bucket is the one its stored time falls in."""
+    return round(time.time(), 6)
+
+
 def refusal(decision: DecisionRecord) -> Refusal:
-    """429 with Retry-After when a quota was among the reasons, else 503."""
+    """429 when a quota was among the reasons, else 503; with Retry-After whenever the reasons end at a known time."""
     if decision.failed_fast:
         code = RefusalCode.QUOTA_EXCEEDED if decision.quota_blocked else RefusalCode.PRIMARY_UNAVAILABLE
     else:
         code = RefusalCode.NO_CAPACITY
-    if decision.quota_blocked:
-        return Refusal(HTTPStatus.TOO_MANY_REQUESTS, code, decision.retry_after)
-    return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, code, None)
+    status = HTTPStatus.TOO_MANY_REQUESTS if decision.quota_blocked else HTTPStatus.SERVICE_UNAVAILABLE
+    return Refusal(status, code, decision.retry_after)
 
 
 def _record(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot, caller: str, now: float,
             decision_id: uuid.UUID | None) -> DecisionRecord:
     chosen = result.chosen
-    input_tokens = request.estimated_input_tokens if chosen else 0
-    output_tokens = request.estimated_output_tokens if chosen else 0
-    cost = Decimal(chosen.cost_micro_usd(input_tokens, output_tokens)) / COST_SCALE if chosen else Decimal(0)
     return DecisionRecord(
         id=decision_id, created_at=datetime.fromtimestamp(now, tz=UTC), caller=caller,
         category=request.category or "", complexity=request.complexity if request.category else "",
         tier="" if request.category else (request.tier or snapshot.default_tier or ""),
         outcome=result.outcome, model_key=chosen.key if chosen else "", provider_slug=chosen.provider if chosen else "",
         primary_key=result.primary, reason=result.reason, trace=result.trace, policy_version=snapshot.version,
-        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost,
+        usage=reservation(chosen, request.estimated_input_tokens, request.estimated_output_tokens) if chosen else Usage(),
         model=chosen, charges=tuple(result.charges), retry_after=result.retry_after,
     )
 
@@ -84,7 +85,7 @@ def _likely_choice(snapshot: PolicySnapshot, request: RouteRequest, route: Route
 def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str) -> DecisionRecord:
     route, models, quotas = _candidates(snapshot, request)
     for _ in range(MAX_RACES):
-        now = time.time()
+        now = _now()
         likely = _likely_choice(snapshot, request, route, now)
         choice = _record(likely, request, snapshot, caller, now, uuid.uuid4()) if likely else None
         readings, reserved = backend.read_and_reserve(snapshot, quotas, models, now, choice)
@@ -127,7 +128,7 @@ def what_if(request: RouteRequest, *, caller: str, used_ratio_overrides: dict[in
     """
     snapshot = current_snapshot()
     route, models, quotas = _candidates(snapshot, request)
-    now = time.time()
+    now = _now()
     readings = counters.read(snapshot, quotas, models, now)
     for quota in quotas:
         if used_ratio_overrides and quota.id in used_ratio_overrides:

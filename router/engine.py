@@ -7,7 +7,7 @@ and the dashboard's what-if.
 import math
 from dataclasses import dataclass, field
 
-from router.counting import amount_for, display_amount
+from router.counting import amount, display_amount, reservation
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
 from switchboard.vocabulary import Availability, Complexity, Metric, Outcome, SkipReason, Verdict
 
@@ -31,6 +31,7 @@ class RouteRequest:
     tier: str | None = None
     estimated_input_tokens: int = 0
     estimated_output_tokens: int = 0
+    exclude: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
     """The ordered model keys for the request, and the category slug if one was named."""
     if request.category and request.tier:
         raise UnknownChoice("invalid_request", "Name either a category or a tier, not both.", [])
+    if unknown := sorted(request.exclude - set(snapshot.models)):
+        valid = sorted(snapshot.models)
+        raise UnknownChoice("unknown_model", f"Unknown model(s) to exclude: {', '.join(unknown)}. Valid models: {', '.join(valid)}.", valid)
     if request.category:
         if request.category not in snapshot.categories:
             valid = sorted(snapshot.categories)
@@ -123,14 +127,9 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
 
 
 def charges_for(model: ModelSpec, request: RouteRequest, may_use_headroom: bool) -> list[Charge]:
-    return [
-        Charge(
-            quota=quota,
-            amount=amount_for(quota, model, request.estimated_input_tokens, request.estimated_output_tokens),
-            soft_limit=None if may_use_headroom else quota.soft_limit,
-        )
-        for quota in model.quotas
-    ]
+    reserved = reservation(model, request.estimated_input_tokens, request.estimated_output_tokens)
+    return [Charge(quota=quota, amount=amount(quota, reserved), soft_limit=None if may_use_headroom else quota.soft_limit)
+            for quota in model.quotas]
 
 
 def admits(charge: Charge, used: int) -> bool:
@@ -176,6 +175,8 @@ def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: R
            seen: set[str], headroom: bool, unavailable: frozenset[str]) -> tuple[dict, list[Charge]]:
     """One candidate's trace entry (verdict 'skipped' with a reason, or 'chosen') and its charges."""
     entry: dict = {"model": key, "provider": model.provider if model else None}
+    if key in request.exclude:
+        return _skipped(entry, SkipReason.EXCLUDED, "the request excluded it (it has just failed for this task)")
     if model is None:
         return _skipped(entry, SkipReason.DISABLED, "not in the policy's catalog")
     if key in seen:
@@ -215,14 +216,16 @@ def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: R
 
 
 def _retry_after(trace: list[dict], now: float) -> int | None:
-    """Seconds until the soonest quota-blocked candidate could be chosen again."""
+    """Seconds until the soonest passed-over candidate could be chosen again: the quota-blocked ones if
+    any, else those whose reason ends at a known time (a cooldown, a rate-limit reset); None if none does."""
+    quota_blocked = [entry for entry in trace if entry.get("reason") == SkipReason.QUOTA]
     times = []
-    for entry in trace:
-        if entry.get("reason") != SkipReason.QUOTA:
-            continue
+    for entry in quota_blocked:
         frees = [q["frees_at"] for q in entry["quotas"]]
         # Nothing counted yet means the estimate alone exceeds the limit: waiting will not help soon.
         times.append(max(frees) if all(f is not None for f in frees) else now + DEFAULT_RETRY_AFTER)
+    if not quota_blocked:
+        times = [entry["until"] for entry in trace if entry.get("until")]
     return max(1, math.ceil(min(times) - now)) if times else None
 
 
@@ -259,5 +262,4 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, route: tuple[tuple[str
     else:
         reason = "every candidate was passed over: " + "; ".join(f"{e['model']}: {e['reason']}" for e in trace)
         outcome = Outcome.EXHAUSTED
-    return WalkResult(outcome, None, primary, reason, trace, [], quota_blocked=quota_blocked,
-                      retry_after=_retry_after(trace, now) if quota_blocked else None)
+    return WalkResult(outcome, None, primary, reason, trace, [], quota_blocked=quota_blocked, retry_after=_retry_after(trace, now))

@@ -1,17 +1,31 @@
-"""Exports of the audit: decisions as CSV, for the API (/api/v1/decisions?format=csv) and the fallback history."""
+"""Exports of the audit: decisions as CSV, for the API (/api/v1/decisions?format=csv) and the fallback history.
+
+A cell that a spreadsheet would read as a formula (it starts with =, +, -, @, a tab or a carriage
+return) is written with a leading apostrophe, as OWASP's "CSV Injection" advice says: an API key's
+name or a caller is text typed by someone, and opening the export must not run it.
+"""
 
 import csv
 import json
 
 from django.http import StreamingHttpResponse
 
+from router.counting import LEDGER_FIELDS
+
 CSV_COLUMNS = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
-               "reason", "policy_version", "trace"]
+               "answered_by", "reason", "policy_version", "reported", *LEDGER_FIELDS, "trace"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class _Echo:
     def write(self, value: str) -> str:
         return value
+
+
+def cell(value) -> str:
+    """A value as a CSV cell that a spreadsheet shows as text."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpResponse:
@@ -21,9 +35,10 @@ def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpRes
     def rows():
         yield writer.writerow(CSV_COLUMNS)
         for d in queryset.iterator(chunk_size=2000):
-            yield writer.writerow([d.id, d.created_at.isoformat(), d.caller, d.category, d.complexity, d.tier, d.outcome,
-                                   d.model_key, d.provider_slug, d.primary_key, d.reason, d.policy_version,
-                                   json.dumps(d.trace, separators=(",", ":"))])
+            values = [d.id, d.created_at.isoformat(), d.caller, d.category, d.complexity, d.tier, d.outcome, d.model_key,
+                      d.provider_slug, d.primary_key, d.answered_by, d.reason, d.policy_version, d.reported,
+                      *(getattr(d, name) for name in LEDGER_FIELDS), json.dumps(d.trace, separators=(",", ":"))]
+            yield writer.writerow([cell(value) for value in values])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -13,10 +13,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import redis
 from django.db import connection, transaction
 
+from router.counting import LEDGER_FIELDS
 from router.models import Decision, UsageEvent
 from router.records import DECISION_COLUMNS, USAGE_COLUMNS, AppliedCharge, DecisionRecord, UsageRecord
 
@@ -57,8 +59,8 @@ INSERT_DECISIONS = f"""
     ON CONFLICT (id) DO NOTHING
 """
 # One statement: store the reports (a report naming a decision that is not in the ledger is stored
-# without it), give each stored report's decision its actual usage, and tell for every row of the
-# batch whether it is stored now or was already, and whether its decision was missing.
+# without it), settle each stored report's decision (UsageRecord.settles), and tell for every row of
+# the batch whether it is stored now or was already, and whether its decision was missing.
 INSERT_USAGE = f"""
     WITH batch AS (
         SELECT * FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(USAGE_COLUMNS)})
@@ -67,11 +69,11 @@ INSERT_USAGE = f"""
         SELECT {", ".join("decision.id" if name == "decision_id" else f"batch.{name}" for name in USAGE_COLUMNS)}
         FROM batch LEFT JOIN router_decision AS decision ON decision.id = batch.decision_id
         ON CONFLICT DO NOTHING
-        RETURNING id, decision_id, input_tokens, output_tokens, cost_usd
+        RETURNING id, decision_id, model_key, answered_instead, {", ".join(LEDGER_FIELDS)}
     ), reported AS (
         UPDATE router_decision AS decision
-        SET input_tokens = inserted.input_tokens, output_tokens = inserted.output_tokens, cost_usd = inserted.cost_usd,
-            reported = true
+        SET {", ".join(f"{name} = CASE WHEN inserted.answered_instead THEN 0 ELSE inserted.{name} END" for name in LEDGER_FIELDS)},
+            answered_by = CASE WHEN inserted.answered_instead THEN inserted.model_key ELSE '' END, reported = true
         FROM inserted WHERE decision.id = inserted.decision_id
     )
     SELECT batch.id::text, batch.decision_id::text,
@@ -108,21 +110,19 @@ def store_with_orm(decisions: list[bytes], events: list[bytes]) -> list[dict]:
     """The batch through the ORM, for databases other than PostgreSQL."""
     Decision.objects.bulk_create([DecisionRecord.from_row(json.loads(row)).to_model() for row in decisions], ignore_conflicts=True)
     rows = [json.loads(row) for row in events]
-    reports = [UsageRecord.from_row(row).to_model() for row in rows]
+    reports = [UsageRecord.from_row(row) for row in rows]
     named = {report.decision_id for report in reports if report.decision_id}
     known = set(Decision.objects.filter(id__in=named).values_list("id", flat=True)) if named else set()
-    for report in reports:
+    for index, report in enumerate(reports):
         if report.decision_id and report.decision_id not in known:
             logger.error("Usage report %s names decision %s, which is not in the ledger; stored without it",
                          report.id, report.decision_id)
-            report.decision_id = None
-    UsageEvent.objects.bulk_create(reports, ignore_conflicts=True)
+            reports[index] = replace(report, decision_id=None)
+    UsageEvent.objects.bulk_create([report.to_model() for report in reports], ignore_conflicts=True)
     stored = set(UsageEvent.objects.filter(id__in=[report.id for report in reports]).values_list("id", flat=True)) if reports else set()
     for report in reports:
         if report.id in stored and report.decision_id:
-            Decision.objects.filter(pk=report.decision_id).update(
-                input_tokens=report.input_tokens, output_tokens=report.output_tokens, cost_usd=report.cost_usd, reported=True,
-            )
+            Decision.objects.filter(pk=report.decision_id).update(**report.settles())
     return [row for report, row in zip(reports, rows, strict=True) if report.id not in stored]
 
 

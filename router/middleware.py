@@ -1,8 +1,8 @@
 """POST /api/v1/route and /api/v1/usage, answered ahead of the rest of the middleware and URL routing.
 
 These two are called around every LLM call. Only SecurityMiddleware runs before this one (HTTPS
-redirect, security headers). The rest of the chain and URL resolution cost a routing decision 16%
-of its instructions, and DRF's request and response objects more again (README, "Performance").
+redirect, security headers): the rest of the chain, URL resolution and DRF's request and response
+objects cost more than the decision itself (docs/performance.md).
 
 A call takes this path only when the view would take it as it is:
 - a JSON body within the size limit;

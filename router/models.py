@@ -8,7 +8,7 @@ from rest_framework_api_key.models import AbstractAPIKey
 from simple_history.models import HistoricalRecords
 
 from providers.models import MODEL_KEY, LLMModel
-from switchboard.vocabulary import FAILURE_STATUSES, Complexity, Outcome, UsageStatus
+from switchboard.vocabulary import COUNTED_OUTCOMES, FAILURE_STATUSES, Complexity, Outcome, UsageStatus
 
 
 class Category(models.Model):
@@ -136,6 +136,10 @@ class Policy(models.Model):
         return policy
 
 
+# Counted decisions whose usage no report has replaced: they hold their reservation until their window moves on.
+UNREPORTED = Q(reported=False, outcome__in=list(COUNTED_OUTCOMES))
+
+
 class Decision(models.Model):
     """One routing answer, with the trace of every candidate considered.
 
@@ -158,8 +162,14 @@ class Decision(models.Model):
     policy_version = models.PositiveBigIntegerField()
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_input_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_input_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    counted_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's tokens-per-minute limiter counts of the call.")
+    counted_input_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's input-tokens limiter counts.")
+    counted_output_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's output-tokens limiter counts.")
     reported = models.BooleanField(default=False, help_text="A usage report replaced the estimate with actual usage.")
+    answered_by = models.CharField(max_length=100, blank=True, help_text="The model that answered, when it was not the one chosen.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -167,6 +177,8 @@ class Decision(models.Model):
             models.Index(fields=["outcome", "-created_at"]),
             models.Index(fields=["model_key", "created_at"]),
             models.Index(fields=["category", "-created_at"]),
+            # The overview's decisions left unreported: few, whatever the history holds.
+            models.Index(fields=["created_at"], condition=UNREPORTED, name="decision_unreported"),
         ]
 
     def __str__(self) -> str:
@@ -205,13 +217,21 @@ class UsageEvent(models.Model):
     model_key = models.CharField(max_length=100, validators=[MODEL_KEY])
     provider_slug = models.CharField(max_length=64)
     decision = models.ForeignKey(Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events")
-    input_tokens = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0, help_text="Uncached input tokens.")
     output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_input_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_input_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    counted_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's tokens-per-minute limiter counts of the call.")
+    counted_input_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's input-tokens limiter counts.")
+    counted_output_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's output-tokens limiter counts.")
     status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.OK)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     retry_after = models.PositiveIntegerField(null=True, blank=True)
     ratelimit_headers = models.JSONField(default=dict, blank=True)
+    answered_instead = models.BooleanField(
+        default=False, help_text="Another model than the decision's answered: this report counts on its own against its model.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -231,10 +251,11 @@ class LedgerMinute(models.Model):
     """The ledger summed per minute, outcome and model: what the dashboard's volume chart and the
     burn-rate forecast read, so that their cost follows the minutes they cover, not the traffic.
 
-    Database triggers keep it (migration 0005): every insert, update and delete of a decision, and of
-    a usage report that names no decision (outcome "reported"), adds to or takes from its minute's
-    row in the same statement, whatever wrote it (the ledger's drain, the database counters, the
-    admin). A report that names a decision changes that decision's tokens, and so its row here.
+    Database triggers keep it (migration 0007): every insert, update and delete of a decision, and of
+    a usage report that counts on its own (it names no decision, or another model answered; outcome
+    "reported"), adds to or takes from its minute's row in the same statement, whatever wrote it (the
+    ledger's drain, the database counters, the admin). A report that names a decision changes that
+    decision's numbers, and so its row here.
     """
 
     REPORTED = "reported"
@@ -246,7 +267,12 @@ class LedgerMinute(models.Model):
     entries = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
+    cache_read_input_tokens = models.BigIntegerField(default=0)
+    cache_write_input_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    counted_tokens = models.BigIntegerField(default=0)
+    counted_input_tokens = models.BigIntegerField(default=0)
+    counted_output_tokens = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["minute", "outcome", "model_key", "provider_slug"], name="ledger_minute_unique")]

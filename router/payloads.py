@@ -1,7 +1,7 @@
 """The bodies of POST /api/v1/route and POST /api/v1/usage, validated in plain Python.
 
 These two endpoints are the hot path: a DRF serializer copies its fields on every request, which
-cost more CPU than the decision itself (README, "Performance"). The serializers in
+cost more CPU than the decision itself (docs/performance.md). The serializers in
 router.serializers declare the same bodies for the OpenAPI schema; tests/test_payloads.py checks
 that both accept and refuse the same bodies. Errors have the serializers' shape: a ValidationError
 of {field: [messages]}, rendered by router.errors as `invalid_request`.
@@ -17,13 +17,13 @@ from rest_framework.exceptions import ValidationError
 from providers.models import MODEL_KEY
 from router.engine import RouteRequest
 from router.errors import ApiError
-from router.serializers import HEADER_NAME, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
+from router.serializers import HEADER_NAME, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
 from router.usage import UsageReport
 from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
-ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "dry_run")
-USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "status", "decision_id", "idempotency_key", "retry_after",
-                "ratelimit_headers")
+ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "exclude", "dry_run")
+USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "status",
+                "decision_id", "idempotency_key", "retry_after", "ratelimit_headers")
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -88,6 +88,31 @@ class _Fields:
             return int(value)
         return None
 
+    def model_key(self, name: str, value: Any) -> str | None:
+        """A model key as the serializers take it: a string (trimmed, at most 100 long) of the key's characters."""
+        key = self.string(name, value, 100)
+        if key is not None:
+            try:
+                MODEL_KEY(key)
+            except DjangoValidationError as exc:
+                self.errors[name] = list(exc.messages)
+                return None
+        return key
+
+    def model_keys(self, name: str, maximum: int) -> frozenset[str]:
+        """A list of model keys, as DRF's ListField of them takes it."""
+        value = self.value(name)
+        if value is None:
+            return frozenset()
+        if not isinstance(value, list):
+            self.errors[name] = [f'Expected a list of items but got type "{type(value).__name__}".']
+            return frozenset()
+        if len(value) > maximum:
+            self.errors[name] = [f"Ensure this field has no more than {maximum} elements."]
+            return frozenset()
+        keys = [self.model_key(f"{name}.{index}", item) for index, item in enumerate(value)]
+        return frozenset(key for key in keys if key is not None)
+
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self.value(name)
         if value is None:
@@ -109,6 +134,7 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     complexity = fields.value("complexity")
     input_tokens = fields.integer("estimated_input_tokens", MAX_TOKENS_PER_CALL, default=0)
     output_tokens = fields.integer("estimated_output_tokens", MAX_TOKENS_PER_CALL, default=0)
+    exclude = fields.model_keys("exclude", MAX_EXCLUDED)
     dry_run = fields.value("dry_run")
     if dry_run is not None and not isinstance(dry_run, bool):
         fields.errors["dry_run"] = ["Must be a valid boolean."]
@@ -120,22 +146,21 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     if category and tier:
         raise ValidationError({"non_field_errors": ["Name either a category or a tier, not both."]})
     request = RouteRequest(category=category, complexity=complexity, tier=tier,
-                           estimated_input_tokens=input_tokens, estimated_output_tokens=output_tokens)
+                           estimated_input_tokens=input_tokens, estimated_output_tokens=output_tokens, exclude=exclude)
     return request, bool(dry_run)
 
 
 def usage_report(data: Any) -> UsageReport:
     """The usage report in a POST /usage body."""
     fields = _Fields(data, USAGE_FIELDS)
-    model = fields.text("model", 100)
-    if model is not None:
-        try:
-            MODEL_KEY(model)
-        except DjangoValidationError as exc:
-            fields.errors["model"] = list(exc.messages)
-    input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=True)
-    output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=True)
+    model = fields.value("model")
+    model = None if model is None else fields.model_key("model", model)
     status = fields.choice("status", tuple(UsageStatus.values), UsageStatus.OK)
+    # A call that failed may have used nothing: its counts are needed only when it succeeded.
+    input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=status == UsageStatus.OK, default=None)
+    output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=status == UsageStatus.OK, default=None)
+    cache_read = fields.integer("cache_read_input_tokens", MAX_TOKENS_PER_CALL, default=0)
+    cache_write = fields.integer("cache_write_input_tokens", MAX_TOKENS_PER_CALL, default=0)
     decision_id = fields.value("decision_id")
     if decision_id is not None:
         try:
@@ -148,9 +173,9 @@ def usage_report(data: Any) -> UsageReport:
     fields.check()
     if not model and not decision_id:
         raise ValidationError({"non_field_errors": ["Name the model, or the decision_id of the routing decision."]})
-    return UsageReport(model=model, input_tokens=input_tokens, output_tokens=output_tokens, status=status,
-                       decision_id=decision_id, idempotency_key=idempotency_key, retry_after=retry_after,
-                       ratelimit_headers=headers)
+    return UsageReport(model=model, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, cache_read_input_tokens=cache_read,
+                       cache_write_input_tokens=cache_write, status=status, decision_id=decision_id, idempotency_key=idempotency_key,
+                       retry_after=retry_after, ratelimit_headers=headers)
 
 
 def _ratelimit_headers(fields: _Fields) -> dict[str, str]:

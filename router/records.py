@@ -13,24 +13,26 @@ from decimal import Decimal
 
 import orjson
 
+from router.counting import LEDGER_FIELDS, Usage
 from router.engine import Charge
 from router.models import Decision, UsageEvent
 from router.snapshot import ModelSpec
 from switchboard.vocabulary import COUNTED_OUTCOMES, Outcome, SkipReason
 
+_TOKENS = {name: "bigint" for name in LEDGER_FIELDS if name != "cost_usd"}
 # The rows' columns as PostgreSQL reads them from a batch's JSON (router.ledger, jsonb_to_recordset).
 DECISION_COLUMNS = {
     "id": "uuid", "created_at": "timestamptz", "caller": "text", "category": "text", "complexity": "text", "tier": "text",
     "outcome": "text", "model_key": "text", "provider_slug": "text", "primary_key": "text", "reason": "text",
-    "trace": "jsonb", "policy_version": "bigint", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric",
+    "trace": "jsonb", "policy_version": "bigint", **_TOKENS, "cost_usd": "numeric", "answered_by": "text",
 }
 USAGE_COLUMNS = {
     "id": "uuid", "created_at": "timestamptz", "caller": "text", "model_key": "text", "provider_slug": "text",
-    "decision_id": "uuid", "input_tokens": "bigint", "output_tokens": "bigint", "cost_usd": "numeric", "status": "text",
-    "idempotency_key": "text", "retry_after": "integer", "ratelimit_headers": "jsonb",
+    "decision_id": "uuid", **_TOKENS, "cost_usd": "numeric", "status": "text", "idempotency_key": "text",
+    "retry_after": "integer", "ratelimit_headers": "jsonb", "answered_instead": "boolean",
 }
-# The columns whose values are JSON as they are; the others are converted (_encoded, _decoded).
-CONVERTED = {"id", "created_at", "cost_usd", "decision_id"}
+# The columns copied as they are between a record and its row or model; the others are converted.
+CONVERTED = {"id", "created_at", "decision_id", *LEDGER_FIELDS}
 DECISION_PLAIN = tuple(name for name in DECISION_COLUMNS if name not in CONVERTED)
 USAGE_PLAIN = tuple(name for name in USAGE_COLUMNS if name not in CONVERTED)
 
@@ -42,21 +44,26 @@ class DecisionAlreadyReported(Exception):
     """A usage report names a decision whose usage was already reported."""
 
 
-def _encoded(record) -> dict:
-    return {"id": str(record.id), "created_at": record.created_at.isoformat(), "cost_usd": str(record.cost_usd)}
+def _row_usage(usage: Usage) -> dict:
+    return {name: getattr(usage, name) for name in LEDGER_FIELDS} | {"cost_usd": str(usage.cost_usd)}
 
 
-def _decoded(row: dict) -> dict:
-    return {"id": uuid.UUID(row["id"]), "created_at": datetime.fromisoformat(row["created_at"]), "cost_usd": Decimal(row["cost_usd"])}
+def _usage_of(values: dict) -> Usage:
+    return Usage(entries=1, **{name: values[name] for name in LEDGER_FIELDS if name != "cost_usd"}, cost_usd=Decimal(values["cost_usd"]))
+
+
+def _model_fields(record, plain: tuple[str, ...]) -> dict:
+    return {name: getattr(record, name) for name in ("id", "created_at", *plain)} | {name: getattr(record.usage, name) for name in LEDGER_FIELDS}
 
 
 @dataclass(frozen=True)
 class DecisionRecord:
     """One routing answer, with the trace of every candidate considered.
 
-    A counted decision (primary or fallback) is also the ledger's entry for its call: it holds the
-    estimate it reserved until a usage report replaces it with what the call used (`reported`).
-    `model`, `charges` and `retry_after` serve the answer and the reservation; they are not stored.
+    A counted decision (primary or fallback) is also the ledger's entry for its call: its `usage` is
+    the reservation until a usage report replaces it with what the call used (`reported`), or
+    releases it when another model answered (`answered_by`). `model`, `charges` and `retry_after`
+    serve the answer and the reservation; they are not stored.
     """
 
     id: uuid.UUID | None
@@ -72,9 +79,8 @@ class DecisionRecord:
     reason: str
     trace: list[dict]
     policy_version: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: Decimal
+    usage: Usage = Usage()
+    answered_by: str = ""
     reported: bool = False
     model: ModelSpec | None = field(default=None, compare=False)
     charges: tuple[Charge, ...] = field(default=(), compare=False)
@@ -99,34 +105,38 @@ class DecisionRecord:
 
     def row(self) -> bytes:
         """The ledger row, as the Redis stream carries it to the database."""
-        return orjson.dumps({name: getattr(self, name) for name in DECISION_PLAIN} | _encoded(self))
+        return orjson.dumps({name: getattr(self, name) for name in DECISION_PLAIN} | _row_usage(self.usage)
+                            | {"id": str(self.id), "created_at": self.created_at.isoformat()})
 
     @classmethod
     def from_row(cls, row: dict) -> "DecisionRecord":
-        return cls(**{name: row[name] for name in DECISION_PLAIN}, **_decoded(row))
+        return cls(**{name: row[name] for name in DECISION_PLAIN}, id=uuid.UUID(row["id"]),
+                   created_at=datetime.fromisoformat(row["created_at"]), usage=_usage_of(row))
 
     def memory(self) -> bytes:
         """What a usage report naming this decision needs of it, as Redis remembers it for an hour."""
-        return orjson.dumps([self.outcome, self.model_key, self.input_tokens, self.output_tokens, self.created_at.timestamp()])
+        return orjson.dumps([self.outcome, self.model_key, self.created_at.timestamp(), *_row_usage(self.usage).values()])
 
     @classmethod
     def from_memory(cls, decision_id: uuid.UUID, memory: bytes) -> "DecisionRecord":
-        outcome, model_key, input_tokens, output_tokens, created_at = orjson.loads(memory)
+        outcome, model_key, created_at, *usage = orjson.loads(memory)
         return cls(id=decision_id, created_at=datetime.fromtimestamp(created_at, tz=UTC), caller="", category="", complexity="",
                    tier="", outcome=outcome, model_key=model_key, provider_slug="", primary_key="", reason="", trace=[],
-                   policy_version=0, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=Decimal(0))
+                   policy_version=0, usage=_usage_of(dict(zip(LEDGER_FIELDS, usage, strict=True))))
 
     @classmethod
     def from_model(cls, decision: Decision) -> "DecisionRecord":
-        return cls(**{name: getattr(decision, name) for name in DECISION_COLUMNS}, reported=decision.reported)
+        values = {name: getattr(decision, name) for name in DECISION_COLUMNS}
+        return cls(**{name: values[name] for name in ("id", "created_at", *DECISION_PLAIN)}, usage=_usage_of(values),
+                   reported=decision.reported)
 
     def to_model(self) -> Decision:
-        return Decision(**{name: getattr(self, name) for name in DECISION_COLUMNS}, reported=self.reported)
+        return Decision(**_model_fields(self, DECISION_PLAIN), reported=self.reported)
 
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """What one LLM call used, as the service that made it reported it."""
+    """What one LLM call used, as the service that made it reported it, and what it counts."""
 
     id: uuid.UUID
     created_at: datetime
@@ -134,28 +144,39 @@ class UsageRecord:
     model_key: str
     provider_slug: str
     decision_id: uuid.UUID | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: Decimal
+    usage: Usage
     status: str
     idempotency_key: str | None
     retry_after: int | None
     ratelimit_headers: dict[str, str]
+    answered_instead: bool = False  # another model than the decision's answered: this report counts on its own
 
     def row(self, charges: list[AppliedCharge]) -> bytes:
         """The ledger row, with the Redis charges it applied (taken back if the database finds it a repeat)."""
         decision_id = str(self.decision_id) if self.decision_id else None
-        return orjson.dumps({name: getattr(self, name) for name in USAGE_PLAIN} | _encoded(self)
-                            | {"decision_id": decision_id, "charges": charges})
+        return orjson.dumps({name: getattr(self, name) for name in USAGE_PLAIN} | _row_usage(self.usage)
+                            | {"id": str(self.id), "created_at": self.created_at.isoformat(), "decision_id": decision_id,
+                               "charges": charges})
 
     @classmethod
     def from_row(cls, row: dict) -> "UsageRecord":
         decision_id = uuid.UUID(row["decision_id"]) if row["decision_id"] else None
-        return cls(**{name: row[name] for name in USAGE_PLAIN}, **_decoded(row), decision_id=decision_id)
+        return cls(**{name: row[name] for name in USAGE_PLAIN}, id=uuid.UUID(row["id"]), created_at=datetime.fromisoformat(row["created_at"]),
+                   decision_id=decision_id, usage=_usage_of(row))
 
     @classmethod
     def from_model(cls, event: UsageEvent) -> "UsageRecord":
-        return cls(**{name: getattr(event, name) for name in USAGE_COLUMNS})
+        values = {name: getattr(event, name) for name in USAGE_COLUMNS}
+        return cls(**{name: values[name] for name in ("id", "created_at", "decision_id", *USAGE_PLAIN)}, usage=_usage_of(values))
 
     def to_model(self) -> UsageEvent:
-        return UsageEvent(**{name: getattr(self, name) for name in USAGE_COLUMNS})
+        return UsageEvent(**_model_fields(self, ("decision_id", *USAGE_PLAIN)))
+
+    def settles(self) -> dict:
+        """The fields of the decision this report names, once reported: what the call used, or, when
+        another model answered, nothing (its reservation released) and that model's key.
+        router.ledger's INSERT_USAGE does the same in SQL."""
+        settled = Usage() if self.answered_instead else self.usage
+        return {name: getattr(settled, name) for name in LEDGER_FIELDS} | {
+            "answered_by": self.model_key if self.answered_instead else "", "reported": True,
+        }

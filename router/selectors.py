@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from django.db.models import Sum
 
 from router import counters
-from router.counting import ledger_amount
+from router.counting import LEDGER_FIELDS, Usage, amount
 from router.engine import QuotaReading
 from router.models import LedgerMinute
 from router.snapshot import QuotaSpec, current_snapshot
@@ -45,14 +45,14 @@ def usage_by_minute(quotas: Iterable[QuotaSpec], start: float, end: float) -> di
                                     minute__lte=datetime.fromtimestamp(end, tz=UTC),
                                     outcome__in=[*COUNTED_OUTCOMES, LedgerMinute.REPORTED])
         .values("model_key", "provider_slug")
-        .annotate(requests=Sum("entries"), input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_usd"))
+        .annotate(entries=Sum("entries"), **{name: Sum(name) for name in LEDGER_FIELDS})
         .order_by()
     )
     usage = {}
     for quota in quotas:
         covered = [row for row in rows
                    if (row["model_key"] in quota.model_keys if quota.model_keys else row["provider_slug"] == quota.provider)]
-        usage[quota.id] = sum(ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"]) for row in covered)
+        usage[quota.id] = sum(amount(quota, Usage.of_sums(row)) for row in covered)
     return usage
 
 

@@ -7,11 +7,13 @@ from rest_framework import serializers
 from providers.models import MODEL_KEY, LLMModel
 from router.errors import ApiError
 from router.models import Decision, UsageEvent
-from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
+from switchboard.vocabulary import REQUEST_COMPLEXITIES, ProviderKind, UsageStatus
 
 # A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
 MAX_TOKENS_PER_CALL = 10_000_000
 MAX_RATELIMIT_HEADERS = 50
+# A route has a handful of models; a longer list to pass over is a mistake.
+MAX_EXCLUDED = 50
 # An HTTP header name (RFC 9110 token); also keeps NUL, which PostgreSQL's jsonb refuses, out of the stored headers.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 
@@ -86,7 +88,11 @@ class RouteRequestSerializer(StrictSerializer):
     complexity = NamedChoiceField(choices=list(REQUEST_COMPLEXITIES), default="medium")
     tier = StrictCharField(max_length=64, required=False)
     estimated_input_tokens = _tokens(default=0)
-    estimated_output_tokens = _tokens(default=0)
+    estimated_output_tokens = _tokens(default=0, help_text="The most the call may produce: the max_tokens the service will send.")
+    exclude = serializers.ListField(
+        child=StrictCharField(max_length=100, validators=[MODEL_KEY]), max_length=MAX_EXCLUDED, required=False,
+        help_text="Model keys the service has just seen fail for this task: passed over with reason `excluded`.",
+    )
     dry_run = StrictBooleanField(default=False)
 
     def validate(self, attrs):
@@ -98,6 +104,8 @@ class RouteRequestSerializer(StrictSerializer):
 class RoutedModelSerializer(serializers.Serializer):
     key = serializers.CharField()
     provider = serializers.CharField()
+    kind = serializers.ChoiceField(choices=ProviderKind.values, help_text="The API the provider speaks.")
+    base_url = serializers.CharField(allow_null=True, help_text="Where the provider's API is, when not the SDK's default.")
     model_id = serializers.CharField()
     invoke_id = serializers.CharField()
     region = serializers.CharField(allow_blank=True)
@@ -140,9 +148,12 @@ class ErrorSerializer(serializers.Serializer):
 class UsageRequestSerializer(StrictSerializer):
     """The body of POST /usage, for the OpenAPI schema; router.payloads validates it."""
 
-    model = StrictCharField(max_length=100, required=False, validators=[MODEL_KEY])
-    input_tokens = _tokens()
-    output_tokens = _tokens()
+    model = StrictCharField(max_length=100, required=False, validators=[MODEL_KEY],
+                            help_text="The model that answered; its decision's when left out.")
+    input_tokens = _tokens(required=False, help_text="Uncached input tokens; required when status is ok.")
+    output_tokens = _tokens(required=False, help_text="Required when status is ok.")
+    cache_read_input_tokens = _tokens(default=0)
+    cache_write_input_tokens = _tokens(default=0)
     status = serializers.ChoiceField(choices=UsageStatus.values, default=UsageStatus.OK)
     decision_id = StrictUUIDField(required=False)
     idempotency_key = StrictCharField(max_length=200, required=False)
@@ -158,30 +169,48 @@ class UsageRequestSerializer(StrictSerializer):
         return value
 
     def validate(self, attrs):
+        missing = [name for name in ("input_tokens", "output_tokens") if name not in attrs]
+        if attrs["status"] == UsageStatus.OK and missing:
+            raise serializers.ValidationError({name: ["This field is required."] for name in missing})
         if not attrs.get("model") and not attrs.get("decision_id"):
             raise serializers.ValidationError("Name the model, or the decision_id of the routing decision.")
-        return attrs
+        return {"input_tokens": 0, "output_tokens": 0} | attrs
+
+
+class CountedSerializer(serializers.Serializer):
+    """What a call counts against the provider's own limits (docs/architecture.md, "How Switchboard counts")."""
+
+    tokens = serializers.IntegerField(source="counted_tokens")
+    input_tokens = serializers.IntegerField(source="counted_input_tokens")
+    output_tokens = serializers.IntegerField(source="counted_output_tokens")
+
+
+USED = ["input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "cost_usd", "counted"]
 
 
 class UsageEventSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_key")
     provider = serializers.CharField(source="provider_slug")
+    counted = CountedSerializer(source="*")
 
     class Meta:
         model = UsageEvent
-        fields = ["id", "created_at", "model", "provider", "decision_id", "input_tokens", "output_tokens", "cost_usd",
-                  "status", "idempotency_key", "retry_after", "ratelimit_headers"]
+        fields = ["id", "created_at", "model", "provider", "decision_id", "answered_instead", *USED, "status", "idempotency_key",
+                  "retry_after", "ratelimit_headers"]
 
 
 class ModelCatalogSerializer(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.slug")
     invoke_id = serializers.CharField(source="effective_invoke_id")
     region = serializers.CharField(source="provider.region")
+    burndown_rate = serializers.IntegerField(source="effective_burndown_rate",
+                                             help_text="Quota tokens one output token takes (Bedrock; 1 elsewhere).")
 
     class Meta:
         model = LLMModel
         fields = ["key", "provider", "model_id", "invoke_id", "region", "availability", "availability_reason", "checked_at",
-                  "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok"]
+                  "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
+                  "cache_write_cost_per_mtok", "burndown_rate"]
 
 
 class ForecastSerializer(serializers.Serializer):
@@ -211,8 +240,9 @@ class DecisionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_key")
     provider = serializers.CharField(source="provider_slug")
     primary = serializers.CharField(source="primary_key")
+    counted = CountedSerializer(source="*")
 
     class Meta:
         model = Decision
         fields = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
-                  "reason", "trace", "policy_version"]
+                  "answered_by", "reason", "trace", "policy_version", "reported", *USED]

@@ -13,6 +13,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Max
 
+from providers.burndown import default_burndown_rate
 from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Policy, Route, Tier
 from switchboard.vocabulary import Metric
@@ -25,6 +26,7 @@ COST_SCALE = 1_000_000
 class QuotaSpec:
     id: int
     provider: str
+    provider_kind: str
     name: str
     metric: str
     window: str
@@ -46,6 +48,7 @@ class ModelSpec:
     key: str
     provider: str
     provider_kind: str
+    base_url: str
     region: str
     model_id: str
     invoke_id: str
@@ -56,13 +59,17 @@ class ModelSpec:
     context_window: int
     input_cost_per_mtok: float
     output_cost_per_mtok: float
+    cache_read_cost_per_mtok: float
+    cache_write_cost_per_mtok: float
+    burndown_rate: int
     cooldown_failures: int
     cooldown_window_seconds: int
     cooldown_seconds: int
     quotas: tuple[QuotaSpec, ...]
 
-    def cost_micro_usd(self, input_tokens: int, output_tokens: int) -> int:
-        return round(input_tokens * self.input_cost_per_mtok + output_tokens * self.output_cost_per_mtok)
+    def cost_micro_usd(self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> int:
+        return round(input_tokens * self.input_cost_per_mtok + output_tokens * self.output_cost_per_mtok
+                     + cache_read * self.cache_read_cost_per_mtok + cache_write * self.cache_write_cost_per_mtok)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,10 @@ def _scaled(value, metric: str) -> int:
     return math.ceil(float(value) * COST_SCALE if metric == Metric.COST_USD else value)
 
 
+def _or(value, default):
+    return default if value is None else value
+
+
 def _fingerprint() -> tuple[int, datetime | None]:
     policy = Policy.current()
     last_check = LLMModel.objects.aggregate(last=Max("checked_at"))["last"]
@@ -104,7 +115,7 @@ def load_snapshot() -> PolicySnapshot:
     for quota in Quota.objects.prefetch_related("models").order_by("id"):
         provider = providers[quota.provider_id]
         quotas.append(QuotaSpec(
-            id=quota.id, provider=provider.slug, name=quota.name, metric=quota.metric, window=quota.window,
+            id=quota.id, provider=provider.slug, provider_kind=provider.kind, name=quota.name, metric=quota.metric, window=quota.window,
             window_seconds=quota.window_seconds, reset=quota.reset,
             limit=_scaled(quota.limit, quota.metric), soft_limit=_scaled(quota.soft_limit, quota.metric),
             soft_limit_ratio=float(quota.soft_limit_ratio), source=quota.source,
@@ -119,12 +130,15 @@ def load_snapshot() -> PolicySnapshot:
             if q.provider == provider.slug and (not q.model_keys or model.key in q.model_keys)
         )
         models[model.key] = ModelSpec(
-            key=model.key, provider=provider.slug, provider_kind=provider.kind, region=provider.region,
+            key=model.key, provider=provider.slug, provider_kind=provider.kind, base_url=provider.base_url, region=provider.region,
             model_id=model.model_id, invoke_id=model.effective_invoke_id,
             model_enabled=model.enabled, provider_enabled=provider.enabled,
             availability=model.availability, availability_reason=model.availability_reason,
             context_window=model.context_window,
             input_cost_per_mtok=float(model.input_cost_per_mtok), output_cost_per_mtok=float(model.output_cost_per_mtok),
+            cache_read_cost_per_mtok=float(_or(model.cache_read_cost_per_mtok, model.input_cost_per_mtok)),
+            cache_write_cost_per_mtok=float(_or(model.cache_write_cost_per_mtok, model.input_cost_per_mtok)),
+            burndown_rate=model.burndown_rate or default_burndown_rate(provider.kind, model.model_id),
             cooldown_failures=provider.cooldown_failures, cooldown_window_seconds=provider.cooldown_window_seconds,
             cooldown_seconds=provider.cooldown_seconds, quotas=covering,
         )

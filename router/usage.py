@@ -1,19 +1,23 @@
 """Usage reports: what a call used, counted against its model's quotas and stored in the ledger.
 
 A report naming its decision replaces the estimate the decision reserved with what the call used;
-one without counts as reported. A known idempotency key answers the first report again, counted once.
+one without counts as reported. When another model answered than the one the decision chose (a
+provider's server-side fallback), the report counts against the model that answered and the
+decision's reservation is released. A known idempotency key answers the first report again,
+counted once. A `not_found` report takes the model out of service until the next availability refresh.
 """
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 
+from providers.models import LLMModel
 from router import counters, metrics
 from router.counters import Counters, RedisUnreachable
+from router.counting import Usage, charges, used
 from router.records import DecisionAlreadyReported, DecisionRecord, UsageRecord
-from router.snapshot import COST_SCALE, ModelSpec, PolicySnapshot, current_snapshot
-from switchboard.vocabulary import UsageStatus
+from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot, forget_snapshot
+from switchboard.vocabulary import Availability, ProviderKind, UsageStatus
 
 
 class UsageRejected(Exception):
@@ -26,11 +30,17 @@ class UsageRejected(Exception):
 
 @dataclass(frozen=True)
 class UsageReport:
-    """A usage report as a service sends it (router.payloads validates the body)."""
+    """A usage report as a service sends it (router.payloads validates the body).
+
+    `input_tokens` is the uncached input, as Anthropic and Bedrock report it; cache reads and writes
+    are counted apart (an OpenAI prompt's cached tokens are reads, the rest of it is input).
+    """
 
     model: str | None
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
     status: str = UsageStatus.OK
     decision_id: uuid.UUID | None = None
     idempotency_key: str | None = None
@@ -38,47 +48,85 @@ class UsageReport:
     ratelimit_headers: dict[str, str] = field(default_factory=dict)
 
 
-def _reported_model(snapshot: PolicySnapshot, report: UsageReport, decision: DecisionRecord | None) -> ModelSpec:
-    """The model a report counts against: the one it names, or its decision's."""
-    model_key = report.model
+def _model(snapshot: PolicySnapshot, key: str) -> ModelSpec:
+    model = snapshot.models.get(key)
+    if model is None:
+        raise UsageRejected("unknown_model", f"Unknown model '{key}'. Valid models: {', '.join(sorted(snapshot.models))}.")
+    return model
+
+
+def _answering_model(snapshot: PolicySnapshot, report: UsageReport, decision: DecisionRecord | None) -> ModelSpec:
+    """The model the report counts against: the one that answered (the report's), else its decision's."""
     if report.decision_id:
         if decision is None:
             raise UsageRejected("unknown_decision", f"No decision with id {report.decision_id}.")
         if not decision.counted:
             raise UsageRejected("decision_refused", f"Decision {decision.id} was a refusal ({decision.outcome}): no call was routed.")
-        if model_key and model_key != decision.model_key:
-            raise UsageRejected("model_mismatch", f"Decision {decision.id} chose '{decision.model_key}', not '{model_key}'.")
-        model_key = decision.model_key
-    if not model_key:
+    key = report.model or (decision.model_key if decision else None)
+    if not key:
         raise UsageRejected("invalid_request", "Name the model, or the decision_id of the routing decision.")
-    model = snapshot.models.get(model_key)
-    if model is None:
-        raise UsageRejected("unknown_model", f"Unknown model '{model_key}'. Valid models: {', '.join(sorted(snapshot.models))}.")
+    model = _model(snapshot, key)
+    if model.provider_kind in (ProviderKind.OPENAI, ProviderKind.OPENAI_COMPATIBLE) and report.cache_write_input_tokens:
+        raise UsageRejected("invalid_request", f"Model '{key}' speaks the OpenAI API, which reports no cache writes: "
+                                               "send its cached prompt tokens as cache_read_input_tokens.")
     return model
+
+
+def report_charges(snapshot: PolicySnapshot, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None,
+             now: float) -> list[tuple[QuotaSpec, int, float]]:
+    """What the report adds to each quota: the change from its decision's reservation to what the call
+    used, in the decision's bucket; or, without a decision (or when another model answered, whose
+    decision's reservation is released), what the call used, now."""
+    if decision is None:
+        return charges(model, usage.usage, now, now)
+    at = decision.created_at.timestamp()
+    held = replace(decision.usage, entries=0)
+    if not usage.answered_instead:
+        return charges(model, replace(usage.usage, entries=0) - held, at, now)
+    chosen = snapshot.models.get(decision.model_key)
+    released = charges(chosen, Usage() - held, at, now) if chosen else []
+    return released + charges(model, usage.usage, now, now)
 
 
 def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport, caller: str) -> tuple[UsageRecord, bool]:
     existing, decision = backend.lookup(report.idempotency_key, report.decision_id)
     if existing:
         return existing, False
-    model = _reported_model(snapshot, report, decision)
+    model = _answering_model(snapshot, report, decision)
+    answered_instead = bool(decision and model.key != decision.model_key)
+    now = datetime.now(tz=UTC)
+    reserved = decision.usage if decision and not answered_instead else None
     usage = UsageRecord(
-        id=uuid.uuid4(), created_at=datetime.now(tz=UTC), caller=caller, model_key=model.key, provider_slug=model.provider,
-        decision_id=report.decision_id, input_tokens=report.input_tokens, output_tokens=report.output_tokens,
-        cost_usd=Decimal(model.cost_micro_usd(report.input_tokens, report.output_tokens)) / COST_SCALE,
-        status=report.status, idempotency_key=report.idempotency_key or None,
-        retry_after=report.retry_after, ratelimit_headers=report.ratelimit_headers,
+        id=uuid.uuid4(), created_at=now, caller=caller, model_key=model.key, provider_slug=model.provider,
+        decision_id=report.decision_id, status=report.status, idempotency_key=report.idempotency_key or None,
+        retry_after=report.retry_after, ratelimit_headers=report.ratelimit_headers, answered_instead=answered_instead,
+        usage=used(model, report.input_tokens, report.output_tokens, report.cache_read_input_tokens, report.cache_write_input_tokens,
+                   reserved=reserved),
     )
     try:
         if decision and decision.reported:
             raise DecisionAlreadyReported
-        return backend.record_usage(model, usage, decision)
+        return backend.record_usage(model, usage, decision, report_charges(snapshot, model, usage, decision, now.timestamp()))
     except DecisionAlreadyReported:
         raise UsageRejected(
             "decision_already_reported",
             f"Usage for decision {report.decision_id} was already reported; retry with the same idempotency_key to repeat a report.",
             status=409,
         ) from None
+
+
+def _mark_unavailable(usage: UsageRecord) -> None:
+    """A key that cannot reach the model: out of service at once, until an availability refresh finds it again.
+
+    Setting `checked_at` moves the policy snapshot's fingerprint, so every other process sees it within
+    ROUTER_POLICY_RECHECK_SECONDS, and this one at its next decision.
+    """
+    reason = (f"{usage.caller or 'a service'} reported it not found at {usage.created_at:%Y-%m-%d %H:%M:%S} UTC;"
+              " waiting for the next availability refresh")
+    LLMModel.objects.filter(key=usage.model_key).update(
+        availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at,
+    )
+    forget_snapshot()
 
 
 def record_usage(report: UsageReport, *, caller: str) -> tuple[UsageRecord, bool]:
@@ -94,5 +142,7 @@ def record_usage(report: UsageReport, *, caller: str) -> tuple[UsageRecord, bool
     except RedisUnreachable as exc:
         usage, created = _record_on(counters.fail_over(exc, refuse=False), snapshot, report, caller)
     if created:
+        if usage.status == UsageStatus.NOT_FOUND:
+            _mark_unavailable(usage)
         metrics.count_usage(usage.status)
     return usage, created

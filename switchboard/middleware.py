@@ -1,8 +1,8 @@
 """Django's session, login and message middleware, stepping aside for the REST API.
 
 Calls under /api/v1/ authenticate with an API key (router.auth): they never read a session, a
-logged-in user or a flash message, and running those middleware cost a routing decision about 9%
-of its instructions (README, "Performance"). The admin's checks accept these subclasses in their place.
+logged-in user or a flash message, and running those middleware is a measurable share of a routing
+decision (docs/performance.md). The admin's checks accept these subclasses in their place.
 CSRF and X-Frame-Options stay Django's own: `check --deploy` looks for those by name, and API
 views are exempt from CSRF anyway.
 """

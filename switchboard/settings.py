@@ -1,4 +1,4 @@
-"""Switchboard settings, read from the environment (see the configuration table in README.md).
+"""Switchboard settings, read from the environment (see the configuration table in docs/operations.md).
 
 With nothing set, Switchboard runs embedded: SQLite in var/, database counters, and Celery's
 filesystem transport under var/broker. DATABASE_URL, REDIS_URL and CELERY_BROKER_URL move it onto
@@ -12,8 +12,12 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The secrets `make run` generates on its first start, for every process and command run in this
+# checkout; a variable set in the environment wins over the file.
+load_dotenv(os.environ.get("SWITCHBOARD_ENV_FILE") or BASE_DIR / ".env")
 VAR_DIR = Path(os.environ.get("SWITCHBOARD_VAR_DIR", BASE_DIR / "var"))
 
 
@@ -40,9 +44,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is off.")
-    SECRET_KEY = "insecure-development-only-key-" + "x" * 40
+    raise ImproperlyConfigured("SECRET_KEY must be set: in the environment, or in .env (`make run` writes one on its first start).")
 
 # Provider secrets are encrypted with this key (Fernet). Changing it makes stored secrets unreadable.
 _encryption_source = os.environ.get("SECRETS_ENCRYPTION_KEY") or SECRET_KEY

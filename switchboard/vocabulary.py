@@ -1,5 +1,5 @@
 """The words every app shares, defined once: decision outcomes, why a candidate is passed over, quota
-metrics and windows, model availability, usage statuses and API key scopes.
+metrics and windows, provider kinds, model availability, usage statuses and API key scopes.
 
 They are Django text choices, so a model field, a form, the engine and the API all take the same
 values; each member is also the plain string stored in the database and sent over the API.
@@ -33,6 +33,7 @@ class Verdict(models.TextChoices):
 class SkipReason(models.TextChoices):
     """Why the walk passed a candidate over (the trace's `reason`)."""
 
+    EXCLUDED = "excluded"
     DISABLED = "disabled"
     ALREADY_TRIED = "already_tried"
     UNAVAILABLE = "unavailable"
@@ -44,7 +45,9 @@ class SkipReason(models.TextChoices):
 
 # Reasons that do not depend on the counters: a walk that passed candidates over only for these
 # gives the same answer whatever the counters read.
-STATIC_SKIP_REASONS = frozenset({SkipReason.DISABLED, SkipReason.ALREADY_TRIED, SkipReason.UNAVAILABLE, SkipReason.CONTEXT_WINDOW})
+STATIC_SKIP_REASONS = frozenset({
+    SkipReason.EXCLUDED, SkipReason.DISABLED, SkipReason.ALREADY_TRIED, SkipReason.UNAVAILABLE, SkipReason.CONTEXT_WINDOW,
+})
 
 
 class RefusalCode(models.TextChoices):
@@ -64,6 +67,15 @@ class Complexity(models.TextChoices):
 
 # What a request may name; `any` is only a route's fallback for every complexity.
 REQUEST_COMPLEXITIES = (Complexity.LOW, Complexity.MEDIUM, Complexity.HIGH)
+
+
+class ProviderKind(models.TextChoices):
+    """Which API a provider speaks, and so how it counts."""
+
+    ANTHROPIC = "anthropic", "Anthropic"
+    OPENAI = "openai", "OpenAI"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+    BEDROCK = "bedrock", "AWS Bedrock"
 
 
 class Metric(models.TextChoices):
@@ -105,6 +117,7 @@ class UsageStatus(models.TextChoices):
     OK = "ok"
     RATE_LIMITED = "rate_limited", "rate limited"
     ERROR = "error"
+    NOT_FOUND = "not_found", "not found"  # the key cannot reach the model: unavailable until a refresh says otherwise
 
 
 # Reports of a failed call: enough of them in a row put a model in cooldown.

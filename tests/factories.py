@@ -6,7 +6,7 @@ import factory
 
 from providers.models import LLMModel, Provider, Quota
 from router.models import ApiKey, Category, Route, RouteModel, Tier, TierModel
-from switchboard.vocabulary import Metric, Window
+from switchboard.vocabulary import Metric, ProviderKind, Window
 
 
 class ProviderFactory(factory.django.DjangoModelFactory):
@@ -15,7 +15,7 @@ class ProviderFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("slug",)
 
     slug = factory.Sequence(lambda n: f"provider-{n}")
-    kind = Provider.Kind.OPENAI
+    kind = ProviderKind.OPENAI
 
 
 class LLMModelFactory(factory.django.DjangoModelFactory):

@@ -22,6 +22,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 
 from providers.models import AvailabilityCheck, LLMModel, Quota
+from router.counting import Usage
 from router.decisions import what_if
 from router.engine import RouteRequest
 from router.models import Decision, UsageEvent
@@ -179,7 +180,7 @@ def demo_data() -> dict:
         name = rng.choices(names, weights)[0]
         decisions.append(replace(
             walks[name], id=uuid.uuid4(), created_at=now - timedelta(minutes=minutes_ago, seconds=rng.randint(0, 59)),
-            caller=rng.choice(["agents-service", "billing", "ci-bot"]), input_tokens=0, output_tokens=0, cost_usd=0,
+            caller=rng.choice(["agents-service", "billing", "ci-bot"]), usage=Usage(),
         ).to_model())
     Decision.objects.bulk_create(decisions)
     return {"decisions": len(decisions)}

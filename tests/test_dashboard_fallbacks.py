@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from dashboard import selectors
+from router.counting import Usage
 from router.decisions import what_if
 from router.engine import RouteRequest
 from router.models import Category, Decision
@@ -30,7 +31,7 @@ def store(request: RouteRequest, at: datetime, *, overrides: dict[int, float] | 
           unavailable: frozenset[str] = frozenset(), caller: str = "billing-service") -> Decision:
     """A decision as the router stores it (its real walk and trace), made at `at` under the given assumptions."""
     decision = what_if(request, caller=caller, used_ratio_overrides=overrides, unavailable=unavailable)[0]
-    stored = replace(decision, id=uuid.uuid4(), created_at=at, input_tokens=0, output_tokens=0, cost_usd=0).to_model()
+    stored = replace(decision, id=uuid.uuid4(), created_at=at, usage=Usage()).to_model()
     stored.save(force_insert=True)
     return stored
 

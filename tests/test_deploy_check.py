@@ -1,9 +1,12 @@
 """`manage.py check --deploy` is clean with production settings."""
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,7 +16,7 @@ def test_it_passes_the_deployment_checklist_with_production_settings(tmp_path):
         key: value for key, value in os.environ.items()
         if key not in {"SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "DJANGO_DEBUG"}
     }
-    env |= {"DJANGO_DEBUG": "0", "SECRET_KEY": "a-long-random-production-secret-" + "k3y" * 12,
+    env |= {"DJANGO_DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50),
             "ALLOWED_HOSTS": "switchboard.example.com", "SWITCHBOARD_VAR_DIR": str(tmp_path)}
 
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -23,11 +26,22 @@ def test_it_passes_the_deployment_checklist_with_production_settings(tmp_path):
     assert "no issues" in result.stdout
 
 
-def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DJANGO_DEBUG"}}
-    env |= {"SWITCHBOARD_VAR_DIR": str(tmp_path)}
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_it_refuses_to_start_without_a_secret_key(tmp_path, debug):
+    env = {key: value for key, value in os.environ.items() if key != "SECRET_KEY"}
+    env |= {"DJANGO_DEBUG": debug, "SWITCHBOARD_VAR_DIR": str(tmp_path), "SWITCHBOARD_ENV_FILE": str(tmp_path / "no.env")}
 
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_command_reads_the_secret_key_make_run_wrote_to_the_env_file(tmp_path):
+    (tmp_path / ".env").write_text(f"SECRET_KEY={secrets.token_urlsafe(50)}\n")
+    env = {key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DJANGO_DEBUG"}}
+    env |= {"SWITCHBOARD_VAR_DIR": str(tmp_path), "SWITCHBOARD_ENV_FILE": str(tmp_path / ".env")}
+
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ from django.conf import settings
 from providers.models import Provider
 from router.counters import redis_counters
 from router.models import UsageEvent
+from switchboard.vocabulary import ProviderKind
 from tests.factories import LLMModelFactory, ProviderFactory, make_route
 
 
@@ -36,13 +37,13 @@ def rebuild_counters() -> None:
 
 @pytest.fixture
 def anthropic(db):
-    return ProviderFactory(slug="anthropic", kind=Provider.Kind.ANTHROPIC)
+    return ProviderFactory(slug="anthropic", kind=ProviderKind.ANTHROPIC)
 
 
 @pytest.fixture
 def general(anthropic):
     sonnet = LLMModelFactory(key="claude-sonnet-4-5", provider=anthropic, model_id="claude-sonnet-4-5-20250929")
-    zhipu = ProviderFactory(slug="zhipu", kind=Provider.Kind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/v4")
+    zhipu = ProviderFactory(slug="zhipu", kind=ProviderKind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/v4")
     glm = LLMModelFactory(key="glm-4-5", provider=zhipu, model_id="glm-4.5")
     make_route("general", [sonnet, glm])
 

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from providers.models import Provider
 from router.counters import flush_ledger
 from router.models import Category, Decision, LedgerMinute, UsageEvent
+from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
@@ -42,7 +42,7 @@ def minutes() -> dict[tuple, tuple]:
 
 @pytest.fixture
 def policy(db):
-    openai = ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
+    openai = ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
     gpt4o = LLMModelFactory(key="gpt-4o", provider=openai, input_cost_per_mtok=Decimal("2.5"), output_cost_per_mtok=Decimal(10))
     mini = LLMModelFactory(key="gpt-4o-mini", provider=openai, input_cost_per_mtok=Decimal("0.15"), output_cost_per_mtok=Decimal("0.6"))
     QuotaFactory(provider=openai, name="gpt-4o-rpm", metric="requests", window="minute", limit=2, models=[gpt4o])

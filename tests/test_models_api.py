@@ -5,14 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from providers.models import Provider
+from switchboard.vocabulary import ProviderKind
 from tests.factories import LLMModelFactory, ProviderFactory
 
 
 @pytest.fixture
 def catalog(db):
-    openai = ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
-    bedrock = ProviderFactory(slug="bedrock", kind=Provider.Kind.BEDROCK, region="eu-west-1")
+    openai = ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
+    bedrock = ProviderFactory(slug="bedrock", kind=ProviderKind.BEDROCK, region="eu-west-1")
     LLMModelFactory(key="gpt-4o", provider=openai, model_id="gpt-4o-2024-08-06", input_cost_per_mtok=Decimal("2.5"),
                     output_cost_per_mtok=Decimal("10"), context_window=128_000, availability="available",
                     checked_at=datetime(2025, 11, 25, 9, 30, tzinfo=UTC))

@@ -10,8 +10,8 @@ from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 
-from providers.models import Provider
 from router.models import Category, Policy
+from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route, make_tier
 
 EXAMPLES_PER_OPERATION = 25
@@ -56,7 +56,7 @@ def test_the_docs_answer_and_load_nothing_from_a_cdn(db, static_files):
 @pytest.fixture
 def policy(db):
     """A small policy, so that generated requests reach the routing code and not only its validation."""
-    openai = ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
+    openai = ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
     gpt4o = LLMModelFactory(key="gpt-4o", provider=openai, context_window=128_000)
     mini = LLMModelFactory(key="gpt-4o-mini", provider=openai)
     QuotaFactory(provider=openai, name="requests", metric="requests", window="minute", limit=Decimal(5), soft_limit_ratio=Decimal(1))

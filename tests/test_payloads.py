@@ -10,7 +10,7 @@ from rest_framework.exceptions import ValidationError
 from router.engine import RouteRequest
 from router.errors import ApiError
 from router.payloads import ROUTE_FIELDS, USAGE_FIELDS, route_request, usage_report
-from router.serializers import MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL, RouteRequestSerializer, UsageRequestSerializer
+from router.serializers import MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL, RouteRequestSerializer, UsageRequestSerializer
 from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 EXAMPLES = 300
@@ -38,19 +38,24 @@ header_names = st.sampled_from(["x-ratelimit-remaining-requests", "x-ratelimit-r
     r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}", fullmatch=True)
 header_values = st.sampled_from(["0", "59", " 1000 ", "6m0s"]) | names
 
+model_keys = st.sampled_from(["gpt-4o", " claude-3.5-sonnet ", "anthropic.claude-3:0", "-dash", "a b"]) | st.from_regex(
+    r"[A-Za-z0-9][A-Za-z0-9._:-]{0,30}", fullmatch=True)
+
 ROUTE_VALUES = {
     "category": padded,
     "complexity": st.sampled_from(REQUEST_COMPLEXITIES),
     "tier": padded,
     "estimated_input_tokens": tokens,
     "estimated_output_tokens": tokens,
+    "exclude": st.lists(model_keys, max_size=3) | st.sampled_from([[], ["a"] * (MAX_EXCLUDED + 1), ["ok", " "], ["ok", 5], "gpt-4o"]),
     "dry_run": st.booleans(),
 }
 USAGE_VALUES = {
-    "model": st.sampled_from(["gpt-4o", " claude-3.5-sonnet ", "anthropic.claude-3:0"]) | st.from_regex(
-        r"[A-Za-z0-9][A-Za-z0-9._:-]{0,30}", fullmatch=True),
+    "model": model_keys,
     "input_tokens": tokens,
     "output_tokens": tokens,
+    "cache_read_input_tokens": tokens,
+    "cache_write_input_tokens": tokens,
     "status": st.sampled_from(UsageStatus.values),
     "decision_id": uuid_strings,
     "idempotency_key": padded,
@@ -122,6 +127,7 @@ def test_the_route_payload_accepts_and_refuses_what_its_serializer_does(body):
         assert request == RouteRequest(
             category=theirs.get("category"), complexity=theirs["complexity"], tier=theirs.get("tier"),
             estimated_input_tokens=theirs["estimated_input_tokens"], estimated_output_tokens=theirs["estimated_output_tokens"],
+            exclude=frozenset(theirs.get("exclude", ())),
         )
         assert dry_run is theirs["dry_run"]
 
@@ -135,6 +141,8 @@ def test_the_usage_payload_accepts_and_refuses_what_its_serializer_does(body):
     if ours != REFUSED:
         assert (ours.model, ours.input_tokens, ours.output_tokens, ours.status) == (
             theirs.get("model"), theirs["input_tokens"], theirs["output_tokens"], theirs["status"])
+        assert (ours.cache_read_input_tokens, ours.cache_write_input_tokens) == (
+            theirs["cache_read_input_tokens"], theirs["cache_write_input_tokens"])
         assert (ours.decision_id, ours.idempotency_key, ours.retry_after) == (
             theirs.get("decision_id"), theirs.get("idempotency_key"), theirs.get("retry_after"))
         assert ours.ratelimit_headers == theirs.get("ratelimit_headers", {})

@@ -311,6 +311,10 @@ BAD_FILES = {
                                "routes[3].models[1]: model 'gpt-4o-mini' is listed twice"),
     "wrong type": (set_in(["models", 0, "context_window"], "big"), "models[0].context_window: must be a whole number, got 'big'"),
     "missing field": (lambda d: d["models"][0].pop("model_id"), "models[0].model_id: is required"),
+    "burndown rate below 1": (set_in(["models", 0, "burndown_rate"], 0), "models[0].burndown_rate: must be from 1 to 100, got 0"),
+    "burndown rate above 100": (set_in(["models", 0, "burndown_rate"], 101), "models[0].burndown_rate: must be from 1 to 100, got 101"),
+    "negative cache price": (set_in(["models", 0, "cache_read_cost_per_mtok"], -1),
+                             "models[0].cache_read_cost_per_mtok: must be 0 or more, got -1"),
 }
 
 
@@ -447,3 +451,18 @@ def test_export_writes_yaml_that_yaml_reads(imported):
     out, _ = run("export_policy")
 
     assert yaml.safe_load(out) == export_policy()
+
+
+def test_a_burndown_rate_and_cache_prices_round_trip_and_defaults_stay_out_of_the_export(imported):
+    document = copy.deepcopy(imported)
+    sonnet = next(model for model in document["models"] if model["key"] == "bedrock-sonnet-4-5")
+    sonnet |= {"burndown_rate": 3, "cache_read_cost_per_mtok": 0.3, "cache_write_cost_per_mtok": 3.75}
+
+    assert apply_policy(copy.deepcopy(document)) is True
+
+    exported = {model["key"]: model for model in export_policy()["models"]}
+    assert {name: exported["bedrock-sonnet-4-5"][name] for name in ("burndown_rate", "cache_read_cost_per_mtok", "cache_write_cost_per_mtok")} == {
+        "burndown_rate": 3, "cache_read_cost_per_mtok": 0.3, "cache_write_cost_per_mtok": 3.75}
+    assert "burndown_rate" not in exported["bedrock-sonnet-3-7"]
+    assert apply_policy(export_policy()) is False
+

@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from providers.models import Provider
 from router.counters import flush_ledger, redis_counters
 from router.models import Category, UsageEvent
+from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
 
 
@@ -41,7 +41,7 @@ def rebuild_counters() -> None:
 
 @pytest.fixture
 def openai(db):
-    return ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
+    return ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_a_quota_past_its_soft_limit_forecasts_the_soft_limit_as_reached_now(api
 def test_a_provider_wide_quota_covers_every_model_of_the_provider(api, counters, openai, gpt4o, mini):
     QuotaFactory(provider=openai, name="all-tokens", metric="tokens", window="day", limit=Decimal(10_000))
     QuotaFactory(provider=openai, name="mini-pool", metric="tokens", window="day", limit=Decimal(10_000), models=[mini])
-    other = ProviderFactory(slug="zhipu", kind=Provider.Kind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/v4")
+    other = ProviderFactory(slug="zhipu", kind=ProviderKind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/v4")
     LLMModelFactory(key="glm-4-5", provider=other)
 
     report(api, "gpt-4o", input_tokens=100)

@@ -13,10 +13,12 @@ import pytest
 
 from router.counters import flush_ledger, redis_counters
 from router.counters.database import DatabaseCounters
+from router.counting import reservation, used
 from router.engine import QuotaReading, RouteRequest, charges_for
 from router.models import Decision, UsageEvent
 from router.records import DecisionRecord, UsageRecord
 from router.snapshot import COST_SCALE, current_snapshot
+from router.usage import report_charges
 from router.windows import bucket_at, bucket_frees_at, bucket_start, oldest_counted_bucket
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory
 
@@ -40,20 +42,20 @@ def _decision(snapshot, request: RouteRequest, now: float) -> DecisionRecord:
     return DecisionRecord(
         id=uuid.uuid4(), created_at=_at(now), caller="test", category="general", complexity="medium", tier="", outcome="primary",
         model_key=model.key, provider_slug=model.provider, primary_key=model.key, reason="", trace=[], policy_version=snapshot.version,
-        input_tokens=request.estimated_input_tokens, output_tokens=request.estimated_output_tokens,
-        cost_usd=Decimal(model.cost_micro_usd(request.estimated_input_tokens, request.estimated_output_tokens)) / COST_SCALE,
+        usage=reservation(model, request.estimated_input_tokens, request.estimated_output_tokens),
         charges=tuple(charges_for(model, request, may_use_headroom=False)),
     )
 
 
-def _report(snapshot, now: float, input_tokens: int, output_tokens: int, decision_id=None, idempotency_key=None) -> UsageRecord:
+def _report(snapshot, now: float, input_tokens: int, output_tokens: int, decision=None, idempotency_key=None):
+    """A usage report made at `now`, and what it adds to each quota, as router.usage makes them."""
     model = snapshot.models["gpt-4o"]
-    return UsageRecord(
+    report = UsageRecord(
         id=uuid.uuid4(), created_at=_at(now), caller="test", model_key=model.key, provider_slug=model.provider,
-        decision_id=decision_id, input_tokens=input_tokens, output_tokens=output_tokens,
-        cost_usd=Decimal(model.cost_micro_usd(input_tokens, output_tokens)) / COST_SCALE,
+        decision_id=decision.id if decision else None, usage=used(model, input_tokens, output_tokens),
         status="ok", idempotency_key=idempotency_key, retry_after=None, ratelimit_headers={},
     )
+    return model, report, decision, report_charges(snapshot, model, report, decision, report.created_at.timestamp())
 
 
 def _recount(quota, now: float) -> QuotaReading:
@@ -77,7 +79,6 @@ def _assert_redis_reads_the_ledger(snapshot, now: float) -> None:
 
 def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy, redis_client):
     snapshot = current_snapshot()
-    model = snapshot.models["gpt-4o"]
     counters = redis_counters()
     draw = random.Random(20261122)
     now = datetime.now(tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp() - 1500  # crosses midnight
@@ -97,18 +98,17 @@ def test_the_redis_counters_read_what_the_ledger_holds_as_usage_ages_out(policy,
                 refused += 1
         elif action < 0.75 and remembered:
             decision = remembered.pop(draw.randrange(len(remembered)))
-            event = _report(snapshot, now, draw.randint(1, 5000), draw.randint(1, 2000), decision_id=decision.id)
             _, ref = counters.lookup(None, decision.id)
-            counters.record_usage(model, event, ref)
+            counters.record_usage(*_report(snapshot, now, draw.randint(1, 5000), draw.randint(1, 2000), decision=ref))
         elif action < 0.9:
-            counters.record_usage(model, _report(snapshot, now, draw.randint(1, 5000), draw.randint(1, 2000)), None)
+            counters.record_usage(*_report(snapshot, now, draw.randint(1, 5000), draw.randint(1, 2000)))
         elif action < 0.95:
             # Repeated after Redis forgot the key: counted again, then taken back when the ledger is written.
             key = f"call-{step}"
-            counters.record_usage(model, _report(snapshot, now, 700, 300, idempotency_key=key), None)
+            counters.record_usage(*_report(snapshot, now, 700, 300, idempotency_key=key))
             flush_ledger()
             redis_client.delete(counters.idempotency_key(key))
-            counters.record_usage(model, _report(snapshot, now, 700, 300, idempotency_key=key), None)
+            counters.record_usage(*_report(snapshot, now, 700, 300, idempotency_key=key))
         else:
             counters.invalidate()
             counters.ensure_built(snapshot, now)

@@ -7,6 +7,7 @@ import pytest
 from providers.models import LLMModel, Provider
 from router.counters import flush_ledger
 from router.models import Category, Decision, Policy
+from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
 
 
@@ -27,7 +28,7 @@ def quota_used(api, quota):
 
 @pytest.fixture
 def openai(db):
-    return ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
+    return ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def mini(openai):
 
 @pytest.fixture
 def glm(db):
-    zhipu = ProviderFactory(slug="zhipu", kind=Provider.Kind.OPENAI_COMPATIBLE, base_url="https://open.bigmodel.cn/api/paas/v4")
+    zhipu = ProviderFactory(slug="zhipu", kind=ProviderKind.OPENAI_COMPATIBLE, base_url="https://open.bigmodel.cn/api/paas/v4")
     return LLMModelFactory(key="glm-4-5", provider=zhipu, model_id="glm-4.5")
 
 
@@ -202,8 +203,8 @@ def test_it_answers_with_the_chosen_model_and_the_trace(api, gpt4o):
     assert body["decision_id"] == str(decision.id)
     assert body["outcome"] == "primary"
     assert body["reason"]
-    assert body["model"] == {"key": "gpt-4o", "provider": "openai", "model_id": "gpt-4o-2024-08-06",
-                             "invoke_id": "gpt-4o-2024-08-06", "region": ""}
+    assert body["model"] == {"key": "gpt-4o", "provider": "openai", "kind": "openai", "base_url": None,
+                             "model_id": "gpt-4o-2024-08-06", "invoke_id": "gpt-4o-2024-08-06", "region": ""}
     assert body["primary"] == "gpt-4o"
     assert body["trace"] == [{"model": "gpt-4o", "provider": "openai", "verdict": "chosen", "reason": "within limits"}]
     assert body["policy_version"] == Policy.current().version
@@ -214,7 +215,7 @@ def test_it_answers_with_the_chosen_model_and_the_trace(api, gpt4o):
 
 
 def test_it_answers_the_invoke_id_and_region_of_a_bedrock_model(api):
-    bedrock = ProviderFactory(slug="bedrock-us", kind=Provider.Kind.BEDROCK, region="us-east-1")
+    bedrock = ProviderFactory(slug="bedrock-us", kind=ProviderKind.BEDROCK, region="us-east-1")
     sonnet = LLMModelFactory(key="bedrock-sonnet-4-5", provider=bedrock, model_id="anthropic.claude-sonnet-4-5-20250929-v1:0",
                              invoke_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0")
     make_route("general", [sonnet])

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 
-from providers.models import Provider
 from router.counters import flush_ledger, redis_counters
 from router.models import Category, Decision
+from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
@@ -32,9 +32,9 @@ def trace_of(body):
 
 @pytest.fixture
 def seed_004(db):
-    openai = ProviderFactory(slug="openai", kind=Provider.Kind.OPENAI)
-    anthropic = ProviderFactory(slug="anthropic", kind=Provider.Kind.ANTHROPIC)
-    zhipu = ProviderFactory(slug="zhipu", kind=Provider.Kind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/api/paas/v4")
+    openai = ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
+    anthropic = ProviderFactory(slug="anthropic", kind=ProviderKind.ANTHROPIC)
+    zhipu = ProviderFactory(slug="zhipu", kind=ProviderKind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/api/paas/v4")
     models = {
         "gpt-4-turbo": LLMModelFactory(key="gpt-4-turbo", provider=openai, model_id="gpt-4-turbo-2024-04-09"),
         "gpt-4o": LLMModelFactory(key="gpt-4o", provider=openai, model_id="gpt-4o"),
@@ -125,7 +125,7 @@ def test_scenario_4_glm_takes_a_medium_task_when_openai_and_anthropic_are_near_t
 
 @pytest.fixture
 def seed_000(db):
-    bedrock = ProviderFactory(slug="bedrock", kind=Provider.Kind.BEDROCK, region="us-east-1")
+    bedrock = ProviderFactory(slug="bedrock", kind=ProviderKind.BEDROCK, region="us-east-1")
     sonnet_4_5 = LLMModelFactory(key="bedrock-sonnet-4-5", provider=bedrock, model_id="anthropic.claude-sonnet-4-5-20250929-v1:0",
                                  invoke_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0")
     sonnet_3_7 = LLMModelFactory(key="bedrock-sonnet-3-7", provider=bedrock, model_id="anthropic.claude-3-7-sonnet-20250219-v1:0",

@@ -5,12 +5,13 @@ from providers.adapters.base import Adapter
 from providers.adapters.bedrock import BedrockAdapter
 from providers.adapters.openai import OpenAIAdapter
 from providers.models import Provider
+from switchboard.vocabulary import ProviderKind
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    Provider.Kind.ANTHROPIC: AnthropicAdapter,
-    Provider.Kind.OPENAI: OpenAIAdapter,
-    Provider.Kind.OPENAI_COMPATIBLE: OpenAIAdapter,
-    Provider.Kind.BEDROCK: BedrockAdapter,
+    ProviderKind.ANTHROPIC: AnthropicAdapter,
+    ProviderKind.OPENAI: OpenAIAdapter,
+    ProviderKind.OPENAI_COMPATIBLE: OpenAIAdapter,
+    ProviderKind.BEDROCK: BedrockAdapter,
 }
 
 

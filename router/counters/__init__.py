@@ -61,8 +61,10 @@ class Counters(Protocol):
     def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageRecord | None, DecisionRecord | None]:
         """The report stored under the idempotency key, and the decision a report names."""
 
-    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None) -> tuple[UsageRecord, bool]:
-        """Count and store the report; (the stored report, True), or (the earlier report, False) for a known idempotency key."""
+    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None,
+                     charges: list[tuple[QuotaSpec, int, float]]) -> tuple[UsageRecord, bool]:
+        """Count the report's charges (quota, amount, counted at) and store it: (the stored report, True),
+        or (the earlier report, False) for a known idempotency key."""
 
 
 class _Outage:

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Min, Sum
+from django.db.models import Count, Min, Q, Sum
 
 from providers.models import Quota
 from router.counters.cooldown import MODEL_STATE_HORIZON, Report, cooldown_until
-from router.counting import ledger_amount
+from router.counting import LEDGER_FIELDS, Usage, amount
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings, admits
 from router.models import FAILURE_OR_RETRY, WITH_RATELIMIT_HEADERS, Decision, LedgerMinute, UsageEvent
 from router.ratelimits import parse_ratelimit_headers
@@ -28,7 +28,9 @@ from switchboard.vocabulary import COUNTED_OUTCOMES, FAILURE_STATUSES
 
 # Rate-limit headers are read newest first, this many reports at a time.
 RATELIMIT_PAGE = 20
-SUMS = {"input": Sum("input_tokens"), "output": Sum("output_tokens"), "cost": Sum("cost_usd")}
+SUMS = {name: Sum(name) for name in LEDGER_FIELDS}
+# Usage reports that count on their own: the others are counted by their decision's row.
+COUNTED_ALONE = Q(decision__isnull=True) | Q(answered_instead=True)
 
 
 def _dt(timestamp: float) -> datetime:
@@ -48,7 +50,7 @@ class DatabaseCounters:
     @staticmethod
     def _ledger(quota: QuotaSpec, start: float):
         decisions = Decision.objects.filter(outcome__in=COUNTED_OUTCOMES, created_at__gte=_dt(start))
-        events = UsageEvent.objects.filter(decision__isnull=True, created_at__gte=_dt(start))
+        events = UsageEvent.objects.filter(COUNTED_ALONE, created_at__gte=_dt(start))
         return covered(decisions, quota), covered(events, quota)
 
     @staticmethod
@@ -69,12 +71,12 @@ class DatabaseCounters:
         """The quota's metric summed over the ledger from `start` on, and when the oldest entry counted was
         made (for a minute summed in LedgerMinute, the start of that minute)."""
         split = self._split(quota, start, now)
-        rows = [queryset.aggregate(requests=Count("pk"), first=Min("created_at"), **SUMS) for queryset in self._ledger(quota, split)]
+        rows = [queryset.aggregate(entries=Count("pk"), first=Min("created_at"), **SUMS) for queryset in self._ledger(quota, split)]
         if split > start:
-            rows.append(self._minutes(quota, start, split).aggregate(requests=Sum("entries"), first=Min("minute"), **SUMS))
+            rows.append(self._minutes(quota, start, split).aggregate(entries=Sum("entries"), first=Min("minute"), **SUMS))
         total, oldest = 0, None
         for row in rows:
-            total += ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"])
+            total += amount(quota, Usage.of_sums(row))
             if row["first"] and (oldest is None or row["first"].timestamp() < oldest):
                 oldest = row["first"].timestamp()
         return total, oldest
@@ -95,13 +97,11 @@ class DatabaseCounters:
             buckets[bucket] = buckets.get(bucket, 0) + amount
 
         for queryset in self._ledger(quota, split):
-            for at, input_tokens, output_tokens, cost in queryset.values_list("created_at", "input_tokens", "output_tokens", "cost_usd").iterator():
-                add(at, ledger_amount(quota, 1, input_tokens, output_tokens, cost))
+            for row in queryset.values("created_at", *LEDGER_FIELDS).iterator():
+                add(row["created_at"], amount(quota, Usage.of_sums(row | {"entries": 1})))
         if split > start:
-            minutes = (self._minutes(quota, start, split).values("minute").order_by()
-                       .annotate(requests=Sum("entries"), input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_usd")))
-            for row in minutes:
-                add(row["minute"], ledger_amount(quota, row["requests"], row["input"], row["output"], row["cost"]))
+            for row in self._minutes(quota, start, split).values("minute").order_by().annotate(entries=Sum("entries"), **SUMS):
+                add(row["minute"], amount(quota, Usage.of_sums(row)))
         return buckets
 
     @staticmethod
@@ -171,17 +171,16 @@ class DatabaseCounters:
         decision = Decision.objects.filter(pk=decision_id).first() if decision_id else None
         return (UsageRecord.from_model(existing) if existing else None), (DecisionRecord.from_model(decision) if decision else None)
 
-    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None) -> tuple[UsageRecord, bool]:
-        """Store the report; the ledger rows are the counters."""
+    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None,
+                     charges: list[tuple[QuotaSpec, int, float]]) -> tuple[UsageRecord, bool]:
+        """Store the report and settle its decision: the ledger rows are the counters (`charges` are their change)."""
         try:
             with transaction.atomic():
                 usage.to_model().save(force_insert=True)
                 if decision:
                     if Decision.objects.select_for_update().values_list("reported", flat=True).get(pk=decision.id):
                         raise DecisionAlreadyReported
-                    Decision.objects.filter(pk=decision.id).update(
-                        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd, reported=True,
-                    )
+                    Decision.objects.filter(pk=decision.id).update(**usage.settles())
         except IntegrityError:
             existing = UsageEvent.objects.filter(idempotency_key=usage.idempotency_key).first() if usage.idempotency_key else None
             if existing is None:

@@ -22,7 +22,6 @@ from redis.exceptions import NoScriptError
 from router import ledger
 from router.counters.cooldown import MODEL_STATE_HORIZON, cooldown_until
 from router.counters.database import DatabaseCounters
-from router.counting import settlement
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings
 from router.ratelimits import parse_ratelimit_headers
 from router.records import AppliedCharge, DecisionAlreadyReported, DecisionRecord, UsageRecord
@@ -210,14 +209,9 @@ class RedisCounters:
         self.drain()
         return existing, DatabaseCounters().lookup(None, decision_id)[1]
 
-    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None) -> tuple[UsageRecord, bool]:
+    def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None,
+                     charges: list[tuple[QuotaSpec, int, float]]) -> tuple[UsageRecord, bool]:
         now = usage.created_at.timestamp()
-        if decision:
-            charges = settlement(model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, now=now,
-                                 decision_at=decision.created_at.timestamp(), decision_input_tokens=decision.input_tokens,
-                                 decision_output_tokens=decision.output_tokens)
-        else:
-            charges = settlement(model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, now=now)
         applied = [(self.quota_key(q.id), bucket_at(q, at), amount, _ttl(q)) for q, amount, at in charges]
         limits = parse_ratelimit_headers(usage.ratelimit_headers, now) if usage.ratelimit_headers else None
         expires = max((t for t in (limits.requests_reset_at, limits.tokens_reset_at) if t), default=now + 60) if limits else 0

@@ -11,7 +11,8 @@ PROVIDER_FIELDS = (
     "probe_models", "request_timeout_seconds", "cooldown_failures", "cooldown_window_seconds", "cooldown_seconds",
 )
 QUOTA_FIELDS = ("name", "metric", "window", "reset", "limit", "soft_limit_ratio")
-MODEL_FIELDS = ("key", "model_id", "input_cost_per_mtok", "output_cost_per_mtok", "context_window", "enabled")
+MODEL_FIELDS = ("key", "model_id", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok", "cache_write_cost_per_mtok",
+                "context_window", "burndown_rate", "enabled")
 CATEGORY_FIELDS = ("slug", "fallback", "may_use_headroom", "description")
 # Exported even when equal to their default, because a reader needs them to understand the entry.
 ALWAYS_EXPORTED = {"slug", "kind", "key", "model_id", "context_window", "metric", "window", "limit", "soft_limit_ratio", "fallback"}
@@ -23,6 +24,9 @@ RANGES = {
     "soft_limit_ratio": (lambda d: 0 < d <= 1, "must be above 0 and at most 1"),
     "input_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
     "output_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
+    "cache_read_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
+    "cache_write_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
+    "burndown_rate": (lambda d: 1 <= d <= 100, "must be from 1 to 100"),
     "context_window": (lambda d: d >= 1, "must be at least 1"),
     "request_timeout_seconds": (lambda d: d >= 1, "must be at least 1"),
     "cooldown_failures": (lambda d: d >= 1, "must be at least 1"),

@@ -24,6 +24,7 @@ from router.policy.fields import (
     automatic_quota_name,
     type_name,
 )
+from switchboard.vocabulary import ProviderKind
 
 
 @dataclass
@@ -221,9 +222,9 @@ class Validator:
         if not self.mapping(item, where, (*PROVIDER_FIELDS, "quotas")):
             return None, []
         values = self.fields(item, where, Provider, PROVIDER_FIELDS)
-        if values.get("kind") == Provider.Kind.BEDROCK and values.get("region") == "":
+        if values.get("kind") == ProviderKind.BEDROCK and values.get("region") == "":
             self.problem(f"{where}.region", "a Bedrock provider needs a region")
-        if values.get("kind") == Provider.Kind.OPENAI_COMPATIBLE and values.get("base_url") == "":
+        if values.get("kind") == ProviderKind.OPENAI_COMPATIBLE and values.get("base_url") == "":
             self.problem(f"{where}.base_url", "an OpenAI-compatible provider needs a base URL")
         slug = values.get("slug")
         if slug is None or not self.unique("provider", slug, f"{where}.slug", f"provider {slug!r}"):

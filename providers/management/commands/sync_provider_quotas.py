@@ -3,9 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from providers.management.commands.refresh_availability import report_checks
-from providers.models import Provider
 from providers.quota_sync import sync_all
 from providers.refresh import UnknownProvider, select_providers
+from switchboard.vocabulary import ProviderKind
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, provider: str | None = None, **options) -> None:
         try:
-            providers = select_providers(provider, kind=Provider.Kind.BEDROCK)
+            providers = select_providers(provider, kind=ProviderKind.BEDROCK)
         except UnknownProvider as exc:
             raise CommandError(str(exc)) from exc
         checks = {check.provider_id: check for check in sync_all(provider)}

@@ -1,0 +1,27 @@
+"""The API calls tests make again and again: ask for a route, report usage, read the quotas and the audit."""
+
+
+def route(api, expect: int = 200, **body) -> dict:
+    """POST /api/v1/route; asserts the status and returns the body."""
+    response = api.post("/api/v1/route", body, format="json")
+    assert response.status_code == expect, response.content
+    return response.json()
+
+
+def report(api, expect: int = 201, **body) -> dict:
+    """POST /api/v1/usage; asserts the status and returns the body."""
+    response = api.post("/api/v1/usage", body, format="json")
+    assert response.status_code == expect, response.content
+    return response.json()
+
+
+def quotas_used(api) -> dict[str, float]:
+    """Each quota's counted usage by quota name, as GET /api/v1/quotas shows it."""
+    return {row["name"]: row["used"] for row in api.get("/api/v1/quotas").json()["results"]}
+
+
+def audit(api, **filters) -> list[dict]:
+    """GET /api/v1/decisions (which writes what waits in the ledger stream first): the decisions, newest first."""
+    response = api.get("/api/v1/decisions", filters)
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
