@@ -77,17 +77,20 @@ def amount(quota: QuotaSpec, usage: Usage) -> int:
             Metric.OUTPUT_TOKENS: usage.output_tokens}[quota.metric]
 
 
-def reservation(model: ModelSpec, input_tokens: int, max_tokens: int) -> Usage:
-    """What a decision holds until its usage is reported: the estimated input (cached or not) and
-    max_tokens (the request's estimated_output_tokens)."""
+def reservation(model: ModelSpec, input_tokens: int, max_tokens: int, cache_read: int = 0) -> Usage:
+    """What a decision holds until its usage is reported: the estimated input (cached or not, `cache_read`
+    of it expected from the provider's prompt cache) and max_tokens (the request's estimated_output_tokens)."""
+    uncached = input_tokens - cache_read
     if model.provider_kind in (ProviderKind.OPENAI, ProviderKind.OPENAI_COMPATIBLE):
         counted_tokens = max(max_tokens, input_tokens)
     else:
         counted_tokens = input_tokens + max_tokens
+    # Anthropic's input limit does not count cache reads; Bedrock's and OpenAI's limiters count the whole input.
+    counted_input = uncached if model.provider_kind == ProviderKind.ANTHROPIC else input_tokens
     return Usage(
-        entries=1, input_tokens=input_tokens, output_tokens=max_tokens,
-        cost_usd=Decimal(model.cost_micro_usd(input_tokens, max_tokens)) / COST_SCALE,
-        counted_tokens=counted_tokens, counted_input_tokens=input_tokens, counted_output_tokens=max_tokens,
+        entries=1, input_tokens=uncached, output_tokens=max_tokens, cache_read_input_tokens=cache_read,
+        cost_usd=Decimal(model.cost_micro_usd(uncached, max_tokens, cache_read)) / COST_SCALE,
+        counted_tokens=counted_tokens, counted_input_tokens=counted_input, counted_output_tokens=max_tokens,
     )
 
 

@@ -56,7 +56,8 @@ def _record(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot,
         tier="" if request.category else (request.tier or snapshot.default_tier or ""),
         outcome=result.outcome, model_key=chosen.key if chosen else "", provider_slug=chosen.provider if chosen else "",
         primary_key=result.primary, reason=result.reason, trace=result.trace, policy_version=snapshot.version,
-        usage=reservation(chosen, request.estimated_input_tokens, request.estimated_output_tokens) if chosen else Usage(),
+        usage=(reservation(chosen, request.estimated_input_tokens, request.estimated_output_tokens, request.estimated_cache_read_tokens)
+               if chosen else Usage()),
         model=chosen, charges=tuple(result.charges), retry_after=result.retry_after,
     )
 

@@ -31,6 +31,7 @@ class RouteRequest:
     tier: str | None = None
     estimated_input_tokens: int = 0
     estimated_output_tokens: int = 0
+    estimated_cache_read_tokens: int = 0  # the part of the input the service expects the provider's prompt cache to hold
     exclude: frozenset[str] = frozenset()
 
 
@@ -42,12 +43,22 @@ class QuotaReading:
 
 @dataclass(frozen=True)
 class RateLimitState:
-    """What the provider's rate-limit headers last said about a model."""
+    """What the provider's rate-limit headers last said about a model: what remains of each limit, and when it resets."""
 
     requests_remaining: int | None = None
     requests_reset_at: float | None = None
     tokens_remaining: int | None = None
     tokens_reset_at: float | None = None
+    input_tokens_remaining: int | None = None
+    input_tokens_reset_at: float | None = None
+    output_tokens_remaining: int | None = None
+    output_tokens_reset_at: float | None = None
+
+    @property
+    def resets_at(self) -> float | None:
+        """When the last of its limits resets: until then the state holds."""
+        return max((at for at in (self.requests_reset_at, self.tokens_reset_at, self.input_tokens_reset_at, self.output_tokens_reset_at)
+                    if at), default=None)
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
 
 
 def charges_for(model: ModelSpec, request: RouteRequest, may_use_headroom: bool) -> list[Charge]:
-    reserved = reservation(model, request.estimated_input_tokens, request.estimated_output_tokens)
+    reserved = reservation(model, request.estimated_input_tokens, request.estimated_output_tokens, request.estimated_cache_read_tokens)
     return [Charge(quota=quota, amount=amount(quota, reserved), soft_limit=None if may_use_headroom else quota.soft_limit)
             for quota in model.quotas]
 
@@ -167,6 +178,21 @@ def _describe_quota(entry: dict) -> str:
     )
 
 
+def _short_of(limits: RateLimitState, model: ModelSpec, request: RouteRequest, now: float) -> tuple[str, int, float] | None:
+    """The limit the provider's last headers leave too little of for this call, as the provider counts it:
+    (what, remaining, reset time), or None."""
+    reserved = reservation(model, request.estimated_input_tokens, request.estimated_output_tokens, request.estimated_cache_read_tokens)
+    for what, remaining, reset_at, needed in (
+        ("requests", limits.requests_remaining, limits.requests_reset_at, 1),
+        ("tokens", limits.tokens_remaining, limits.tokens_reset_at, max(reserved.counted_tokens, 1)),
+        ("input tokens", limits.input_tokens_remaining, limits.input_tokens_reset_at, reserved.counted_input_tokens),
+        ("output tokens", limits.output_tokens_remaining, limits.output_tokens_reset_at, reserved.counted_output_tokens),
+    ):
+        if remaining is not None and remaining < needed and (reset_at or 0) > now:
+            return what, remaining, reset_at
+    return None
+
+
 def _skipped(entry: dict, reason: SkipReason, detail: str, **extra) -> tuple[dict, list[Charge]]:
     return entry | {"verdict": Verdict.SKIPPED, "reason": reason, "detail": detail, **extra}, []
 
@@ -192,15 +218,10 @@ def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: R
     if state.cooldown_until and state.cooldown_until > now:
         detail = f"cooling down for {math.ceil(state.cooldown_until - now)} s after {state.cooldown_reason or 'reported failures'}"
         return _skipped(entry, SkipReason.COOLDOWN, detail, until=state.cooldown_until)
-    limits = state.ratelimit
-    if limits:
-        estimate = request.estimated_input_tokens + request.estimated_output_tokens
-        if limits.requests_remaining is not None and limits.requests_remaining <= 0 and (limits.requests_reset_at or 0) > now:
-            return _skipped(entry, SkipReason.RATE_LIMIT, "provider reported no requests remaining until its reset",
-                            until=limits.requests_reset_at)
-        if limits.tokens_remaining is not None and limits.tokens_remaining < max(estimate, 1) and (limits.tokens_reset_at or 0) > now:
-            return _skipped(entry, SkipReason.RATE_LIMIT, f"provider reported {limits.tokens_remaining} tokens remaining until its reset",
-                            until=limits.tokens_reset_at)
+    if state.ratelimit and (short := _short_of(state.ratelimit, model, request, now)):
+        what, remaining, reset_at = short
+        detail = f"provider reported {remaining} {what} remaining until its reset"
+        return _skipped(entry, SkipReason.RATE_LIMIT, detail, until=reset_at)
     needed = request.estimated_input_tokens + request.estimated_output_tokens
     if needed > model.context_window:
         return _skipped(entry, SkipReason.CONTEXT_WINDOW, f"estimate of {needed} tokens exceeds its context window of {model.context_window}")

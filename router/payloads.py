@@ -17,11 +17,12 @@ from rest_framework.exceptions import ValidationError
 from providers.models import MODEL_KEY
 from router.engine import RouteRequest
 from router.errors import ApiError
-from router.serializers import HEADER_NAME, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
+from router.serializers import CACHE_READ_OVER_INPUT, HEADER_NAME, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
 from router.usage import UsageReport
 from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
-ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "exclude", "dry_run")
+ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "estimated_cache_read_tokens",
+                "exclude", "dry_run")
 USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "status",
                 "decision_id", "idempotency_key", "retry_after", "ratelimit_headers")
 REQUIRED = "This field is required."
@@ -134,6 +135,7 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     complexity = fields.value("complexity")
     input_tokens = fields.integer("estimated_input_tokens", MAX_TOKENS_PER_CALL, default=0)
     output_tokens = fields.integer("estimated_output_tokens", MAX_TOKENS_PER_CALL, default=0)
+    cache_read = fields.integer("estimated_cache_read_tokens", MAX_TOKENS_PER_CALL, default=0)
     exclude = fields.model_keys("exclude", MAX_EXCLUDED)
     dry_run = fields.value("dry_run")
     if dry_run is not None and not isinstance(dry_run, bool):
@@ -145,8 +147,10 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
                        valid=list(REQUEST_COMPLEXITIES))
     if category and tier:
         raise ValidationError({"non_field_errors": ["Name either a category or a tier, not both."]})
-    request = RouteRequest(category=category, complexity=complexity, tier=tier,
-                           estimated_input_tokens=input_tokens, estimated_output_tokens=output_tokens, exclude=exclude)
+    if cache_read > input_tokens:
+        raise ValidationError({"estimated_cache_read_tokens": [CACHE_READ_OVER_INPUT]})
+    request = RouteRequest(category=category, complexity=complexity, tier=tier, estimated_input_tokens=input_tokens,
+                           estimated_output_tokens=output_tokens, estimated_cache_read_tokens=cache_read, exclude=exclude)
     return request, bool(dry_run)
 
 

@@ -12,6 +12,15 @@ from router.engine import RateLimitState
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+# Each limit's headers: Anthropic's, then OpenAI's (and compatible APIs').
+LIMITS = {
+    "requests": {"remaining": ("anthropic-ratelimit-requests-remaining", "x-ratelimit-remaining-requests"),
+                 "reset": ("anthropic-ratelimit-requests-reset", "x-ratelimit-reset-requests")},
+    "tokens": {"remaining": ("anthropic-ratelimit-tokens-remaining", "x-ratelimit-remaining-tokens"),
+               "reset": ("anthropic-ratelimit-tokens-reset", "x-ratelimit-reset-tokens")},
+    "input_tokens": {"remaining": ("anthropic-ratelimit-input-tokens-remaining",), "reset": ("anthropic-ratelimit-input-tokens-reset",)},
+    "output_tokens": {"remaining": ("anthropic-ratelimit-output-tokens-remaining",), "reset": ("anthropic-ratelimit-output-tokens-reset",)},
+}
 # No provider's rate-limit window is longer than a day: a reset further out is a mistake, and must
 # neither hold a model back indefinitely nor overflow a Redis expiry time.
 MAX_RESET_SECONDS = 86400
@@ -47,21 +56,14 @@ def _parse_reset(value: str | None, now: float) -> float | None:
 def parse_ratelimit_headers(headers: dict[str, str], now: float) -> RateLimitState | None:
     """The remaining counts and reset times the headers state, or None when they state nothing."""
     h = {str(k).lower(): str(v) for k, v in headers.items()}
-    requests_remaining = _int(h.get("anthropic-ratelimit-requests-remaining", h.get("x-ratelimit-remaining-requests")))
-    tokens_remaining = _int(h.get("anthropic-ratelimit-tokens-remaining", h.get("x-ratelimit-remaining-tokens")))
-    requests_reset = _reset_at(h.get("anthropic-ratelimit-requests-reset", h.get("x-ratelimit-reset-requests")), now)
-    tokens_reset = _reset_at(h.get("anthropic-ratelimit-tokens-reset", h.get("x-ratelimit-reset-tokens")), now)
-    if tokens_remaining is None:
-        # Anthropic also reports input and output tokens separately; the tighter one is what limits a call.
-        split = [_int(h.get(f"anthropic-ratelimit-{kind}-tokens-remaining")) for kind in ("input", "output")]
-        split = [value for value in split if value is not None]
-        if split:
-            tokens_remaining = min(split)
-            resets = [_reset_at(h.get(f"anthropic-ratelimit-{kind}-tokens-reset"), now) for kind in ("input", "output")]
-            tokens_reset = max((r for r in resets if r is not None), default=None)
-    if requests_remaining is None and tokens_remaining is None:
-        return None
-    return RateLimitState(
-        requests_remaining=requests_remaining, requests_reset_at=requests_reset,
-        tokens_remaining=tokens_remaining, tokens_reset_at=tokens_reset,
-    )
+    state = {}
+    for limit, names in LIMITS.items():
+        remaining = next((_int(h[name]) for name in names["remaining"] if name in h), None)
+        if remaining is not None:
+            state[f"{limit}_remaining"] = remaining
+            state[f"{limit}_reset_at"] = next((_reset_at(h[name], now) for name in names["reset"] if name in h), None)
+    if "input_tokens_remaining" in state or "output_tokens_remaining" in state:
+        # Anthropic's tokens-* headers repeat the most restrictive of its input and output limits, not a limit of their own.
+        state.pop("tokens_remaining", None)
+        state.pop("tokens_reset_at", None)
+    return RateLimitState(**state) if state else None

@@ -14,6 +14,7 @@ MAX_TOKENS_PER_CALL = 10_000_000
 MAX_RATELIMIT_HEADERS = 50
 # A route has a handful of models; a longer list to pass over is a mistake.
 MAX_EXCLUDED = 50
+CACHE_READ_OVER_INPUT = "The cache reads are part of the input: at most estimated_input_tokens."
 # An HTTP header name (RFC 9110 token); also keeps NUL, which PostgreSQL's jsonb refuses, out of the stored headers.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 
@@ -89,6 +90,8 @@ class RouteRequestSerializer(StrictSerializer):
     tier = StrictCharField(max_length=64, required=False)
     estimated_input_tokens = _tokens(default=0)
     estimated_output_tokens = _tokens(default=0, help_text="The most the call may produce: the max_tokens the service will send.")
+    estimated_cache_read_tokens = _tokens(default=0, help_text="The part of the input the service expects the provider's prompt cache "
+                                                               "to hold (Anthropic's input limit does not count it).")
     exclude = serializers.ListField(
         child=StrictCharField(max_length=100, validators=[MODEL_KEY]), max_length=MAX_EXCLUDED, required=False,
         help_text="Model keys the service has just seen fail for this task: passed over with reason `excluded`.",
@@ -98,6 +101,8 @@ class RouteRequestSerializer(StrictSerializer):
     def validate(self, attrs):
         if attrs.get("category") and attrs.get("tier"):
             raise serializers.ValidationError("Name either a category or a tier, not both.")
+        if attrs["estimated_cache_read_tokens"] > attrs["estimated_input_tokens"]:
+            raise serializers.ValidationError({"estimated_cache_read_tokens": [CACHE_READ_OVER_INPUT]})
         return attrs
 
 

@@ -214,7 +214,7 @@ class RedisCounters:
         now = usage.created_at.timestamp()
         applied = [(self.quota_key(q.id), bucket_at(q, at), amount, _ttl(q)) for q, amount, at in charges]
         limits = parse_ratelimit_headers(usage.ratelimit_headers, now) if usage.ratelimit_headers else None
-        expires = max((t for t in (limits.requests_reset_at, limits.tokens_reset_at) if t), default=now + 60) if limits else 0
+        expires = (limits.resets_at or now + 60) if limits else 0
         keys = [charge[0] for charge in applied] + [
             self.ready_key, self.stream_key, self.idempotency_key(usage.idempotency_key or ""),
             self.decision_key(decision.id if decision else ""), self.ratelimit_key(model.key),
@@ -311,7 +311,7 @@ class RedisCounters:
                 cool = json.dumps({"until": state.cooldown_until, "reason": state.cooldown_reason})
                 pipe.set(self.cooldown_key(key), cool, exat=int(state.cooldown_until) + 1)
             if state.ratelimit:
-                expires = max((t for t in (state.ratelimit.requests_reset_at, state.ratelimit.tokens_reset_at) if t), default=0)
+                expires = state.ratelimit.resets_at or 0
                 if expires > now:
                     pipe.set(self.ratelimit_key(key), json.dumps(state.ratelimit.__dict__), exat=int(expires) + 1)
         pipe.set(self.ready_key, str(now))
