@@ -31,6 +31,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import providers  # noqa: E402 (the project root is on the path from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchboard_bench")
@@ -286,6 +289,8 @@ def main() -> None:
     ratios = measure([decisions, usage], bare)
     print(f"ratio to the bare WSGI app at 32 connections (median of the rounds' ratios): decisions {ratios[decisions.label]:.2f},"
           f" usage reports {ratios[usage.label]:.2f}", flush=True)
+    with Drainer(), Server("switchboard.wsgi", ENV, PORT):
+        providers.report(switchboard, key)
 
     if HISTORY_EVENTS:
         seconds = store_history()
