@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from tests.standins import AnthropicModel, AnthropicStandIn, BedrockModel, BedrockStandIn, OpenAIModel, OpenAIStandIn, filler_text
 from tests.workloads import Service, Task
@@ -57,9 +57,9 @@ class HttpApi:
     """The test client's `post(path, body, format=...)`, over HTTP to a running Switchboard."""
 
     def __init__(self, url: str, key: str) -> None:
-        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        self.client = httpx2.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
-    def post(self, path: str, body: dict, format: str = "json") -> httpx.Response:  # noqa: A002 (the test client's keyword)
+    def post(self, path: str, body: dict, format: str = "json") -> httpx2.Response:  # noqa: A002 (the test client's keyword)
         return self.client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
 
 
