@@ -67,64 +67,60 @@ def _services(api, running: dict) -> Service:
     return Service(api, anthropic_standin=running["anthropic"], openai_standin=running["openai"], bedrock_standin=running["bedrock"])
 
 
-def _in_parallel(work) -> None:
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(SERVICES)]
+def _in_parallel(serve) -> Counter:
+    """Runs `serve(counts)` in SERVICES threads at once, each counting into its own Counter; returns their sum."""
+    counts = [Counter() for _ in range(SERVICES)]
+    threads = [threading.Thread(target=serve, args=(counted,)) for counted in counts]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return sum(counts, Counter())
 
 
-def through_switchboard(url: str, key: str) -> dict[str, Counter]:
+def _serving(work) -> Counter:
+    """`work(running_standins, counts)` in SERVICES threads against fresh stand-ins, started and stopped around it."""
+    running = standins()
+    for standin in running.values():
+        standin.start()
+    try:
+        return _in_parallel(lambda counted: work(running, counted))
+    finally:
+        for standin in running.values():
+            standin.stop()
+
+
+def through_switchboard(url: str, key: str) -> Counter:
     """Every workload's calls through Switchboard, SERVICES services at once: per provider, the calls, the provider's
-    throttles and the fallbacks for the primary's quotas."""
-    figures = {workload.provider: Counter() for workload in WORKLOADS}
-    running = standins()
-    for standin in running.values():
-        standin.start()
-    try:
-        def serve(_: int) -> None:
-            service = _services(HttpApi(url, key), running)
-            for workload in WORKLOADS:
-                for task in workload.tasks:
-                    call = service.run(workload.category, task)
-                    counted = figures[workload.provider]
-                    counted["calls"] += 1
-                    counted["throttled"] += call.status == "rate_limited"
-                    counted["quota fallbacks"] += call.model != workload.primary
-        _in_parallel(serve)
-    finally:
-        for standin in running.values():
-            standin.stop()
-    return figures
+    throttles and the fallbacks for the primary's quotas, counted as (provider, what)."""
+    def serve(running: dict, counted: Counter) -> None:
+        service = _services(HttpApi(url, key), running)
+        for workload in WORKLOADS:
+            for task in workload.tasks:
+                call = service.run(workload.category, task)
+                counted[workload.provider, "calls"] += 1
+                counted[workload.provider, "throttled"] += call.status == "rate_limited"
+                counted[workload.provider, "quota fallbacks"] += call.model != workload.primary
+    return _serving(serve)
 
 
-def straight_to_the_primary() -> dict[str, int]:
+def straight_to_the_primary() -> Counter:
     """The same calls sent straight to each primary: per provider, how many it throttles."""
-    throttled = Counter()
-    running = standins()
-    for standin in running.values():
-        standin.start()
-    try:
-        def serve(_: int) -> None:
-            service = _services(None, running)
-            for workload in WORKLOADS:
-                call = getattr(service, f"_call_{workload.provider}")
-                for task in workload.tasks:
-                    throttled[workload.provider] += call(workload.invoke_id, task)[0]["status"] == "rate_limited"
-        _in_parallel(serve)
-    finally:
-        for standin in running.values():
-            standin.stop()
-    return throttled
+    def serve(running: dict, counted: Counter) -> None:
+        service = _services(None, running)
+        for workload in WORKLOADS:
+            call = getattr(service, f"_call_{workload.provider}")
+            for task in workload.tasks:
+                status = call(workload.invoke_id, task)[0]["status"]
+                counted[workload.provider] += status == "rate_limited"
+    return _serving(serve)
 
 
 def report(url: str, key: str) -> None:
     routed = through_switchboard(url, key)
     direct = straight_to_the_primary()
     for workload in WORKLOADS:
-        figures = routed[workload.provider]
-        needed = direct[workload.provider]
-        print(f"{workload.provider:<10} {figures['calls']:>4} calls: provider throttles not foreseen {figures['throttled']},"
-              f" quota fallbacks {figures['quota fallbacks']}, throttles of the same calls sent straight to the primary {needed},"
-              f" unnecessary fallbacks {max(0, figures['quota fallbacks'] - needed)}", flush=True)
+        name, fallbacks, needed = workload.provider, routed[workload.provider, "quota fallbacks"], direct[workload.provider]
+        print(f"{name:<10} {routed[name, 'calls']:>4} calls: provider throttles not foreseen {routed[name, 'throttled']},"
+              f" quota fallbacks {fallbacks}, throttles of the same calls sent straight to the primary {needed},"
+              f" unnecessary fallbacks {max(0, fallbacks - needed)}", flush=True)
