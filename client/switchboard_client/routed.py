@@ -1,0 +1,157 @@
+"""`with sb.routed(...) as call:` for calls the helpers do not cover: the block gets `call.decision` (call
+`call.decision.model.invoke_id` at its provider with any client), and `call.report(response)` reads usage, the
+answering model and rate-limit headers from the SDKs' responses. Whatever happens, the decision is reported once:
+
+- `call.report(...)` inside the block: that report (errors from Switchboard propagate);
+- an exception leaving the block: a provider failure (429, 404, 5xx, timeout, refused connection) as `rate_limited`,
+  `not_found` or `error` (with the provider's retry-after); any other exception (a 400, a bug) as used nothing;
+- the block ending without a report: used nothing (and a warning is logged).
+
+A routed block is one attempt: to try the next candidate, open another block with `exclude=[call.decision.model.key]`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from switchboard_client.api import Decision, ReportStatus
+from switchboard_client.errors import SwitchboardError
+from switchboard_client.usage import Failure, Observation, Usage, failure_for, observe
+
+if TYPE_CHECKING:
+    from switchboard_client.client import AsyncSwitchboard, Switchboard
+
+logger = logging.getLogger("switchboard_client")
+
+
+def _explicit(response: Any, usage: Usage | None, headers: Mapping[str, str] | None) -> Observation:
+    if response is not None:
+        observation = observe(response)
+        if headers:
+            observation = Observation(observation.usage, observation.answered_by, {**observation.ratelimit_headers, **headers})
+        return observation
+    return Observation(usage or Usage(), None, dict(headers or {}))
+
+
+class RoutedCall:
+    """One routed call (sync). Created by `Switchboard.routed`; routes when the `with` block starts."""
+
+    def __init__(self, switchboard: Switchboard, route: dict[str, Any]) -> None:
+        self._switchboard = switchboard
+        self._route = route
+        self._decision: Decision | None = None
+        self.reported: dict[str, Any] | None = None
+        """The usage event Switchboard recorded, once reported."""
+        self.done = False
+
+    @property
+    def decision(self) -> Decision:
+        if self._decision is None:
+            raise RuntimeError("the call is routed when its `with` block starts")
+        return self._decision
+
+    def __enter__(self) -> RoutedCall:
+        self._decision = self._switchboard.route(**self._route)
+        return self
+
+    def report(self, response: Any = None, *, usage: Usage | None = None, status: ReportStatus = "ok", model: str | None = None,
+               retry_after: int | None = None, ratelimit_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Reports the call: from an SDK response (anthropic `Message`, openai `ChatCompletion`, boto3's Converse dict, or
+        a raw response from `.with_raw_response`, whose headers are read too), or from `usage` given. `model`: the
+        Switchboard key of the model that answered, when you know it is not the decision's."""
+        self.done = True
+        observation = _explicit(response, usage, ratelimit_headers)
+        switchboard, decision = self._switchboard, self.decision
+        if status != "ok":
+            self.reported = switchboard.report(decision, observation.usage if response is not None or usage else None, status=status,
+                                               retry_after=retry_after, ratelimit_headers=observation.ratelimit_headers)
+        else:
+            answered = model or switchboard.answering_key(decision, observation.answered_by)
+            self.reported = switchboard.report(decision, observation.usage, model=answered, ratelimit_headers=observation.ratelimit_headers)
+        return self.reported
+
+    def fail(self, error: BaseException) -> dict[str, Any] | None:
+        """Reports an exception as the call's outcome (see the module doc for the statuses) without raising it."""
+        self.done = True
+        failure: Failure | None = failure_for(error)
+        try:
+            self.reported = self._switchboard.report_failure(self.decision, failure)
+        except SwitchboardError as exc:
+            logger.warning("switchboard_client: could not report decision %s: %s", self.decision.id, exc)
+        return self.reported
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self.done or self._decision is None:
+            return
+        if exc is not None:
+            self.fail(exc)
+            return
+        logger.warning("switchboard_client: routed block for decision %s ended without a report: reported as used nothing", self.decision.id)
+        self.fail(Exception("no report"))
+
+
+class AsyncRoutedCall:
+    """One routed call (async): `async with sb.routed(...) as call:` and `await call.report(response)`."""
+
+    def __init__(self, switchboard: AsyncSwitchboard, route: dict[str, Any]) -> None:
+        self._switchboard = switchboard
+        self._route = route
+        self._decision: Decision | None = None
+        self.reported: dict[str, Any] | None = None
+        self.done = False
+
+    @property
+    def decision(self) -> Decision:
+        if self._decision is None:
+            raise RuntimeError("the call is routed when its `async with` block starts")
+        return self._decision
+
+    async def __aenter__(self) -> AsyncRoutedCall:
+        self._decision = await self._switchboard.route(**self._route)
+        return self
+
+    async def report(self, response: Any = None, *, usage: Usage | None = None, status: ReportStatus = "ok", model: str | None = None,
+                     retry_after: int | None = None, ratelimit_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """See `RoutedCall.report`; an async SDK's raw response is parsed here."""
+        self.done = True
+        parse = getattr(response, "parse", None)
+        if callable(parse) and hasattr(response, "headers"):
+            parsed = parse()
+            if inspect.isawaitable(parsed):
+                parsed = await parsed
+            ratelimit_headers = {**observe(None, response.headers).ratelimit_headers, **(ratelimit_headers or {})}
+            response = parsed
+        observation = _explicit(response, usage, ratelimit_headers)
+        switchboard, decision = self._switchboard, self.decision
+        if status != "ok":
+            self.reported = await switchboard.report(decision, observation.usage if response is not None or usage else None, status=status,
+                                                     retry_after=retry_after, ratelimit_headers=observation.ratelimit_headers)
+        else:
+            answered = model or await switchboard.answering_key(decision, observation.answered_by)
+            self.reported = await switchboard.report(decision, observation.usage, model=answered,
+                                                     ratelimit_headers=observation.ratelimit_headers)
+        return self.reported
+
+    async def fail(self, error: BaseException) -> dict[str, Any] | None:
+        """See `RoutedCall.fail`."""
+        self.done = True
+        try:
+            self.reported = await self._switchboard.report_failure(self.decision, failure_for(error))
+        except SwitchboardError as exc:
+            logger.warning("switchboard_client: could not report decision %s: %s", self.decision.id, exc)
+        return self.reported
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self.done or self._decision is None:
+            return
+        if exc is not None:
+            await self.fail(exc)
+            return
+        logger.warning("switchboard_client: routed block for decision %s ended without a report: reported as used nothing", self.decision.id)
+        await self.fail(Exception("no report"))
+
+
+__all__ = ["AsyncRoutedCall", "RoutedCall"]
