@@ -24,6 +24,7 @@ from router import payloads
 from router import serializers as s
 from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, flush_ledger
+from router.counters.connections import PoolExhausted
 from router.counting import display_amount
 from router.decisions import decide, refusal
 from router.engine import RouteRequest, UnknownChoice
@@ -82,6 +83,14 @@ def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: di
     return response
 
 
+def counters_error(exc: Exception) -> ApiError:
+    """503 when the counters cannot answer: Redis down with ROUTER_REDIS_DOWN=refuse, or every connection of this
+    process busy for a moment (retry in a second)."""
+    if isinstance(exc, PoolExhausted):
+        return ApiError("counters_busy", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
+    return ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
 def _refusal(decision: DecisionRecord) -> HttpResponse:
     answer = refusal(decision)
     body = {
@@ -125,8 +134,8 @@ class RouteView(RoutingCallView):
             decision = decide(route_request, caller=caller.name, dry_run=dry_run)
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
-        except CountersUnavailable as exc:
-            raise ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from exc
+        except (CountersUnavailable, PoolExhausted) as exc:
+            raise counters_error(exc) from exc
         if decision.refused:
             return _refusal(decision)
         model = decision.model
@@ -159,6 +168,8 @@ class UsageView(RoutingCallView):
             usage, created = record_usage(call, caller=caller.name)
         except UsageRejected as exc:
             raise ApiError(exc.code, exc.detail, exc.status) from exc
+        except PoolExhausted as exc:
+            raise counters_error(exc) from exc
         return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -185,8 +196,8 @@ class QuotasView(generics.GenericAPIView):
     def get(self, request):
         try:
             status_rows = quota_status()
-        except CountersUnavailable as exc:
-            raise ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from exc
+        except (CountersUnavailable, PoolExhausted) as exc:
+            raise counters_error(exc) from exc
         rows = []
         for row in status_rows:
             quota = row.quota

@@ -8,10 +8,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 class ApiError(exceptions.APIException):
     """A domain error with its own code and extra fields for the body."""
 
-    def __init__(self, code: str, detail: str, status_code: int = status.HTTP_400_BAD_REQUEST, **extra) -> None:
+    def __init__(self, code: str, detail: str, status_code: int = status.HTTP_400_BAD_REQUEST, headers: dict[str, str] | None = None,
+                 **extra) -> None:
         super().__init__(detail=detail, code=code)
         self.status_code = status_code
         self.error_code = code
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -57,7 +59,7 @@ def exception_handler(exc, context):
         return Response({"error": "malformed_request", "detail": "JSON parse error - the document is nested too deeply."},
                         status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ApiError):
-        return Response(error_body(exc), status=exc.status_code)
+        return Response(error_body(exc), status=exc.status_code, headers=exc.headers)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -47,7 +47,7 @@ class RoutingCallMiddleware:
         try:
             response = view.answer(call, caller)
         except ApiError as exc:
-            response = json_response(error_body(exc), exc.status_code)
+            response = json_response(error_body(exc), exc.status_code, headers=exc.headers)
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         return response
 

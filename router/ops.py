@@ -40,7 +40,9 @@ def _check_redis() -> dict:
         ok = True
     except Exception:
         ok = False
-    counting_on = "redis" if ok else ("database" if settings.ROUTER_REDIS_DOWN == "db" else "refusing")
+    # This process counts elsewhere for as long as it holds Redis for down, even if Redis answers this probe.
+    lost = not ok or counters.outage.since is not None
+    counting_on = ("database" if settings.ROUTER_REDIS_DOWN == "db" else "refusing") if lost else "redis"
     body = {"configured": True, "ok": ok, "counters": counting_on, "on_failure": settings.ROUTER_REDIS_DOWN}
     if ok:
         body["ledger_backlog"] = ledger | {"stale": ledger["oldest_seconds"] > LEDGER_STALE_SECONDS}

@@ -199,6 +199,9 @@ ROUTER_REDIS_PREFIX = os.environ.get("ROUTER_REDIS_PREFIX", "switchboard:")
 ROUTER_REDIS_DOWN = os.environ.get("ROUTER_REDIS_DOWN", "db")
 if ROUTER_REDIS_DOWN not in {"db", "refuse"}:
     raise ImproperlyConfigured(f"ROUTER_REDIS_DOWN must be 'db' or 'refuse', got {ROUTER_REDIS_DOWN!r}")
+# Each process's Redis connections for the counters, and how long a caller waits for a free one.
+ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
+ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.
 ROUTER_POLICY_RECHECK_SECONDS = float(os.environ.get("ROUTER_POLICY_RECHECK_SECONDS", "1"))
 

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from django.conf import settings
-from redis import Redis, RedisError
+from redis import RedisError
 
+from router.counters.connections import client_for
 from router.counters.database import DatabaseCounters
 from router.counters.redis import RedisCounters
 from router.engine import Readings
@@ -30,7 +31,8 @@ from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
 
 logger = logging.getLogger(__name__)
 
-# What the Redis backend raises when Redis cannot be reached or fails a command: the caller fails over.
+# What the Redis backend raises when Redis cannot be reached or fails a command: the caller fails over. (A pool
+# with no free connection raises connections.PoolExhausted instead: a fault on this side, never a failover.)
 RedisUnreachable = RedisError
 # How long a process that lost Redis counts as ROUTER_REDIS_DOWN says before trying Redis again.
 RETRY_SECONDS = 1.0
@@ -93,7 +95,8 @@ _redis: dict[tuple[str, str], RedisCounters] = {}
 def redis_counters() -> RedisCounters:
     key = (settings.REDIS_URL, settings.ROUTER_REDIS_PREFIX)
     if key not in _redis:
-        client = Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30)
+        client = client_for(settings.REDIS_URL, max_connections=settings.ROUTER_REDIS_MAX_CONNECTIONS,
+                            timeout=settings.ROUTER_REDIS_POOL_TIMEOUT)
         _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX)
     return _redis[key]
 

@@ -8,8 +8,6 @@ back empty, after an outage, or when their layout changes (the ready marker is m
 
 import json
 import logging
-import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -20,6 +18,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from router import ledger
+from router.counters.connections import ThreadConnections
 from router.counters.cooldown import MODEL_STATE_HORIZON, cooldown_until
 from router.counters.database import DatabaseCounters
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings
@@ -71,7 +70,7 @@ class RedisCounters:
         self._reserve = client.register_script(_script("reserve"))
         self._usage = client.register_script(_script("usage"))
         self._take_back = client.register_script(_script("take_back"))
-        self._local = threading.local()
+        self._connections = ThreadConnections(client.connection_pool)
 
     def quota_key(self, quota_id: int) -> str:
         return f"{self.prefix}quota:{self.LAYOUT}:{quota_id}"
@@ -140,12 +139,12 @@ class RedisCounters:
         return readings, bool(reserved)
 
     def _evalsha(self, script: Script, keys: list, args: list):
-        """Run a registered script on this thread's own connection (_script_connection).
+        """Run a registered script on this thread's own connection (router.counters.connections).
 
         Script.__call__'s isinstance check on a typing Protocol, and taking a connection from redis-py's
         pool and giving it back around each call, are measurable on the hot path (docs/performance.md).
         """
-        connection = self._script_connection()
+        connection = self._connections.get()
         try:
             connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return connection.read_response()
@@ -154,25 +153,6 @@ class RedisCounters:
         except BaseException:
             connection.disconnect()  # the reply may be half read: the next call starts on a new connection
             raise
-
-    def _script_connection(self) -> redis.Connection:
-        """This thread's connection for the scripts, checked as redis-py's pool checks one before lending it.
-
-        A connection the server closed (Redis restarted) or that holds unread data is reconnected;
-        a process forked from this one makes its own.
-        """
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.connection, local.pid = self.client.connection_pool.make_connection(), os.getpid()
-        connection = local.connection
-        connection.connect()
-        try:
-            if connection.can_read():
-                raise redis.ConnectionError("Connection has data")
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            connection.disconnect()
-            connection.connect()
-        return connection
 
     def reserve(self, decision: DecisionRecord, now: float) -> bool:
         keys, args = [], []

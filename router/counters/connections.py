@@ -1,0 +1,71 @@
+"""Redis connections for the counters: one bounded pool per process, and each thread's own connection from it.
+
+The scripts run on a connection the calling thread keeps (taking one from the pool around every call
+costs the hot path), and gives back to the pool when the thread ends: a server that starts a thread
+per request (Django's development server) gives them back as fast as it takes them. When every
+connection is in use, a caller waits up to ROUTER_REDIS_POOL_TIMEOUT seconds, then gets
+`PoolExhausted`: a fault on this side, which never moves counting to the database.
+"""
+
+import os
+import threading
+import weakref
+
+from redis import BlockingConnectionPool, Connection, Redis
+from redis.exceptions import ConnectionError, TimeoutError
+
+# What redis-py's BlockingConnectionPool says when its wait for a free connection ran out.
+NO_CONNECTION_AVAILABLE = "No connection available."
+
+
+class PoolExhausted(Exception):
+    """Every connection of this process's pool stayed in use for the whole wait: not a Redis outage."""
+
+
+class CountersPool(BlockingConnectionPool):
+    def get_connection(self, *args, **kwargs) -> Connection:
+        try:
+            return super().get_connection(*args, **kwargs)
+        except ConnectionError as exc:
+            if str(exc) == NO_CONNECTION_AVAILABLE:
+                raise PoolExhausted(f"All {self.max_connections} Redis connections of this process were busy for {self.timeout} s.") from exc
+            raise
+
+
+def client_for(url: str, *, max_connections: int, timeout: float) -> Redis:
+    pool = CountersPool.from_url(url, max_connections=max_connections, timeout=timeout, socket_timeout=0.5,
+                                 socket_connect_timeout=0.5, health_check_interval=30)
+    return Redis(connection_pool=pool)
+
+
+class _Held:
+    """The connection one thread holds, and the process it was taken in."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.pid = os.getpid()
+
+
+class ThreadConnections:
+    """Each thread's own connection from `pool`, checked as the pool checks one before lending it."""
+
+    def __init__(self, pool: CountersPool) -> None:
+        self.pool = pool
+        self.local = threading.local()
+
+    def get(self) -> Connection:
+        held = getattr(self.local, "held", None)
+        if held is None or held.pid != os.getpid():  # a process forked from this one takes its own
+            held = _Held(self.pool.get_connection())
+            # The thread's locals go when the thread ends, and with them this connection, back to the pool.
+            weakref.finalize(held, self.pool.release, held.connection)
+            self.local.held = held
+        connection = held.connection
+        connection.connect()
+        try:
+            if connection.can_read():  # a reply left unread, or a server that closed the connection
+                raise ConnectionError("Connection has data")
+        except (ConnectionError, TimeoutError, OSError):
+            connection.disconnect()
+            connection.connect()
+        return connection
