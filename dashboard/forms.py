@@ -6,6 +6,7 @@ from django import forms
 
 from dashboard import selectors
 from router.engine import RouteRequest
+from router.serializers import MAX_ATTEMPT
 from router.snapshot import PolicySnapshot, QuotaSpec
 from switchboard.vocabulary import NOT_PRIMARY, REQUEST_COMPLEXITIES, SkipReason
 
@@ -58,6 +59,8 @@ class WhatIfForm(forms.Form):
     tier = forms.ChoiceField(required=False, help_text="Instead of a category; neither means the default tier.")
     estimated_input_tokens = forms.IntegerField(min_value=0, max_value=10**9, initial=1200, label="Estimated input tokens")
     estimated_output_tokens = forms.IntegerField(min_value=0, max_value=10**9, initial=800, label="Estimated output tokens")
+    attempt = forms.IntegerField(min_value=1, max_value=MAX_ATTEMPT, initial=1, required=False,
+                                 help_text="The how-manieth try of the same task (escalation and retry limits).")
     exclude = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Exclude",
                                         help_text="Models the service has just seen fail for this task (the request's `exclude`).")
     unavailable = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Mark unavailable")
@@ -80,7 +83,7 @@ class WhatIfForm(forms.Form):
             )
 
     def request_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens")]
+        return [self[name] for name in ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "attempt")]
 
     def quota_fields(self) -> list[forms.BoundField]:
         return [self[f"{QUOTA_FIELD_PREFIX}{quota.id}"] for quota in self.quotas]
@@ -96,7 +99,7 @@ class WhatIfForm(forms.Form):
         return RouteRequest(
             category=data.get("category") or None, complexity=data["complexity"], tier=data.get("tier") or None,
             estimated_input_tokens=data["estimated_input_tokens"], estimated_output_tokens=data["estimated_output_tokens"],
-            exclude=frozenset(data.get("exclude") or ()),
+            exclude=frozenset(data.get("exclude") or ()), attempt=data.get("attempt") or 1,
         )
 
     def ratio_overrides(self) -> dict[int, float]:

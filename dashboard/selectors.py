@@ -220,7 +220,7 @@ def decision_volume(now: datetime | None = None, hours: int = 24) -> Volume:
             continue
         if row["outcome"] == Outcome.PRIMARY:
             bucket.primary += row["n"]
-        elif row["outcome"] == Outcome.FALLBACK:
+        elif row["outcome"] in (Outcome.FALLBACK, Outcome.ESCALATED):
             bucket.fallback += row["n"]
         else:
             bucket.refused += row["n"]

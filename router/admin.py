@@ -1,7 +1,7 @@
 """The ops team's editor for categories, routes, tiers and the policy; decisions and usage read-only; API keys.
 
 Routes and tiers edit their ordered model lists inline, reordered by drag and drop (the first model is
-the primary, the rest the fallback chain).
+the primary, the rest the fallback chain), and their escalation lists likewise.
 """
 
 import json
@@ -15,7 +15,20 @@ from rest_framework_api_key.models import APIKey
 from simple_history.admin import SimpleHistoryAdmin
 
 from router.counting import LEDGER_FIELDS
-from router.models import ApiKey, Category, Decision, ModelChain, Policy, Route, RouteModel, Tier, TierModel, UsageEvent
+from router.models import (
+    ApiKey,
+    Category,
+    Decision,
+    ModelChain,
+    Policy,
+    Route,
+    RouteEscalation,
+    RouteModel,
+    Tier,
+    TierEscalation,
+    TierModel,
+    UsageEvent,
+)
 from switchboard.admin import ReadOnlyAdmin
 from switchboard.vocabulary import Scope
 
@@ -45,43 +58,63 @@ class OrderedModelsInline(SortableTabularInline):
     verbose_name_plural = "models, in order: the first is the primary, the rest the fallback chain (drag to reorder)"
 
 
+class EscalationInline(OrderedModelsInline):
+    """The models a task walks instead once it has failed `escalate_after` times, in order."""
+
+    verbose_name = "escalation model"
+    verbose_name_plural = "escalation: the models a task that keeps failing walks instead, in order (drag to reorder)"
+
+
 class ModelChainAdmin(SortableAdminBase, SimpleHistoryAdmin):
-    """What the route and tier pages share: their ordered models, inline and in the list."""
+    """What the route and tier pages share: their ordered models and escalation, inline and in the list."""
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("entries__model")
+        return super().get_queryset(request).prefetch_related("entries__model", "escalation__model")
 
     @admin.display(description="models")
     def chain(self, obj: ModelChain) -> str:
         return " → ".join(entry.model.key for entry in obj.entries.all()) or "-"
+
+    @admin.display(description="escalation")
+    def escalation_chain(self, obj: ModelChain) -> str:
+        keys = " → ".join(entry.model.key for entry in obj.escalation.all())
+        return f"after {obj.escalate_after}: {keys}" if keys else "-"
 
 
 class RouteModelInline(OrderedModelsInline):
     model = RouteModel
 
 
+class RouteEscalationInline(EscalationInline):
+    model = RouteEscalation
+
+
 @admin.register(Route)
 class RouteAdmin(ModelChainAdmin):
     """Routes: (category, complexity) and their ordered models."""
 
-    list_display = ("__str__", "category", "complexity", "chain")
+    list_display = ("__str__", "category", "complexity", "chain", "escalation_chain", "max_attempts")
     list_filter = ("category", "complexity")
     list_select_related = ("category",)
     search_fields = ("category__slug", "entries__model__key")
-    inlines = [RouteModelInline]
+    inlines = [RouteModelInline, RouteEscalationInline]
 
 
 class TierModelInline(OrderedModelsInline):
     model = TierModel
 
 
+class TierEscalationInline(EscalationInline):
+    model = TierEscalation
+
+
 @admin.register(Tier)
 class TierAdmin(ModelChainAdmin):
     """Tiers and their ordered models."""
 
-    list_display = ("slug", "chain", "is_default")
+    list_display = ("slug", "chain", "escalation_chain", "max_attempts", "is_default")
     search_fields = ("slug", "entries__model__key")
-    inlines = [TierModelInline]
+    inlines = [TierModelInline, TierEscalationInline]
 
     @admin.display(boolean=True, description="default tier")
     def is_default(self, obj: Tier) -> bool:

@@ -12,16 +12,13 @@ from http import HTTPStatus
 from router import counters, metrics
 from router.counters import Counters, RedisUnreachable
 from router.counting import Usage, reservation
-from router.engine import QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
+from router.engine import Candidates, QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
 from router.records import DecisionRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
-from switchboard.vocabulary import STATIC_SKIP_REASONS, RefusalCode
+from switchboard.vocabulary import STATIC_SKIP_REASONS, Outcome, RefusalCode
 
 # A decision that loses the race for the last of a quota reads again and walks again, this many times.
 MAX_RACES = 10
-
-Route = tuple[tuple[str, ...], str | None]
-
 
 @dataclass(frozen=True)
 class Refusal:
@@ -38,7 +35,10 @@ def _now() -> float:
 
 
 def refusal(decision: DecisionRecord) -> Refusal:
-    """429 when a quota was among the reasons, else 503; with Retry-After whenever the reasons end at a known time."""
+    """429 when a quota was among the reasons or the task has used its attempts, else 503; with Retry-After whenever
+    the reasons end at a known time."""
+    if decision.outcome == Outcome.ATTEMPTS_EXHAUSTED:
+        return Refusal(HTTPStatus.TOO_MANY_REQUESTS, RefusalCode.ATTEMPTS_EXHAUSTED, None)
     if decision.failed_fast:
         code = RefusalCode.QUOTA_EXCEEDED if decision.quota_blocked else RefusalCode.PRIMARY_UNAVAILABLE
     else:
@@ -62,15 +62,15 @@ def _record(result: WalkResult, request: RouteRequest, snapshot: PolicySnapshot,
     )
 
 
-def _candidates(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[Route, list[ModelSpec], list[QuotaSpec]]:
-    """The request's route, its models and every quota covering them; raises UnknownChoice."""
-    route = candidates_for(snapshot, request)
-    models = [snapshot.models[key] for key in dict.fromkeys(route[0]) if key in snapshot.models]
+def _candidates(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[Candidates, list[ModelSpec], list[QuotaSpec]]:
+    """The request's candidates, their models and every quota covering them; raises UnknownChoice."""
+    candidates = candidates_for(snapshot, request)
+    models = [snapshot.models[key] for key in dict.fromkeys(candidates.models) if key in snapshot.models]
     quotas = list({quota.id: quota for model in models for quota in model.quotas}.values())
-    return route, models, quotas
+    return candidates, models, quotas
 
 
-def _likely_choice(snapshot: PolicySnapshot, request: RouteRequest, route: Route, now: float) -> WalkResult | None:
+def _likely_choice(snapshot: PolicySnapshot, request: RouteRequest, route: Candidates, now: float) -> WalkResult | None:
     """The walk's answer if no quota, cooldown or rate limit stands in the way, when it depends on nothing else.
 
     The counters reserve it in the same step as they read (one Redis round trip) only if that holds

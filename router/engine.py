@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from router.counting import amount, display_amount, reservation
-from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
+from router.snapshot import ChainSpec, ModelSpec, PolicySnapshot, QuotaSpec
 from switchboard.vocabulary import Availability, Complexity, Metric, Outcome, SkipReason, Verdict
 
 DEFAULT_RETRY_AFTER = 60
@@ -33,6 +33,7 @@ class RouteRequest:
     estimated_output_tokens: int = 0
     estimated_cache_read_tokens: int = 0  # the part of the input the service expects the provider's prompt cache to hold
     exclude: frozenset[str] = frozenset()
+    attempt: int = 1  # the how-manieth try of the same task
 
 
 @dataclass(frozen=True)
@@ -103,20 +104,28 @@ class WalkResult:
         return self.chosen is None
 
 
-def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tuple[str, ...], str | None]:
-    """The ordered model keys for the request, and the category slug if one was named."""
-    if request.category and request.tier:
-        raise UnknownChoice("invalid_request", "Name either a category or a tier, not both.", [])
-    if unknown := sorted(request.exclude - set(snapshot.models)):
-        valid = sorted(snapshot.models)
-        raise UnknownChoice("unknown_model", f"Unknown model(s) to exclude: {', '.join(unknown)}. Valid models: {', '.join(valid)}.", valid)
+@dataclass(frozen=True)
+class Candidates:
+    """What a request walks: its route's or tier's models, or their escalation list once the task has failed often enough."""
+
+    models: tuple[str, ...]
+    chain: ChainSpec
+    category: str | None  # the category named, whose fallback rule applies
+    source: str  # "route" or "tier", for reasons
+    escalated: bool = False
+
+
+def _chain(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[ChainSpec, str | None]:
+    """The route or tier the request names, and the category slug if one was named."""
     if request.category:
         if request.category not in snapshot.categories:
             valid = sorted(snapshot.categories)
             raise UnknownChoice("unknown_category", f"Unknown category '{request.category}'. Valid categories: {', '.join(valid)}.", valid)
-        route = snapshot.routes.get((request.category, request.complexity)) or snapshot.routes.get((request.category, Complexity.ANY))
-        if not route:
-            valid = sorted(c for (cat, c), keys in snapshot.routes.items() if cat == request.category and keys)
+        route = snapshot.routes.get((request.category, request.complexity))
+        if not (route and route.models):
+            route = snapshot.routes.get((request.category, Complexity.ANY))
+        if not (route and route.models):
+            valid = sorted(c for (cat, c), chain in snapshot.routes.items() if cat == request.category and chain.models)
             raise UnknownChoice(
                 "no_route",
                 f"Category '{request.category}' has no route for complexity '{request.complexity}'. "
@@ -131,10 +140,24 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[tup
     if tier not in snapshot.tiers:
         valid = sorted(snapshot.tiers)
         raise UnknownChoice("unknown_tier", f"Unknown tier '{tier}'. Valid tiers: {', '.join(valid)}.", valid)
-    if not snapshot.tiers[tier]:
-        valid = sorted(t for t, keys in snapshot.tiers.items() if keys)
+    if not snapshot.tiers[tier].models:
+        valid = sorted(t for t, chain in snapshot.tiers.items() if chain.models)
         raise UnknownChoice("no_route", f"Tier '{tier}' lists no models. Tiers with models: {', '.join(valid) or 'none'}.", valid)
     return snapshot.tiers[tier], None
+
+
+def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> Candidates:
+    """The models the request walks, in order; raises UnknownChoice for what the policy does not have."""
+    if request.category and request.tier:
+        raise UnknownChoice("invalid_request", "Name either a category or a tier, not both.", [])
+    if unknown := sorted(request.exclude - set(snapshot.models)):
+        valid = sorted(snapshot.models)
+        raise UnknownChoice("unknown_model", f"Unknown model(s) to exclude: {', '.join(unknown)}. Valid models: {', '.join(valid)}.", valid)
+    chain, category = _chain(snapshot, request)
+    source = "route" if category else "tier"
+    if chain.escalation and chain.escalate_after is not None and request.attempt > chain.escalate_after:
+        return Candidates(chain.escalation, chain, category, source, escalated=True)
+    return Candidates(chain.models, chain, category, source)
 
 
 def charges_for(model: ModelSpec, request: RouteRequest, may_use_headroom: bool) -> list[Charge]:
@@ -250,18 +273,22 @@ def _retry_after(trace: list[dict], now: float) -> int | None:
     return max(1, math.ceil(min(times) - now)) if times else None
 
 
-def walk(snapshot: PolicySnapshot, request: RouteRequest, route: tuple[tuple[str, ...], str | None], readings: Readings,
+def walk(snapshot: PolicySnapshot, request: RouteRequest, candidates: Candidates, readings: Readings,
          now: float, unavailable: frozenset[str] = frozenset()) -> WalkResult:
-    """The candidate walk over `route`, the answer of candidates_for(snapshot, request)."""
-    candidates, category_slug = route
-    category = snapshot.categories.get(category_slug) if category_slug else None
-    never_fallback = bool(category and category.never_fallback)
-    headroom = bool(category and category.may_use_headroom)
-    primary = candidates[0]
+    """The candidate walk over `candidates`, the answer of candidates_for(snapshot, request)."""
+    chain = candidates.chain
+    primary = chain.models[0]
+    if chain.max_attempts is not None and request.attempt > chain.max_attempts:
+        reason = f"attempt {request.attempt} is past the {chain.max_attempts} attempts its {candidates.source} allows"
+        return WalkResult(Outcome.ATTEMPTS_EXHAUSTED, None, primary, reason, [], [])
+    category = snapshot.categories.get(candidates.category) if candidates.category else None
+    # An escalated task walks its whole escalation list, whatever its category, and may use the headroom.
+    never_fallback = bool(category and category.never_fallback) and not candidates.escalated
+    headroom = bool(category and category.may_use_headroom) or candidates.escalated
 
     trace: list[dict] = []
     seen: set[str] = set()
-    for index, key in enumerate(candidates):
+    for index, key in enumerate(candidates.models):
         if never_fallback and index > 0:
             break
         entry, charges = _check(snapshot.models.get(key), key, request, readings, now, seen, headroom, unavailable)
@@ -269,18 +296,23 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, route: tuple[tuple[str
         trace.append(entry)
         if entry["verdict"] == Verdict.CHOSEN:
             model = snapshot.models[key]
+            passed = "; ".join(f"{e['model']}: {e['reason']}" for e in trace[:-1])
+            if candidates.escalated:
+                reason = (f"escalated to {key}: attempt {request.attempt} is past the {chain.escalate_after} its {candidates.source}"
+                          f" tries before escalating" + (f" ({passed})" if passed else ""))
+                return WalkResult(Outcome.ESCALATED, model, primary, reason, trace, charges)
             if index == 0:
                 return WalkResult(Outcome.PRIMARY, model, primary, f"primary {key} is within its limits", trace, charges)
-            passed = "; ".join(f"{e['model']}: {e['reason']}" for e in trace[:-1])
             return WalkResult(Outcome.FALLBACK, model, primary, f"fell back to {key} ({passed})", trace, charges)
 
     quota_blocked = any(e.get("reason") == SkipReason.QUOTA for e in trace)
     if never_fallback:
         skipped = trace[0]
-        reason = (f"category {category_slug} never falls back, and its primary {primary} was passed over: "
+        reason = (f"category {candidates.category} never falls back, and its primary {primary} was passed over: "
                   f"{skipped['reason']} ({skipped.get('detail', '')})")
         outcome = Outcome.FAILED_FAST
     else:
-        reason = "every candidate was passed over: " + "; ".join(f"{e['model']}: {e['reason']}" for e in trace)
+        which = "escalation candidate" if candidates.escalated else "candidate"
+        reason = f"every {which} was passed over: " + "; ".join(f"{e['model']}: {e['reason']}" for e in trace)
         outcome = Outcome.EXHAUSTED
     return WalkResult(outcome, None, primary, reason, trace, [], quota_blocked=quota_blocked, retry_after=_retry_after(trace, now))

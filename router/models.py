@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.validators import MinValueValidator
 from django.db import connection, models
 from django.db.models import Q
 from rest_framework_api_key.models import AbstractAPIKey
@@ -36,14 +37,32 @@ class Category(models.Model):
         return self.slug
 
 
+# A task may not be refused for its attempts before it could escalate.
+ATTEMPTS_IN_ORDER = Q(max_attempts__isnull=True) | Q(escalate_after__isnull=True) | Q(max_attempts__gte=models.F("escalate_after"))
+ATTEMPTS_OUT_OF_ORDER = "max_attempts must be at least escalate_after."
+
+
 class ModelChain(models.Model):
-    """What routes and tiers share: ordered models (`entries`), the first the primary, the rest the fallback chain."""
+    """What routes and tiers share: ordered models (`entries`), the first the primary, the rest the fallback chain;
+    and, for a task that keeps failing, an escalation list (`escalation`) and a limit on its attempts."""
+
+    escalate_after = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Attempts of a task after which it walks the escalation list instead (and may use the headroom above soft limits).",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Attempts of a task beyond this are refused (429 attempts_exhausted). Empty: no limit.",
+    )
 
     class Meta:
         abstract = True
 
     def model_keys(self) -> list[str]:
         return [entry.model.key for entry in self.entries.select_related("model").order_by("position")]
+
+    def escalation_keys(self) -> list[str]:
+        return [entry.model.key for entry in self.escalation.select_related("model").order_by("position")]
 
 
 class ChainEntry(models.Model):
@@ -69,7 +88,11 @@ class Route(ModelChain):
 
     class Meta:
         ordering = ["category__slug", "complexity"]
-        constraints = [models.UniqueConstraint(fields=["category", "complexity"], name="route_unique_category_complexity")]
+        constraints = [
+            models.UniqueConstraint(fields=["category", "complexity"], name="route_unique_category_complexity"),
+            models.CheckConstraint(condition=ATTEMPTS_IN_ORDER, name="route_max_attempts_not_below_escalate_after",
+                                   violation_error_message=ATTEMPTS_OUT_OF_ORDER),
+        ]
 
     def __str__(self) -> str:
         return f"{self.category.slug}/{self.complexity}"
@@ -96,6 +119,8 @@ class Tier(ModelChain):
 
     class Meta:
         ordering = ["slug"]
+        constraints = [models.CheckConstraint(condition=ATTEMPTS_IN_ORDER, name="tier_max_attempts_not_below_escalate_after",
+                                              violation_error_message=ATTEMPTS_OUT_OF_ORDER)]
 
     def __str__(self) -> str:
         return self.slug
@@ -111,6 +136,30 @@ class TierModel(ChainEntry):
         verbose_name = "tier model"
         constraints = [models.UniqueConstraint(fields=["tier", "model"], name="tier_model_distinct",
                                                violation_error_message="A model can appear only once in a tier.")]
+
+
+class RouteEscalation(ChainEntry):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="escalation")
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="route_escalations")
+
+    history = HistoricalRecords()
+
+    class Meta(ChainEntry.Meta):
+        verbose_name = "route escalation model"
+        constraints = [models.UniqueConstraint(fields=["route", "model"], name="route_escalation_distinct",
+                                               violation_error_message="A model can appear only once in an escalation list.")]
+
+
+class TierEscalation(ChainEntry):
+    tier = models.ForeignKey(Tier, on_delete=models.CASCADE, related_name="escalation")
+    model = models.ForeignKey(LLMModel, on_delete=models.PROTECT, related_name="tier_escalations")
+
+    history = HistoricalRecords()
+
+    class Meta(ChainEntry.Meta):
+        verbose_name = "tier escalation model"
+        constraints = [models.UniqueConstraint(fields=["tier", "model"], name="tier_escalation_distinct",
+                                               violation_error_message="A model can appear only once in an escalation list.")]
 
 
 class Policy(models.Model):
@@ -153,7 +202,7 @@ class Decision(models.Model):
     category = models.CharField(max_length=64, blank=True)
     complexity = models.CharField(max_length=8, blank=True)
     tier = models.CharField(max_length=64, blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    outcome = models.CharField(max_length=24, choices=Outcome.choices)
     model_key = models.CharField(max_length=100, blank=True)
     provider_slug = models.CharField(max_length=64, blank=True)
     primary_key = models.CharField(max_length=100, blank=True)
@@ -261,7 +310,7 @@ class LedgerMinute(models.Model):
     REPORTED = "reported"
 
     minute = models.DateTimeField()
-    outcome = models.CharField(max_length=16)
+    outcome = models.CharField(max_length=24)
     model_key = models.CharField(max_length=100)
     provider_slug = models.CharField(max_length=64)
     entries = models.BigIntegerField(default=0)

@@ -17,12 +17,12 @@ from rest_framework.exceptions import ValidationError
 from providers.models import MODEL_KEY
 from router.engine import RouteRequest
 from router.errors import ApiError
-from router.serializers import CACHE_READ_OVER_INPUT, HEADER_NAME, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
+from router.serializers import CACHE_READ_OVER_INPUT, HEADER_NAME, MAX_ATTEMPT, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
 from router.usage import UsageReport
 from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "estimated_cache_read_tokens",
-                "exclude", "dry_run")
+                "exclude", "attempt", "dry_run")
 USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "status",
                 "decision_id", "idempotency_key", "retry_after", "ratelimit_headers")
 REQUIRED = "This field is required."
@@ -75,14 +75,14 @@ class _Fields:
             return value
         return None
 
-    def integer(self, name: str, maximum: int, default: int | None = None, required: bool = False) -> int | None:
+    def integer(self, name: str, maximum: int, default: int | None = None, required: bool = False, minimum: int = 0) -> int | None:
         value = self.value(name, required=required and default is None)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
             self.errors[name] = ["A valid integer is required."]
-        elif value < 0:
-            self.errors[name] = ["Ensure this value is greater than or equal to 0."]
+        elif value < minimum:
+            self.errors[name] = [f"Ensure this value is greater than or equal to {minimum}."]
         elif value > maximum:
             self.errors[name] = [f"Ensure this value is less than or equal to {maximum}."]
         else:
@@ -137,6 +137,7 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     output_tokens = fields.integer("estimated_output_tokens", MAX_TOKENS_PER_CALL, default=0)
     cache_read = fields.integer("estimated_cache_read_tokens", MAX_TOKENS_PER_CALL, default=0)
     exclude = fields.model_keys("exclude", MAX_EXCLUDED)
+    attempt = fields.integer("attempt", MAX_ATTEMPT, default=1, minimum=1)
     dry_run = fields.value("dry_run")
     if dry_run is not None and not isinstance(dry_run, bool):
         fields.errors["dry_run"] = ["Must be a valid boolean."]
@@ -150,7 +151,8 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     if cache_read > input_tokens:
         raise ValidationError({"estimated_cache_read_tokens": [CACHE_READ_OVER_INPUT]})
     request = RouteRequest(category=category, complexity=complexity, tier=tier, estimated_input_tokens=input_tokens,
-                           estimated_output_tokens=output_tokens, estimated_cache_read_tokens=cache_read, exclude=exclude)
+                           estimated_output_tokens=output_tokens, estimated_cache_read_tokens=cache_read, exclude=exclude,
+                           attempt=attempt)
     return request, bool(dry_run)
 
 

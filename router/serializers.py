@@ -7,13 +7,15 @@ from rest_framework import serializers
 from providers.models import MODEL_KEY, LLMModel
 from router.errors import ApiError
 from router.models import Decision, UsageEvent
-from switchboard.vocabulary import REQUEST_COMPLEXITIES, ProviderKind, UsageStatus
+from switchboard.vocabulary import COUNTED_OUTCOMES, REQUEST_COMPLEXITIES, Outcome, ProviderKind, RefusalCode, UsageStatus
 
 # A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
 MAX_TOKENS_PER_CALL = 10_000_000
 MAX_RATELIMIT_HEADERS = 50
 # A route has a handful of models; a longer list to pass over is a mistake.
 MAX_EXCLUDED = 50
+# No task is tried a thousand times: a larger attempt is a mistake.
+MAX_ATTEMPT = 1000
 CACHE_READ_OVER_INPUT = "The cache reads are part of the input: at most estimated_input_tokens."
 # An HTTP header name (RFC 9110 token); also keeps NUL, which PostgreSQL's jsonb refuses, out of the stored headers.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
@@ -96,6 +98,9 @@ class RouteRequestSerializer(StrictSerializer):
         child=StrictCharField(max_length=100, validators=[MODEL_KEY]), max_length=MAX_EXCLUDED, required=False,
         help_text="Model keys the service has just seen fail for this task: passed over with reason `excluded`.",
     )
+    attempt = StrictIntegerField(min_value=1, max_value=MAX_ATTEMPT, default=1,
+                                 help_text="The how-manieth try of the same task: past the route's escalate_after it escalates, "
+                                           "past its max_attempts it is refused with 429 attempts_exhausted.")
     dry_run = StrictBooleanField(default=False)
 
     def validate(self, attrs):
@@ -126,7 +131,7 @@ class TraceEntrySerializer(serializers.Serializer):
 
 class RouteResponseSerializer(serializers.Serializer):
     decision_id = serializers.UUIDField(allow_null=True, help_text="Null for a dry run, which stores nothing.")
-    outcome = serializers.ChoiceField(choices=["primary", "fallback"])
+    outcome = serializers.ChoiceField(choices=COUNTED_OUTCOMES)
     reason = serializers.CharField()
     model = RoutedModelSerializer()
     primary = serializers.CharField()
@@ -136,10 +141,10 @@ class RouteResponseSerializer(serializers.Serializer):
 
 
 class RefusalSerializer(serializers.Serializer):
-    error = serializers.ChoiceField(choices=["quota_exceeded", "no_capacity", "primary_unavailable"])
+    error = serializers.ChoiceField(choices=RefusalCode.values)
     detail = serializers.CharField()
     decision_id = serializers.UUIDField(allow_null=True)
-    outcome = serializers.ChoiceField(choices=["failed_fast", "exhausted"])
+    outcome = serializers.ChoiceField(choices=[o for o in Outcome.values if o not in COUNTED_OUTCOMES])
     primary = serializers.CharField()
     trace = TraceEntrySerializer(many=True)
     policy_version = serializers.IntegerField()

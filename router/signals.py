@@ -4,9 +4,9 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from providers.models import LLMModel, Provider, Quota
 from router import versioning
-from router.models import Category, Policy, Route, RouteModel, Tier, TierModel
+from router.models import Category, Policy, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
 
-POLICY_MODELS = [Provider, LLMModel, Quota, Category, Route, RouteModel, Tier, TierModel, Policy]
+POLICY_MODELS = [Provider, LLMModel, Quota, Category, Route, RouteModel, RouteEscalation, Tier, TierModel, TierEscalation, Policy]
 
 
 def _policy_changed(sender, raw=False, **kwargs) -> None:

@@ -80,13 +80,23 @@ class CategorySpec:
 
 
 @dataclass(frozen=True)
+class ChainSpec:
+    """A route's or tier's models: the primary and its fallback chain; the escalation list and its limits."""
+
+    models: tuple[str, ...]
+    escalation: tuple[str, ...] = ()
+    escalate_after: int | None = None
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
 class PolicySnapshot:
     version: int
     fingerprint: tuple
     models: dict[str, ModelSpec]
     categories: dict[str, CategorySpec]
-    routes: dict[tuple[str, str], tuple[str, ...]]
-    tiers: dict[str, tuple[str, ...]]
+    routes: dict[tuple[str, str], ChainSpec]
+    tiers: dict[str, ChainSpec]
     default_tier: str | None
     quotas: tuple[QuotaSpec, ...] = field(default=())
 
@@ -98,6 +108,11 @@ def _scaled(value, metric: str) -> int:
 
 def _or(value, default):
     return default if value is None else value
+
+
+def _chain(chain: Route | Tier) -> ChainSpec:
+    return ChainSpec(models=tuple(e.model.key for e in chain.entries.all()), escalation=tuple(e.model.key for e in chain.escalation.all()),
+                     escalate_after=chain.escalate_after, max_attempts=chain.max_attempts)
 
 
 def _fingerprint() -> tuple[int, datetime | None]:
@@ -147,11 +162,9 @@ def load_snapshot() -> PolicySnapshot:
         c.slug: CategorySpec(slug=c.slug, never_fallback=c.fallback == Category.Fallback.NEVER, may_use_headroom=c.may_use_headroom)
         for c in Category.objects.all()
     }
-    routes = {
-        (route.category.slug, route.complexity): tuple(e.model.key for e in route.entries.all())
-        for route in Route.objects.select_related("category").prefetch_related("entries__model")
-    }
-    tiers = {tier.slug: tuple(e.model.key for e in tier.entries.all()) for tier in Tier.objects.prefetch_related("entries__model")}
+    routes = {(route.category.slug, route.complexity): _chain(route)
+              for route in Route.objects.select_related("category").prefetch_related("entries__model", "escalation__model")}
+    tiers = {tier.slug: _chain(tier) for tier in Tier.objects.prefetch_related("entries__model", "escalation__model")}
     return PolicySnapshot(
         version=policy.version, fingerprint=fingerprint, models=models, categories=categories, routes=routes, tiers=tiers,
         default_tier=policy.default_tier.slug if policy.default_tier else None, quotas=tuple(quotas),

@@ -13,14 +13,16 @@ class Outcome(models.TextChoices):
 
     PRIMARY = "primary"
     FALLBACK = "fallback"
+    ESCALATED = "escalated"  # a task that kept failing was given a model of its route's escalation list
     FAILED_FAST = "failed_fast", "failed fast"
     EXHAUSTED = "exhausted"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted", "attempts exhausted"
 
 
 # Decisions that chose a model, and so count against its quotas.
-COUNTED_OUTCOMES = (Outcome.PRIMARY, Outcome.FALLBACK)
-# Every downgrade and refusal: what the audit keeps longest and the fallback history shows.
-NOT_PRIMARY = (Outcome.FALLBACK, Outcome.FAILED_FAST, Outcome.EXHAUSTED)
+COUNTED_OUTCOMES = (Outcome.PRIMARY, Outcome.FALLBACK, Outcome.ESCALATED)
+# Every downgrade, escalation and refusal: what the audit keeps longest and the fallback history shows.
+NOT_PRIMARY = (Outcome.FALLBACK, Outcome.ESCALATED, Outcome.FAILED_FAST, Outcome.EXHAUSTED, Outcome.ATTEMPTS_EXHAUSTED)
 
 
 class Verdict(models.TextChoices):
@@ -56,6 +58,7 @@ class RefusalCode(models.TextChoices):
     QUOTA_EXCEEDED = "quota_exceeded"
     PRIMARY_UNAVAILABLE = "primary_unavailable"
     NO_CAPACITY = "no_capacity"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 
 class Complexity(models.TextChoices):

@@ -1,7 +1,7 @@
 """The client's tests run against the real Switchboard server and the provider stand-ins of tests/standins.
 
 One server per test session (sb_server.py): a temporary directory holds its SQLite database; `migrate`, `import_policy`
-(the policy below, pointing at the stand-ins; first with the escalation fields, else without) and `create_api_key` run
+(the policy below, pointing at the stand-ins) and `create_api_key` run
 in one process, then `manage.py runserver --noreload` serves it on a free port until the session ends. The stand-ins
 (AnthropicStandIn, OpenAIStandIn, BedrockStandIn) run in this process; boto3 reaches the Bedrock one through
 AWS_ENDPOINT_URL_BEDROCK_RUNTIME, the anthropic and openai SDKs through the policy's `base_url`s.
@@ -89,11 +89,11 @@ ROUTES = {
     "attempts": ["claude-d", "claude-b"],
 }
 NEVER = {"disabled_never", "quota_never"}
-# Routes that limit attempts (the escalation piece of the server: `max_attempts` in the policy, `attempt` in /route).
+# Routes that limit attempts (`max_attempts`): a route past it is refused with 429 attempts_exhausted.
 MAX_ATTEMPTS = {"attempts": 2}
 
 
-def policy(urls: dict[str, str], escalation: bool) -> dict[str, Any]:
+def policy(urls: dict[str, str]) -> dict[str, Any]:
     one_request = {"metric": "requests", "window": "minute", "limit": 1, "soft_limit_ratio": 1.0}
     return {
         "version": 1,
@@ -114,7 +114,7 @@ def policy(urls: dict[str, str], escalation: bool) -> dict[str, Any]:
         "tiers": [{"slug": "default", "models": ["claude-a"]}],
         "categories": [{"slug": category, "fallback": "never" if category in NEVER else "allow"} for category in ROUTES],
         "routes": [{"category": category, "complexity": "any", "models": models,
-                    **({"max_attempts": MAX_ATTEMPTS[category]} if escalation and category in MAX_ATTEMPTS else {})}
+                    **({"max_attempts": MAX_ATTEMPTS[category]} if category in MAX_ATTEMPTS else {})}
                    for category, models in ROUTES.items()],
     }
 
@@ -150,35 +150,18 @@ def provider_environment(standins: dict[str, Any], tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="session")
 def switchboard(standins: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The running server: {"url", "key" (route, usage, read, admin), "no_read_key", "escalation", "var_dir", "env"}."""
+    """The running server: {"url", "key" (route, usage, read, admin), "no_read_key", "var_dir", "env"}."""
     var_dir = tmp_path_factory.mktemp("switchboard")
     urls = {name: standin.url for name, standin in standins.items()}
-    (var_dir / "policy-escalation.json").write_text(json.dumps(policy(urls, escalation=True)))
-    (var_dir / "policy.json").write_text(json.dumps(policy(urls, escalation=False)))
+    (var_dir / "policy.json").write_text(json.dumps(policy(urls)))
     env = server_env(var_dir)
-    state = prepare(env, var_dir / "policy-escalation.json", var_dir / "policy.json")
+    state = prepare(env, var_dir / "policy.json")
     server = Server(var_dir, env).start()
     try:
         yield {"url": server.url, "key": state["keys"]["client-tests"], "no_read_key": state["keys"]["no-read"],
-               "escalation": state["escalation"], "var_dir": var_dir, "env": env}
+               "var_dir": var_dir, "env": env}
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def server_accepts_attempt(switchboard: dict[str, Any]) -> bool:
-    """Whether POST /route takes `attempt` (the escalation piece of the server)."""
-    answer = httpx2.post(switchboard["url"] + "/api/v1/route", json={"category": "messages", "attempt": 2, "dry_run": True},
-                         headers={"Authorization": f"Bearer {switchboard['key']}"})
-    return answer.status_code == 200
-
-
-@pytest.fixture
-def needs_attempt(request: pytest.FixtureRequest, server_accepts_attempt: bool) -> None:
-    """Marks a test that routes a retry (attempt > 1) as expected to fail while the server refuses `attempt`."""
-    if not server_accepts_attempt:
-        request.applymarker(pytest.mark.xfail(reason="server: POST /api/v1/route does not accept `attempt` yet (400 unknown field)",
-                                              strict=False))
 
 
 @pytest.fixture

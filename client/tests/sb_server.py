@@ -25,19 +25,13 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", interactive=False, verbosity=0)
-escalation = True
-try:
-    call_command("import_policy", sys.argv[1])
-except Exception as exc:
-    print("first policy refused:", exc, file=sys.stderr)
-    escalation = False
-    call_command("import_policy", sys.argv[2])
+call_command("import_policy", sys.argv[1])
 keys = {}
 for name, scopes in (("client-tests", "route,usage,read,admin"), ("no-read", "route,usage")):
     out = io.StringIO()
     call_command("create_api_key", name, scopes=scopes, stdout=out, stderr=io.StringIO())
     keys[name] = out.getvalue().strip().splitlines()[-1]
-print(json.dumps({"keys": keys, "escalation": escalation}))
+print(json.dumps({"keys": keys}))
 """
 
 
@@ -57,9 +51,9 @@ def server_env(var_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def prepare(env: dict[str, str], policy: Path, fallback_policy: Path | None = None) -> dict[str, Any]:
-    """Migrates, imports `policy` (else `fallback_policy`), creates the keys: {"keys": {name: key}, "escalation": bool}."""
-    setup = subprocess.run([sys.executable, "-c", SETUP, str(policy), str(fallback_policy or policy)],
+def prepare(env: dict[str, str], policy: Path) -> dict[str, Any]:
+    """Migrates, imports `policy`, creates the keys: {"keys": {name: key}}."""
+    setup = subprocess.run([sys.executable, "-c", SETUP, str(policy)],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     if setup.returncode != 0:
         raise RuntimeError(f"Switchboard setup failed:\n{setup.stdout}\n{setup.stderr}")

@@ -114,9 +114,7 @@ def test_no_capacity_at_quota_is_a_429_with_retry_after(sb):
     assert error.value.retry_after is not None
 
 
-def test_attempts_exhausted(sb, switchboard, server_accepts_attempt):
-    if not (switchboard["escalation"] and server_accepts_attempt):
-        pytest.xfail("server: route `max_attempts` in the policy and `attempt` in POST /route (429 attempts_exhausted) not there yet")
+def test_attempts_exhausted(sb):
     sb.release(sb.route("attempts", attempt=2))
     with pytest.raises(AttemptsExhausted) as error:
         sb.route("attempts", attempt=3)

@@ -11,7 +11,6 @@ from conftest import decisions
 from switchboard_client import AsyncSwitchboard, NoCapacity, Switchboard
 
 HELLO = [{"role": "user", "content": "Say hello. [[output_tokens=12]]"}]
-pytestmark = pytest.mark.usefixtures("needs_attempt")
 
 
 def test_a_429_is_reported_and_the_next_candidate_answers(sb, admin, standins):

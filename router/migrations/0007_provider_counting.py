@@ -213,7 +213,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='decision',
-            index=models.Index(condition=models.Q(('outcome__in', ['primary', 'fallback']), ('reported', False)), fields=['created_at'], name='decision_unreported'),
+            index=models.Index(condition=models.Q(('outcome__in', ['primary', 'fallback', 'escalated']), ('reported', False)), fields=['created_at'], name='decision_unreported'),
         ),
         migrations.RunPython(count_as_before, migrations.RunPython.noop),
         migrations.RunPython(create_triggers, lambda apps, schema_editor: previous().drop_triggers(apps, schema_editor)),

@@ -9,10 +9,10 @@ from django.db.models.functions import Cast, Concat
 
 from providers.models import LLMModel, Provider, Quota
 from router import versioning
-from router.models import Category, Policy, Route, RouteModel, Tier, TierModel
+from router.models import Category, Policy, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
 from router.policy.export import entries
 from router.policy.fields import CHANGE_REASON, PolicyError, type_name
-from router.policy.validate import Plan, Validator
+from router.policy.validate import ChainPlan, Plan, Validator
 from switchboard.vocabulary import Availability
 
 
@@ -49,8 +49,9 @@ class _Applier:
         quotas = {(q.provider.slug, q.name): q for q in
                   Quota.objects.filter(source=Quota.Source.MANUAL).select_related("provider").prefetch_related("models")}
         categories = {c.slug: c for c in Category.objects.all()}
-        tiers = {t.slug: t for t in Tier.objects.prefetch_related(entries(TierModel))}
-        routes = {(r.category.slug, r.complexity): r for r in Route.objects.select_related("category").prefetch_related(entries(RouteModel))}
+        tiers = {t.slug: t for t in Tier.objects.prefetch_related(entries(TierModel), entries(TierEscalation, "escalation"))}
+        routes = {(r.category.slug, r.complexity): r for r in Route.objects.select_related("category")
+                  .prefetch_related(entries(RouteModel), entries(RouteEscalation, "escalation"))}
         key_of = {m.pk: key for key, m in models.items()}
 
         # Take away first, references before what they point to: model lists, quotas, models, providers.
@@ -75,12 +76,15 @@ class _Applier:
                 self.changed = True
         for slug, values in plan.categories.items():
             self.put(categories, slug, Category, values)
-        for slug, keys in plan.tiers.items():
-            tier = self.put(tiers, slug, Tier, {"slug": slug})
-            self.fill(tier, TierModel, "tier", keys, models)
-        for (category_slug, complexity), keys in plan.routes.items():
-            route = self.put(routes, (category_slug, complexity), Route, {"category": categories[category_slug], "complexity": complexity})
-            self.fill(route, RouteModel, "route", keys, models)
+        for slug, chain in plan.tiers.items():
+            tier = self.put(tiers, slug, Tier, {"slug": slug, **self.limits(chain)})
+            self.fill(tier, TierModel, "tier", chain.models, models)
+            self.fill(tier, TierEscalation, "tier", chain.escalation, models)
+        for (category_slug, complexity), chain in plan.routes.items():
+            route = self.put(routes, (category_slug, complexity), Route,
+                             {"category": categories[category_slug], "complexity": complexity, **self.limits(chain)})
+            self.fill(route, RouteModel, "route", chain.models, models)
+            self.fill(route, RouteEscalation, "route", chain.escalation, models)
 
         policy = Policy.objects.get(pk=1)
         default_tier = tiers[plan.default_tier] if plan.default_tier else None
@@ -115,13 +119,19 @@ class _Applier:
                               availability_reason="model_id changed; waiting for the next availability refresh", checked_at=None)
             self.put(models, key, LLMModel, fields)
 
-    def drop_or_clear(self, owner: Route | Tier, wanted: list[str] | None, key_of: dict[int, str]) -> None:
-        """Deletes a route or tier the document no longer has, or empties its model list if that list changes."""
+    @staticmethod
+    def limits(chain: ChainPlan) -> dict:
+        return {"escalate_after": chain.escalate_after, "max_attempts": chain.max_attempts}
+
+    def drop_or_clear(self, owner: Route | Tier, wanted: ChainPlan | None, key_of: dict[int, str]) -> None:
+        """Deletes a route or tier the document no longer has, or empties each of its model lists that changes."""
         if wanted is None:
             self.delete(owner)
-        elif [key_of.get(entry.model_id) for entry in owner.entries.all()] != wanted:
-            for entry in owner.entries.all():
-                self.delete(entry)
+            return
+        for entries_now, keys in ((owner.entries.all(), wanted.models), (owner.escalation.all(), wanted.escalation)):
+            if [key_of.get(entry.model_id) for entry in entries_now] != keys:
+                for entry in entries_now:
+                    self.delete(entry)
 
     def fill(self, owner: Route | Tier, entry_model: type[db_models.Model], owner_field: str, keys: list[str],
              models: dict[str, LLMModel]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import models as db_models
 
 from providers.models import LLMModel, Provider, Quota
-from router.models import Category, Policy, Route, RouteModel, Tier, TierModel
+from router.models import Category, Policy, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
 from router.policy.fields import ALWAYS_EXPORTED, CATEGORY_FIELDS, COMPLEXITY_ORDER, MODEL_FIELDS, PROVIDER_FIELDS, QUOTA_FIELDS, automatic_quota_name
 
 
@@ -51,21 +51,27 @@ def export_policy() -> dict:
         {"key": model.key, "provider": model.provider.slug, **_export_fields(model, MODEL_FIELDS[1:])}
         for model in LLMModel.objects.select_related("provider").order_by("key")
     ]
-    document["tiers"] = [
-        {"slug": tier.slug, "models": [entry.model.key for entry in tier.entries.all()]}
-        for tier in Tier.objects.order_by("slug").prefetch_related(entries(TierModel))
-    ]
+    tiers = Tier.objects.order_by("slug").prefetch_related(entries(TierModel), entries(TierEscalation, "escalation"))
+    document["tiers"] = [{"slug": tier.slug, **_chain(tier)} for tier in tiers]
     document["categories"] = [_export_fields(category, CATEGORY_FIELDS) for category in Category.objects.order_by("slug")]
-    routes = Route.objects.select_related("category").prefetch_related(entries(RouteModel))
+    routes = Route.objects.select_related("category").prefetch_related(entries(RouteModel), entries(RouteEscalation, "escalation"))
     document["routes"] = [
-        {"category": route.category.slug, "complexity": route.complexity, "models": [entry.model.key for entry in route.entries.all()]}
+        {"category": route.category.slug, "complexity": route.complexity, **_chain(route)}
         for route in sorted(routes, key=lambda r: (r.category.slug, COMPLEXITY_ORDER.index(r.complexity)))
     ]
     return document
 
 
-def entries(entry_model: type[db_models.Model]) -> db_models.Prefetch:
-    return db_models.Prefetch("entries", queryset=entry_model.objects.select_related("model").order_by("position", "pk"))
+def _chain(owner: Route | Tier) -> dict:
+    """A route's or tier's models, and its escalation list and attempt limits where it has them."""
+    chain = {"models": [entry.model.key for entry in owner.entries.all()]}
+    if escalation := [entry.model.key for entry in owner.escalation.all()]:
+        chain["escalation"] = escalation
+    return chain | {name: getattr(owner, name) for name in ("escalate_after", "max_attempts") if getattr(owner, name) is not None}
+
+
+def entries(entry_model: type[db_models.Model], lookup: str = "entries") -> db_models.Prefetch:
+    return db_models.Prefetch(lookup, queryset=entry_model.objects.select_related("model").order_by("position", "pk"))
 
 
 def _export_quota(quota: Quota) -> dict:

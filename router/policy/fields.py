@@ -14,6 +14,8 @@ QUOTA_FIELDS = ("name", "metric", "window", "reset", "limit", "soft_limit_ratio"
 MODEL_FIELDS = ("key", "model_id", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok", "cache_write_cost_per_mtok",
                 "context_window", "burndown_rate", "enabled")
 CATEGORY_FIELDS = ("slug", "fallback", "may_use_headroom", "description")
+# A route's or tier's model lists and attempt limits (besides its category and complexity, or its slug).
+CHAIN_FIELDS = ("models", "escalation", "escalate_after", "max_attempts")
 # Exported even when equal to their default, because a reader needs them to understand the entry.
 ALWAYS_EXPORTED = {"slug", "kind", "key", "model_id", "context_window", "metric", "window", "limit", "soft_limit_ratio", "fallback"}
 # Keys a provider entry may never carry: secrets are write-only and are set in the admin.
@@ -27,6 +29,8 @@ RANGES = {
     "cache_read_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
     "cache_write_cost_per_mtok": (lambda d: d >= 0, "must be 0 or more"),
     "burndown_rate": (lambda d: 1 <= d <= 100, "must be from 1 to 100"),
+    "escalate_after": (lambda d: 1 <= d <= 1000, "must be from 1 to 1000"),
+    "max_attempts": (lambda d: 1 <= d <= 1000, "must be from 1 to 1000"),
     "context_window": (lambda d: d >= 1, "must be at least 1"),
     "request_timeout_seconds": (lambda d: d >= 1, "must be at least 1"),
     "cooldown_failures": (lambda d: d >= 1, "must be at least 1"),

@@ -13,6 +13,7 @@ from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Route, Tier
 from router.policy.fields import (
     CATEGORY_FIELDS,
+    CHAIN_FIELDS,
     MODEL_FIELDS,
     PROVIDER_FIELDS,
     QUOTA_FIELDS,
@@ -28,6 +29,16 @@ from switchboard.vocabulary import ProviderKind
 
 
 @dataclass
+class ChainPlan:
+    """A route's or tier's models, its escalation list, and the attempts that escalate and that are allowed."""
+
+    models: list[str]
+    escalation: list[str]
+    escalate_after: int | None
+    max_attempts: int | None
+
+
+@dataclass
 class Plan:
     """A validated document: the field values of every object, keyed the way the database is."""
 
@@ -35,8 +46,8 @@ class Plan:
     quotas: dict[tuple[str, str], dict] = field(default_factory=dict)  # (provider, name) -> values + "models"
     models: dict[str, dict] = field(default_factory=dict)  # key -> values + "provider"
     categories: dict[str, dict] = field(default_factory=dict)
-    tiers: dict[str, list[str]] = field(default_factory=dict)
-    routes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    tiers: dict[str, ChainPlan] = field(default_factory=dict)
+    routes: dict[tuple[str, str], ChainPlan] = field(default_factory=dict)
     default_tier: str | None = None
     # Where each object is in the file, for messages about it.
     where: dict[tuple[str, Any], str] = field(default_factory=dict)
@@ -300,17 +311,17 @@ class Validator:
             self.plan.categories[values["slug"]] = values
 
     def tier(self, item: Any, where: str) -> None:
-        if not self.mapping(item, where, ("slug", "models")):
+        if not self.mapping(item, where, ("slug", *CHAIN_FIELDS)):
             return
         values = self.fields(item, where, Tier, ("slug",))
-        keys = self.chain(item, where)
-        if "slug" not in values or keys is None:
+        chain = self.chain(item, where, Tier)
+        if "slug" not in values or chain is None:
             return
         if self.unique("tier", values["slug"], f"{where}.slug", f"tier {values['slug']!r}"):
-            self.plan.tiers[values["slug"]] = keys
+            self.plan.tiers[values["slug"]] = chain
 
     def route(self, item: Any, where: str) -> None:
-        if not self.mapping(item, where, ("category", "complexity", "models")):
+        if not self.mapping(item, where, ("category", "complexity", *CHAIN_FIELDS)):
             return
         values = self.fields(item, where, Route, ("complexity",))
         category = item.get("category")
@@ -320,23 +331,45 @@ class Validator:
             known = ", ".join(sorted(self.plan.categories)) or "none"
             self.problem(f"{where}.category", f"unknown category {_show(category)} (known: {known})")
             category = None
-        keys = self.chain(item, where)
-        if "complexity" not in values or keys is None or category is None:
+        chain = self.chain(item, where, Route)
+        if "complexity" not in values or chain is None or category is None:
             return
         key = (category, values["complexity"])
         if self.unique("route", key, where, f"route for ({category}, {values['complexity']})"):
-            self.plan.routes[key] = keys
+            self.plan.routes[key] = chain
 
-    def chain(self, item: dict, where: str) -> list[str] | None:
-        """The ordered models of a route or tier: the primary first, then the fallback chain."""
-        if "models" not in item:
-            self.problem(f"{where}.models", "is required")
-            return None
-        keys = self.model_list(item["models"], f"{where}.models", at_least_one=True)
+    def known_models(self, item: dict, name: str, where: str, required: bool) -> list[str] | None:
+        """An ordered list of known model keys under `name` ([] when absent and not required)."""
+        if name not in item:
+            if required:
+                self.problem(f"{where}.{name}", "is required")
+                return None
+            return []
+        keys = self.model_list(item[name], f"{where}.{name}", at_least_one=required)
         if keys is None:
             return None
-        known = [self.known_model(key, f"{where}.models[{i}]") for i, key in enumerate(keys)]
+        known = [self.known_model(key, f"{where}.{name}[{i}]") for i, key in enumerate(keys)]
         return keys if all(known) else None
+
+    def chain(self, item: dict, where: str, model: type[db_models.Model]) -> ChainPlan | None:
+        """The ordered models of a route or tier (the primary first, then the fallback chain), its escalation
+        list and its attempt limits."""
+        keys = self.known_models(item, "models", where, required=True)
+        escalation = self.known_models(item, "escalation", where, required=False)
+        limits = self.fields(item, where, model, ("escalate_after", "max_attempts"))
+        if keys is None or escalation is None or len(limits) < 2:
+            return None
+        escalate_after, max_attempts = limits["escalate_after"], limits["max_attempts"]
+        if escalation and escalation == keys:
+            self.problem(f"{where}.escalation", "repeats the route's models: escalate to other models, or leave it out")
+        elif bool(escalation) != (escalate_after is not None):
+            self.problem(f"{where}.escalate_after" if escalation else f"{where}.escalation",
+                         "an escalation list needs escalate_after" if escalation else "escalate_after needs an escalation list")
+        elif escalate_after is not None and max_attempts is not None and max_attempts < escalate_after:
+            self.problem(f"{where}.max_attempts", f"must be at least escalate_after ({escalate_after}), got {max_attempts}")
+        else:
+            return ChainPlan(keys, escalation, escalate_after, max_attempts)
+        return None
 
     def default_tier(self, slug: Any) -> None:
         if slug is None:
