@@ -14,6 +14,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
@@ -22,7 +23,7 @@ from rest_framework.views import APIView
 from providers.models import LLMModel
 from router import payloads
 from router import serializers as s
-from router.auth import AdminScope, Caller, ReadScope, RouteScope, UsageScope
+from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, flush_ledger
 from router.counters.connections import PoolExhausted
 from router.counting import display_amount
@@ -31,7 +32,7 @@ from router.engine import RouteRequest, UnknownChoice
 from router.errors import ApiError
 from router.exports import decisions_csv
 from router.models import Decision, Policy
-from router.policy.apply import apply_policy
+from router.policy.apply import Author, apply_policy
 from router.policy.document import dump_policy, parse_policy
 from router.policy.export import export_policy
 from router.policy.fields import PolicyError
@@ -269,7 +270,10 @@ YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 
 
 class PolicyView(ApiView):
-    permission_classes = [AdminScope]
+    """The whole policy, for an API key with the admin scope or a logged-in user of the admin (CSRF token for a PUT)."""
+
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [PolicyAccess]
     max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     parser_classes: list = []
 
@@ -300,8 +304,10 @@ class PolicyView(ApiView):
             text = request.body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ApiError("malformed_request", "The policy must be UTF-8 text.") from exc
+        caller = request.user
+        author = Author(f"API key '{caller.name}'") if isinstance(caller, Caller) else Author(caller.get_username(), caller)
         try:
-            changed = apply_policy(parse_policy(text, fmt))
+            changed = apply_policy(parse_policy(text, fmt), author)
         except PolicyError as exc:
             raise ApiError("invalid_policy", "; ".join(exc.problems), problems=exc.problems) from exc
         return Response({"changed": changed, "policy_version": Policy.current().version})

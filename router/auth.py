@@ -142,3 +142,29 @@ class ReadScope(_HasScope):
 
 class AdminScope(_HasScope):
     scope = Scope.ADMIN
+
+
+# The policy's objects, each of which an editor of the whole policy may view, add, change and delete.
+POLICY_MODELS = ("providers.provider", "providers.llmmodel", "providers.quota", "router.category", "router.route", "router.routemodel",
+                 "router.routeescalation", "router.tier", "router.tiermodel", "router.tierescalation", "router.policy")
+
+
+def _permissions(actions: tuple[str, ...]) -> list[str]:
+    return [f"{app}.{action}_{model}" for app, model in (name.split(".") for name in POLICY_MODELS) for action in actions]
+
+
+class PolicyAccess(permissions.BasePermission):
+    """GET and PUT /api/v1/policy: an API key with the admin scope, or a logged-in user who may view (GET) or
+    edit (PUT) every object of the policy, as the groups `policy viewers` and `policy editors` may."""
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if isinstance(user, Caller):
+            return AdminScope().has_permission(request, view)
+        if not (user and user.is_authenticated):
+            raise exceptions.NotAuthenticated("Send an API key with the admin scope as 'Authorization: Bearer <key>', or log in.")
+        reading = request.method in permissions.SAFE_METHODS
+        if not user.has_perms(_permissions(("view",) if reading else ("view", "add", "change", "delete"))):
+            raise exceptions.PermissionDenied(f"Your account may not {'read' if reading else 'change'} the whole policy.")
+        return True
+

@@ -1,7 +1,8 @@
 """Django's session, login and message middleware, stepping aside for the REST API.
 
 Calls under /api/v1/ authenticate with an API key (router.auth): they never read a session, a
-logged-in user or a flash message, and running those middleware is a measurable share of a routing
+logged-in user or a flash message (but for the policy, which an editor may also read and change from
+the browser), and running those middleware is a measurable share of a routing
 decision (docs/performance.md). The admin's checks accept these subclasses in their place.
 CSRF and X-Frame-Options stay Django's own: `check --deploy` looks for those by name, and API
 views are exempt from CSRF anyway.
@@ -12,11 +13,13 @@ from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 
 API_PREFIX = "/api/v1/"
+# The one API endpoint a logged-in user of the admin may call too.
+BROWSER_API_PATHS = frozenset({"/api/v1/policy"})
 
 
 class _BrowserOnly:
     def __call__(self, request):
-        if request.path_info.startswith(API_PREFIX):
+        if request.path_info.startswith(API_PREFIX) and request.path_info not in BROWSER_API_PATHS:
             return self.get_response(request)
         return super().__call__(request)
 

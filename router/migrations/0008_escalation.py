@@ -6,6 +6,7 @@ import django.core.validators
 import django.db.models.deletion
 import simple_history.models
 from django.conf import settings
+from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
 
 
@@ -17,6 +18,19 @@ def drop_triggers_on_sqlite(apps, schema_editor):
     """SQLite remakes a table to change a column, dropping the triggers on it and breaking those that name it."""
     if schema_editor.connection.vendor == "sqlite":
         ledger_minute_triggers().previous().drop_triggers(apps, schema_editor)
+
+
+def give_the_groups_the_escalation_lists(apps, schema_editor):
+    """The policy groups of migration 0002 get the same rights on escalation lists as on the models of routes and tiers."""
+    router = apps.get_app_config("router")
+    router.models_module = True
+    create_permissions(router, apps=apps, verbosity=0)
+    router.models_module = None
+    Group, Permission = apps.get_model("auth", "Group"), apps.get_model("auth", "Permission")
+    for group, actions in (("policy viewers", ["view"]), ("policy editors", ["view", "add", "change", "delete"])):
+        codenames = [f"{action}_{model}" for action in actions for model in ("routeescalation", "tierescalation")]
+        for found in Group.objects.filter(name=group):
+            found.permissions.add(*Permission.objects.filter(content_type__app_label="router", codename__in=codenames))
 
 
 def create_triggers_on_sqlite(apps, schema_editor):
@@ -211,4 +225,5 @@ class Migration(migrations.Migration):
             constraint=models.UniqueConstraint(fields=('tier', 'model'), name='tier_escalation_distinct', violation_error_message='A model can appear only once in an escalation list.'),
         ),
         migrations.RunPython(create_triggers_on_sqlite, drop_triggers_on_sqlite),
+        migrations.RunPython(give_the_groups_the_escalation_lists, migrations.RunPython.noop),
     ]

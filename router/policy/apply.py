@@ -1,7 +1,9 @@
 """Applying a validated policy: the database made equal to the document in one transaction."""
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import models as db_models
 from django.db import transaction
 from django.db.models import CharField, Value
@@ -11,25 +13,43 @@ from providers.models import LLMModel, Provider, Quota
 from router import versioning
 from router.models import Category, Policy, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
 from router.policy.export import entries
-from router.policy.fields import CHANGE_REASON, PolicyError, type_name
+from router.policy.fields import PolicyError, type_name
 from router.policy.validate import ChainPlan, Plan, Validator
 from switchboard.vocabulary import Availability
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who applies a policy, as each object's edit history records it: a user, or the name of an API key or command."""
+
+    name: str
+    user: AbstractBaseUser | None = None
+
+
+# The author of a policy applied from the command line.
+COMMAND = Author("manage.py import_policy")
 
 
 class _Applier:
     """Makes the database equal to a validated plan, writing only rows that differ."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, author: Author) -> None:
         self.plan = plan
+        self.author = author
         self.changed = False
 
+    def record(self, obj: db_models.Model) -> None:
+        """What the edit history keeps of this change: by whom, and why."""
+        obj._history_user = self.author.user
+        obj._change_reason = f"policy import by {self.author.name}"
+
     def save(self, obj: db_models.Model, **kwargs: Any) -> None:
-        obj._change_reason = CHANGE_REASON
+        self.record(obj)
         obj.save(**kwargs)
         self.changed = True
 
     def delete(self, obj: db_models.Model) -> None:
-        obj._change_reason = CHANGE_REASON
+        self.record(obj)
         obj.delete()
         self.changed = True
 
@@ -71,7 +91,7 @@ class _Applier:
             quota = self.put(quotas, (provider_slug, name), Quota, {**fields, "provider": providers[provider_slug]})
             wanted = {models[key].pk for key in values["models"]}
             if {m.pk for m in quota.models.all()} != wanted:
-                quota._change_reason = CHANGE_REASON
+                self.record(quota)
                 quota.models.set(wanted)
                 self.changed = True
         for slug, values in plan.categories.items():
@@ -142,7 +162,7 @@ class _Applier:
             self.save(entry_model(**{owner_field: owner, "model": models[key], "position": position}))
 
 
-def apply_policy(data: dict) -> bool:
+def apply_policy(data: dict, author: Author = COMMAND) -> bool:
     """Validates a whole policy document, then makes the database equal to it in one transaction.
 
     Raises PolicyError listing every problem (and changes nothing) if the document is invalid.
@@ -155,4 +175,4 @@ def apply_policy(data: dict) -> bool:
         # One import at a time: the second waits for the first, then sees its result.
         Policy.objects.select_for_update().get(pk=1)
         plan = Validator().validate(data)
-        return _Applier(plan).run()
+        return _Applier(plan, author).run()

@@ -37,7 +37,6 @@ RANGES = {
     "cooldown_window_seconds": (lambda d: d >= 1, "must be at least 1"),
     "cooldown_seconds": (lambda d: d >= 1, "must be at least 1"),
 }
-CHANGE_REASON = "policy import"
 
 
 class PolicyError(Exception):
