@@ -144,7 +144,8 @@ class Drainer:
 def ledger_backlog() -> int:
     import redis
 
-    return redis.Redis.from_url(REDIS_URL).xlen(ENV["ROUTER_REDIS_PREFIX"] + "ledger")
+    client = redis.Redis.from_url(REDIS_URL)  # the stream is named after the installation: <prefix><installation>:ledger
+    return sum(client.xlen(key) for key in client.scan_iter(ENV["ROUTER_REDIS_PREFIX"] + "*:ledger"))
 
 
 def wait_for_ledger() -> tuple[int, float]:

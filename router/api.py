@@ -24,7 +24,7 @@ from providers.models import LLMModel
 from router import payloads
 from router import serializers as s
 from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
-from router.counters import CountersUnavailable, flush_ledger
+from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
 from router.counting import display_amount
 from router.decisions import decide, refusal
@@ -258,7 +258,11 @@ class DecisionsView(generics.ListAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("format", str, enum=["json", "csv"], description="csv exports every match")])
     def get(self, request, *args, **kwargs):
-        flush_ledger()  # the audit holds every decision answered before this request
+        try:
+            flush_ledger()  # the audit holds every decision answered before this request, or answers 503
+        except LedgerIncomplete as exc:
+            raise ApiError("ledger_incomplete", f"{exc} Retry in a few seconds.", status.HTTP_503_SERVICE_UNAVAILABLE,
+                           headers={"Retry-After": "5"}) from exc
         if request.query_params.get("format") == "csv":
             return decisions_csv(self.filter_queryset(self.get_queryset()))
         if request.query_params.get("format") not in (None, "json"):

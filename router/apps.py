@@ -5,4 +5,4 @@ class RouterConfig(AppConfig):
     name = "router"
 
     def ready(self) -> None:
-        from router import signals  # noqa: F401  (connects the policy-version bump)
+        from router import checks, signals  # noqa: F401  (registers the deploy checks, connects the policy-version bump)

@@ -185,6 +185,25 @@ class Policy(models.Model):
         return policy
 
 
+class Installation(models.Model):
+    """This database's identity. Every Redis key its processes keep carries it, so that two installations
+    (or a database recreated next to an old Redis) sharing one Redis never read, count or drain each other's."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="installation_singleton")]
+
+    def __str__(self) -> str:
+        return f"installation {self.uuid}"
+
+    @classmethod
+    def current(cls) -> "Installation":
+        installation, _ = cls.objects.get_or_create(pk=1)
+        return installation
+
+
 # Counted decisions whose usage no report has replaced: they hold their reservation until their window moves on.
 UNREPORTED = Q(reported=False, outcome__in=list(COUNTED_OUTCOMES))
 

@@ -28,15 +28,19 @@ def _check_database() -> dict:
         return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
 
 
-# Rows older than this still waiting in Redis mean the drain task (Celery worker and beat) is not running.
-LEDGER_STALE_SECONDS = 60
+# Rows older than this still waiting in Redis mean the drain task (Celery worker and beat, every
+# second) is not running or cannot write: the audit is behind.
+LEDGER_STALE_SECONDS = 10
 
 
 def _check_redis() -> dict:
     if not settings.REDIS_URL:
         return {"configured": False, "ok": None, "counters": "database"}
     try:
-        ledger = counters.redis_counters().backlog()
+        redis_counters = counters.redis_counters()
+        ledger = redis_counters.backlog()
+        persistence = redis_counters.persistence()
+        others = redis_counters.other_installations()
         ok = True
     except Exception:
         ok = False
@@ -46,6 +50,9 @@ def _check_redis() -> dict:
     body = {"configured": True, "ok": ok, "counters": counting_on, "on_failure": settings.ROUTER_REDIS_DOWN}
     if ok:
         body["ledger_backlog"] = ledger | {"stale": ledger["oldest_seconds"] > LEDGER_STALE_SECONDS}
+        body["persistence"] = persistence
+        body["installation"] = redis_counters.installation
+        body["other_installations"] = [{"id": key, "last_seen": seen} for key, seen in sorted(others.items())]
     if counters.outage.since is not None:
         body["down_since"] = counters.outage.since
     return body
@@ -70,6 +77,18 @@ def _last_refresh() -> dict:
     return {"last_at": last.isoformat(), "age_seconds": round(time.time() - last.timestamp())}
 
 
+def _warnings(redis_state: dict) -> list[str]:
+    """What an operator should fix though nothing fails yet."""
+    warnings = []
+    if redis_state.get("persistence") in ("none", "snapshots"):
+        warnings.append("Redis does not keep its data with appendonly: a restart loses the decisions and usage reports "
+                        "it accepted since the last write to the database (docs/operations.md, Consistency contract).")
+    if redis_state.get("other_installations"):
+        warnings.append("Other installations (another database) keep counters on this Redis under the same prefix; "
+                        "each keeps to its own, but check that REDIS_URL and ROUTER_REDIS_PREFIX are meant to be shared.")
+    return warnings
+
+
 class HealthView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
@@ -86,7 +105,7 @@ class HealthView(APIView):
         else:
             state = "ok"
         body = {"status": state, "database": database, "redis": redis_state, "broker": broker,
-                "availability_refresh": _last_refresh() if database["ok"] else None}
+                "availability_refresh": _last_refresh() if database["ok"] else None, "warnings": _warnings(redis_state)}
         return Response(body, status=503 if state == "down" else 200)
 
 

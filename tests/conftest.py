@@ -40,13 +40,14 @@ def postgres_only():
 
 @pytest.fixture(autouse=True)
 def fresh_process_state():
-    """Each test starts like a new process: no cached policy, keys or Redis outage."""
+    """Each test starts like a new process: no cached policy, keys, installation id or Redis outage."""
     from router import counters
     from router.auth import forget_cached_keys
     from router.snapshot import forget_snapshot
 
     forget_snapshot()
     forget_cached_keys()
+    counters.forget_installation()
     counters.outage.end()
     yield
     forget_snapshot()

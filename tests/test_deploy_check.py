@@ -8,22 +8,43 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_servers import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_it_passes_the_deployment_checklist_with_production_settings(tmp_path):
+def check_deploy(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
     env = {
         key: value for key, value in os.environ.items()
         if key not in {"SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "DJANGO_DEBUG"}
     }
-    env |= {"DJANGO_DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50),
+    env |= {"DJANGO_DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "REDIS_URL": redis_url,
             "ALLOWED_HOSTS": "switchboard.example.com", "SWITCHBOARD_VAR_DIR": str(tmp_path)}
+    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
 
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
+
+@pytest.fixture
+def redis_server(tmp_path, request):
+    server = RedisServer(tmp_path, *request.param).start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("redis_server", [("--appendonly", "yes")], indirect=True)
+def test_it_passes_the_deployment_checklist_with_production_settings(tmp_path, redis_server):
+    result = check_deploy(tmp_path, redis_server.url)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("redis_server", [("--appendonly", "no")], indirect=True)
+def test_it_warns_when_redis_would_lose_what_it_holds_on_a_restart(tmp_path, redis_server):
+    result = check_deploy(tmp_path, redis_server.url)
+
+    assert result.returncode != 0
+    assert "router.W001" in result.stderr and "appendonly yes" in result.stderr
 
 
 @pytest.mark.parametrize("debug", ["0", "1"])

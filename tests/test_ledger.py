@@ -2,23 +2,19 @@
 they are written to the database; writing is repeatable, and nothing accepted is lost when a Redis
 that keeps its data (appendonly) restarts."""
 
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from decimal import Decimal
 
 import pytest
-import redis
 from django.db import connection, transaction
 
 from router import ledger
 from router.counters import flush_ledger, redis_counters
 from router.models import Decision, UsageEvent
 from router.tasks import drain_ledger
-from tests.conftest import _required_in_ci
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+from tests.redis_servers import RedisServer
 
 
 @pytest.fixture
@@ -227,43 +223,13 @@ def test_a_rebuild_writes_the_ledger_before_it_recounts(api, policy):
     assert _tokens_used(api) == 2000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def persistent_redis(tmp_path, settings):
     """A Redis of this test's own that keeps its data (appendonly), restartable."""
-    if not shutil.which("redis-server"):
-        _required_in_ci("redis-server")
-    port = _free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "",
-               "--appendonly", "yes", "--appendfsync", "always"]
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return process
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    servers = [start()]
-    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
-
-    def restart() -> None:
-        redis.Redis(port=port).shutdown()
-        servers[0].wait(timeout=10)
-        servers[0] = start()
-
-    yield restart
-    servers[0].terminate()
-    servers[0].wait(timeout=10)
+    server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always").start()
+    settings.REDIS_URL = server.url
+    yield server.restart
+    server.kill()
 
 
 def test_nothing_accepted_is_lost_when_a_persistent_redis_restarts(api, policy, persistent_redis):

@@ -34,12 +34,14 @@ def test_the_schema_is_an_openapi_3_document_of_the_v1_api(db):
     assert set(document["paths"]["/api/v1/route"]["post"]["responses"]) >= {"200", "400", "429", "503"}
 
 
-def test_the_schema_declares_bearer_authentication(db):
+def test_the_schema_declares_bearer_authentication_and_a_session_only_for_the_policy(db):
     document = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").json()
 
-    [scheme] = document["components"]["securitySchemes"].values()
-    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
-    assert document["paths"]["/api/v1/route"]["post"]["security"]
+    schemes = document["components"]["securitySchemes"]
+    [bearer] = [name for name, scheme in schemes.items() if (scheme["type"], scheme.get("scheme")) == ("http", "bearer")]
+    [session] = [name for name, scheme in schemes.items() if scheme["type"] == "apiKey" and scheme["in"] == "cookie"]
+    assert document["paths"]["/api/v1/route"]["post"]["security"] == [{bearer: []}]
+    assert {session: []} in document["paths"]["/api/v1/policy"]["put"]["security"]
 
 
 def test_the_docs_answer_and_load_nothing_from_a_cdn(db, static_files):

@@ -21,11 +21,13 @@ from typing import Protocol
 from django.conf import settings
 from redis import RedisError
 
+from router import ledger
 from router.counters.connections import client_for
 from router.counters.database import DatabaseCounters
 from router.counters.redis import RedisCounters
 from router.engine import Readings
 from router.ledger import LedgerBusy
+from router.models import Installation
 from router.records import DecisionRecord, UsageRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
 
@@ -40,6 +42,10 @@ RETRY_SECONDS = 1.0
 
 class CountersUnavailable(Exception):
     """Redis cannot be reached and ROUTER_REDIS_DOWN=refuse."""
+
+
+class LedgerIncomplete(Exception):
+    """The database cannot be brought up to date with the rows waiting in Redis right now."""
 
 
 class Counters(Protocol):
@@ -89,15 +95,28 @@ class _Outage:
 
 
 outage = _Outage()
-_redis: dict[tuple[str, str], RedisCounters] = {}
+_redis: dict[tuple[str, str, str], RedisCounters] = {}
+_installation: list[str] = []
+
+
+def installation_id() -> str:
+    """This database's installation id (router.models.Installation), read once per process."""
+    if not _installation:
+        _installation.append(Installation.current().uuid.hex)
+    return _installation[0]
+
+
+def forget_installation() -> None:
+    """Read the installation id again on next use (after the database was recreated, as tests do)."""
+    _installation.clear()
 
 
 def redis_counters() -> RedisCounters:
-    key = (settings.REDIS_URL, settings.ROUTER_REDIS_PREFIX)
+    key = (settings.REDIS_URL, settings.ROUTER_REDIS_PREFIX, installation_id())
     if key not in _redis:
         client = client_for(settings.REDIS_URL, max_connections=settings.ROUTER_REDIS_MAX_CONNECTIONS,
                             timeout=settings.ROUTER_REDIS_POOL_TIMEOUT)
-        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX)
+        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[2])
     return _redis[key]
 
 
@@ -145,15 +164,25 @@ def read(snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable
         return fail_over(exc).read(snapshot, quotas, models, now)
 
 
+# How long the audit waits for another drainer; longer than a crashed drainer's lock lives (router.ledger).
+FLUSH_WAIT_SECONDS = ledger.LOCK_MILLISECONDS / 1000 + 1
+
+
 def flush_ledger() -> None:
-    """Write what waits in the Redis stream to the database now, if Redis counts.
+    """Write what waits in the Redis stream to the database now, if Redis counts; raises LedgerIncomplete
+    when that cannot be done (Redis unreachable, or another drainer holding the stream too long).
 
     Only a read that must hold every decision answered before it calls this (the audit,
     /api/v1/decisions); pages and scrapes read what the drain task has written, a second behind.
     """
-    if not settings.REDIS_URL or (outage.since is not None and time.monotonic() < outage.retry_at):
+    if not settings.REDIS_URL:
         return
+    if outage.since is not None and time.monotonic() < outage.retry_at:
+        raise LedgerIncomplete("Redis cannot be reached: decisions it accepted before it went may not be in the database yet.")
     try:
-        redis_counters().drain()
-    except (RedisUnreachable, LedgerBusy) as exc:
-        logger.warning("Reading the ledger without the rows still in Redis: %s", exc)
+        redis_counters().drain(wait_seconds=FLUSH_WAIT_SECONDS)
+    except RedisUnreachable as exc:
+        raise LedgerIncomplete(f"Redis cannot be reached ({exc.__class__.__name__}): decisions it accepted may not be "
+                               "in the database yet.") from exc
+    except LedgerBusy as exc:
+        raise LedgerIncomplete(f"{exc} Decisions waiting in Redis may not be in the database yet.") from exc

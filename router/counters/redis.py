@@ -57,15 +57,31 @@ def _charge_args(charge, now: float) -> list:
     return [bucket_at(charge.quota, now), charge.amount, soft, charge.limit, _ttl(charge.quota)]
 
 
+def persistence(client: redis.Redis) -> str:
+    """How a Redis keeps its data across a restart: appendonly, snapshots, none, or unknown (CONFIG not allowed)."""
+    try:
+        config = client.config_get("appendonly") | client.config_get("save")
+    except redis.ResponseError:
+        return "unknown"
+    if config.get("appendonly") == "yes":
+        return "appendonly"
+    return "snapshots" if config.get("save") else "none"
+
+
 class RedisCounters:
     name = "redis"
     # Part of every counter key's name: processes that keep the hashes differently never share one,
     # and a new layout starts from a rebuild of the ledger (its ready marker is missing).
     LAYOUT = "v2"
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, installation: str) -> None:
         self.client = client
-        self.prefix = prefix
+        # Every key is this installation's own (router.models.Installation); the registry, shared by
+        # every installation on this Redis under the same prefix, says which others keep state here.
+        self.installation = installation
+        self.prefix = f"{prefix}{installation}:"
+        self.registry_key = f"{prefix}installations"
+        self._reported_installations: set[str] = set()
         self._read = client.register_script(_script("read"))
         self._reserve = client.register_script(_script("reserve"))
         self._usage = client.register_script(_script("usage"))
@@ -247,7 +263,29 @@ class RedisCounters:
 
     def drain(self, wait_seconds: float = 5.0) -> int:
         """Write every row waiting in the Redis stream to the database (router.ledger)."""
+        self._register()
         return ledger.drain(self.client, self.stream_key, f"{self.prefix}draining", self.take_back, wait_seconds)
+
+    def _register(self) -> None:
+        """Note in the registry that this installation is alive; log, once, every other one found there."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.registry_key, self.installation, int(time.time()))
+        pipe.hgetall(self.registry_key)
+        new = set(self.other_installations(pipe.execute()[1])) - self._reported_installations
+        if new:
+            logger.warning("Redis also holds the counters of other installations (%s): another database shares this "
+                           "Redis and prefix. Each keeps to its own counters and ledger.", ", ".join(sorted(new)))
+            self._reported_installations |= new
+
+    def other_installations(self, registry: dict[bytes, bytes] | None = None) -> dict[str, int]:
+        """Other installations that drained their ledger on this Redis in the last day: id -> when (epoch seconds)."""
+        registry = self.client.hgetall(self.registry_key) if registry is None else registry
+        since = time.time() - 86_400
+        return {key.decode(): int(seen) for key, seen in registry.items()
+                if key.decode() != self.installation and int(seen) >= since}
+
+    def persistence(self) -> str:
+        return persistence(self.client)
 
     def backlog(self) -> dict:
         return ledger.backlog(self.client, self.stream_key)

@@ -1,0 +1,56 @@
+"""A redis-server of a test's own, to stop, kill and restart without touching the machine's Redis."""
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tests.conftest import _required_in_ci
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on a free port with its data in `directory`; `options` are redis-server's own flags."""
+
+    def __init__(self, directory: Path, *options: str) -> None:
+        if not shutil.which("redis-server"):
+            _required_in_ci("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
+                        "--save", "", *options]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def shutdown(self) -> None:
+        """Stop as an operator would (SHUTDOWN: an appendonly Redis keeps everything)."""
+        redis.Redis(port=self.port).shutdown()
+        self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.shutdown()
+        self.start()
