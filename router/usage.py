@@ -7,6 +7,7 @@ decision's reservation is released. A known idempotency key answers the first re
 counted once. A `not_found` report takes the model out of service until the next availability refresh.
 """
 
+import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,13 +20,17 @@ from router.records import DecisionAlreadyReported, DecisionRecord, UsageRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot, forget_snapshot
 from switchboard.vocabulary import Availability, ProviderKind, UsageStatus
 
+logger = logging.getLogger(__name__)
+
 
 class UsageRejected(Exception):
-    def __init__(self, code: str, detail: str, status: int = 400) -> None:
+    def __init__(self, code: str, detail: str, status: int = 400, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.status = status
+        self.retry_after = retry_after
+
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,27 @@ def report_charges(snapshot: PolicySnapshot, model: ModelSpec, usage: UsageRecor
     released = charges(chosen, Usage() - held, at, now) if chosen else []
     return released + charges(model, usage.usage, now, now)
 
+def _out_of_reach(report: UsageReport) -> UsageReport:
+    """A report naming a decision that is not in the database while Redis is down: the decision may wait
+    in the Redis stream, out of reach. Counted on its own model (the decision's reservation, if Redis
+    still holds it, stays counted too: over, never under), or refused for a retry when it names no model."""
+    if not report.model:
+        raise UsageRejected(
+            "counters_unavailable",
+            f"Decision {report.decision_id} may be held by Redis, which cannot be reached: retry later, or name the model.",
+            status=503, retry_after=5,
+        )
+    logger.warning("Usage report for decision %s, which Redis (unreachable) may hold, counted on model %s alone",
+                   report.decision_id, report.model)
+    return replace(report, decision_id=None)
+
 
 def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport, caller: str) -> tuple[UsageRecord, bool]:
     existing, decision = backend.lookup(report.idempotency_key, report.decision_id)
     if existing:
         return existing, False
+    if report.decision_id and decision is None and backend.lost_at is not None:
+        report = _out_of_reach(report)
     model = _answering_model(snapshot, report, decision)
     answered_instead = bool(decision and model.key != decision.model_key)
     now = datetime.now(tz=UTC)

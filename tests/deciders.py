@@ -4,16 +4,26 @@ import os
 import time
 
 
-def decide_many(env: dict, start_at: float, count: int, estimate: int) -> list[str]:
-    """Waits for the common start, then asks for `count` decisions for category 'general'."""
+def decide_many(env: dict, start, count: int, estimate: int, pause: float, results) -> None:
+    """Waits at the `start` barrier with the other deciders, then asks for `count` decisions for
+    category 'general', `pause` seconds apart; puts the outcomes on `results` ("unavailable" for a 503)."""
     os.environ.update(env)
     import django
 
     django.setup()
+    from router.counters import CountersUnavailable
     from router.decisions import decide
     from router.engine import RouteRequest
+    from router.snapshot import current_snapshot
 
-    while time.time() < start_at:
-        time.sleep(0.001)
+    current_snapshot()  # loaded before the start, so that the deciders start together
     request = RouteRequest(category="general", estimated_input_tokens=estimate)
-    return [decide(request, caller=f"process-{os.getpid()}").outcome for _ in range(count)]
+    outcomes = []
+    start.wait(timeout=120)
+    for _ in range(count):
+        try:
+            outcomes.append(decide(request, caller=f"process-{os.getpid()}").outcome)
+        except CountersUnavailable:
+            outcomes.append("unavailable")
+        time.sleep(pause)
+    results.put(outcomes)

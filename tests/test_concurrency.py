@@ -1,7 +1,9 @@
-"""Many deciders in several processes admit exactly what a quota has room for, never more."""
+"""Many deciders in several processes admit exactly what a quota has room for, never more, and no
+more than the quota when Redis stops in the middle of their burst."""
 
 import multiprocessing
 import time
+from collections.abc import Callable
 
 import pytest
 from django.conf import settings
@@ -11,12 +13,14 @@ from router.counters import flush_ledger
 from router.models import Decision
 from tests.deciders import decide_many
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+from tests.redis_servers import RedisServer
 
 PROCESSES = 4
-DECISIONS_PER_PROCESS = 15
 
 
-def _run_processes(estimate: int) -> list[str]:
+def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started: Callable[[], None] = lambda: None) -> list[str]:
+    """PROCESSES processes that ask for `count` decisions each, all starting at one barrier (which this
+    process passes too, then calls `once_started`); returns every outcome."""
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
         database_url = f"sqlite:///{database['NAME']}"
@@ -27,13 +31,20 @@ def _run_processes(estimate: int) -> list[str]:
         "DATABASE_URL": database_url,
         "REDIS_URL": settings.REDIS_URL,
         "ROUTER_REDIS_PREFIX": settings.ROUTER_REDIS_PREFIX,
+        "ROUTER_REDIS_DOWN": settings.ROUTER_REDIS_DOWN,
     }
     connections.close_all()
     context = multiprocessing.get_context("spawn")
-    start_at = time.time() + 3
-    with context.Pool(PROCESSES) as pool:
-        results = pool.starmap(decide_many, [(env, start_at, DECISIONS_PER_PROCESS, estimate)] * PROCESSES)
-    return [outcome for outcomes in results for outcome in outcomes]
+    start, results = context.Barrier(PROCESSES + 1), context.Queue()
+    processes = [context.Process(target=decide_many, args=(env, start, count, estimate, pause, results)) for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    start.wait(timeout=120)
+    once_started()
+    outcomes = [outcome for _ in processes for outcome in results.get(timeout=120)]
+    for process in processes:
+        process.join(timeout=30)
+    return outcomes
 
 
 @pytest.fixture
@@ -51,10 +62,10 @@ def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, co
     provider, model = one_model_route
     QuotaFactory(provider=provider, metric="requests", window="minute", limit=25, soft_limit_ratio=1, models=[model])
 
-    outcomes = _run_processes(estimate=0)
+    outcomes = run_deciders(count=15)
 
     assert outcomes.count("primary") == 25
-    assert outcomes.count("exhausted") == PROCESSES * DECISIONS_PER_PROCESS - 25
+    assert outcomes.count("exhausted") == PROCESSES * 15 - 25
     flush_ledger()
     assert Decision.objects.filter(outcome="primary").count() == 25
 
@@ -64,8 +75,35 @@ def test_it_admits_exactly_the_tokens_a_quota_has_room_for(one_model_route, coun
     provider, model = one_model_route
     QuotaFactory(provider=provider, metric="tokens", window="minute", limit=1000, soft_limit_ratio=1, models=[model])
 
-    outcomes = _run_processes(estimate=90)
+    outcomes = run_deciders(count=15, estimate=90)
 
     assert outcomes.count("primary") == 11  # 11 x 90 = 990; a twelfth would make 1080
     flush_ledger()
     assert sum(Decision.objects.filter(outcome="primary").values_list("input_tokens", flat=True)) == 990
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("on_failure", "after_the_stop"), [("db", "exhausted"), ("refuse", "unavailable")])
+def test_a_burst_admits_at_most_the_quota_when_redis_stops_in_the_middle(one_model_route, tmp_path, settings,
+                                                                         on_failure, after_the_stop):
+    """Redis accepted decisions it had not yet written to the database when it went: the database
+    counters cannot see them, so they may not count as if the quota were untouched."""
+    provider, model = one_model_route
+    QuotaFactory(provider=provider, metric="requests", window="minute", limit=50, soft_limit_ratio=1, models=[model])
+    server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always").start()
+    settings.REDIS_URL, settings.ROUTER_REDIS_DOWN = server.url, on_failure
+
+    def stop_redis_a_moment_into_the_burst() -> None:
+        time.sleep(0.05)
+        server.kill()
+
+    try:
+        outcomes = run_deciders(count=100, pause=0.005, once_started=stop_redis_a_moment_into_the_burst)
+        server.start()  # with everything it accepted (appendonly): the ledger gets its rows
+        flush_ledger()
+    finally:
+        server.kill()
+
+    assert 0 < outcomes.count("primary") <= 50
+    assert outcomes.count(after_the_stop) > 0
+    assert outcomes.count("primary") <= Decision.objects.filter(outcome="primary").count() <= 50

@@ -1,12 +1,15 @@
 """The consistency contract: counters are global; a Redis outage is reported and handled as
 ROUTER_REDIS_DOWN says; what was accepted survives Redis losing everything."""
 
+import time
+
 import pytest
 
 from router import counters
 from router.counters import flush_ledger
-from router.models import Decision
+from router.models import Decision, UsageEvent
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+from tests.redis_servers import RedisServer
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -29,9 +32,22 @@ def _used(api) -> int:
     return api.get("/api/v1/quotas").json()["results"][0]["used"]
 
 
-def test_it_keeps_deciding_on_database_counters_when_redis_is_down(api, four_per_minute, settings):
+def test_right_after_redis_is_lost_its_quotas_read_full_on_database_counters(api, four_per_minute, settings):
+    """What Redis accepted and had not yet written to the database is unknown: the quota may be at its limit."""
     settings.REDIS_URL = UNREACHABLE_REDIS
     settings.ROUTER_REDIS_DOWN = "db"
+
+    answers = [_route(api) for _ in range(2)]
+
+    assert [answer.json()["model"]["key"] for answer in answers] == ["bedrock-sonnet-3-7"] * 2
+    assert answers[0].json()["trace"][0]["reason"] == "quota"
+    assert _used(api) == 4
+
+
+def test_once_the_moment_redis_was_lost_leaves_the_window_it_decides_on_database_counters(api, four_per_minute, settings):
+    settings.REDIS_URL = UNREACHABLE_REDIS
+    settings.ROUTER_REDIS_DOWN = "db"
+    counters.outage.begin(lost_at=time.time() - 61)
 
     models = [_route(api).json()["model"]["key"] for _ in range(5)]
 
@@ -83,6 +99,7 @@ def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, fou
     assert _route(api).json()["outcome"] == "primary"
 
     settings.REDIS_URL = UNREACHABLE_REDIS
+    counters.outage.begin(lost_at=time.time() - 61)
     for _ in range(2):
         assert _route(api).json()["outcome"] == "primary"
 
@@ -104,3 +121,32 @@ def test_a_connection_redis_closed_is_opened_again_without_counting_on_the_datab
     assert answers == [200, 200, 200]
     assert counters.outage.since is None
     assert _used(api) == 4
+
+
+@pytest.fixture
+def redis_lost_after_a_decision(api, four_per_minute, tmp_path, settings) -> str:
+    """A decision Redis accepted and had not yet written to the database when it went; returns its id."""
+    server = RedisServer(tmp_path).start()
+    settings.REDIS_URL, settings.ROUTER_REDIS_DOWN = server.url, "db"
+    decision = _route(api).json()["decision_id"]
+    server.kill()
+    return decision
+
+
+def test_a_report_naming_a_decision_redis_holds_while_down_counts_on_its_model(api, redis_lost_after_a_decision):
+    response = api.post("/api/v1/usage", {"decision_id": redis_lost_after_a_decision, "model": "bedrock-sonnet-4-5",
+                                          "input_tokens": 10, "output_tokens": 5}, format="json")
+
+    assert response.status_code == 201
+    assert (response.json()["model"], response.json()["decision_id"]) == ("bedrock-sonnet-4-5", None)
+    assert UsageEvent.objects.get().model_key == "bedrock-sonnet-4-5"
+
+
+def test_a_report_naming_only_a_decision_redis_holds_while_down_is_refused_for_a_retry(api, redis_lost_after_a_decision):
+    response = api.post("/api/v1/usage", {"decision_id": redis_lost_after_a_decision, "input_tokens": 10, "output_tokens": 5},
+                        format="json")
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "counters_unavailable"
+    assert response["Retry-After"] == "5"
+    assert not UsageEvent.objects.exists()

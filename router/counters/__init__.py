@@ -52,6 +52,8 @@ class Counters(Protocol):
     """What both backends offer (router.counters.redis.RedisCounters, router.counters.database.DatabaseCounters)."""
 
     name: str
+    # While Redis is down, when it was lost: what it accepted and had not yet written is unknown (router.counters.database).
+    lost_at: float | None
 
     def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
         """The quotas' usage and the models' cooldown and rate-limit state at `now`."""
@@ -83,11 +85,12 @@ class _Outage:
         self.since: float | None = None
         self.retry_at = 0.0
 
-    def begin(self) -> None:
+    def begin(self, lost_at: float | None = None) -> None:
+        """Redis failed a call; `lost_at` (default now) is when, if known to be earlier."""
         with self.lock:
             self.retry_at = time.monotonic() + RETRY_SECONDS
             if self.since is None:
-                self.since = time.time()
+                self.since = time.time() if lost_at is None else lost_at
 
     def end(self) -> None:
         with self.lock:
@@ -123,7 +126,7 @@ def redis_counters() -> RedisCounters:
 def _while_down(refuse: bool) -> Counters:
     if refuse and settings.ROUTER_REDIS_DOWN == "refuse":
         raise CountersUnavailable("The shared counters (Redis) cannot be reached and ROUTER_REDIS_DOWN=refuse.")
-    return DatabaseCounters()
+    return DatabaseCounters(lost_at=outage.since)
 
 
 def current(*, refuse: bool = True) -> Counters:

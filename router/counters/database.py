@@ -6,6 +6,12 @@ summed from the ledger's per-minute rows (LedgerMinute) for its whole minutes an
 itself for the current minute, so its cost follows the minutes in the window, not the traffic they
 held; a window whose buckets are shorter than a minute (a rolling minute) is read from the ledger
 alone. A decision locks the rows of the quotas it reserves on, so deciders take turns.
+
+Counting here while Redis is down (ROUTER_REDIS_DOWN=db), the ledger lacks what Redis accepted but
+had not yet written when it went, and no one can know how much that was. So until the moment Redis
+was lost (`lost_at`) leaves a quota's counted window, the quota reads as full: its Redis counters may
+have stood at the limit. A rolling minute routes again a minute after the loss; longer windows when
+Redis is back and the counters are rebuilt from the ledger (docs/operations.md, Consistency contract).
 """
 
 import uuid
@@ -47,6 +53,9 @@ def covered(queryset, quota: QuotaSpec):
 class DatabaseCounters:
     name = "database"
 
+    def __init__(self, lost_at: float | None = None) -> None:
+        self.lost_at = lost_at
+
     @staticmethod
     def _ledger(quota: QuotaSpec, start: float):
         decisions = Decision.objects.filter(outcome__in=COUNTED_OUTCOMES, created_at__gte=_dt(start))
@@ -82,8 +91,11 @@ class DatabaseCounters:
         return total, oldest
 
     def _reading(self, quota: QuotaSpec, now: float) -> QuotaReading:
-        used, oldest = self.usage_since(quota, bucket_start(quota, oldest_counted_bucket(quota, now)), now)
+        first_bucket = oldest_counted_bucket(quota, now)
+        used, oldest = self.usage_since(quota, bucket_start(quota, first_bucket), now)
         frees_at = bucket_frees_at(quota, bucket_at(quota, oldest)) if oldest is not None and used > 0 else None
+        if self.lost_at is not None and bucket_at(quota, self.lost_at) >= first_bucket:
+            return QuotaReading(used=max(used, quota.limit), frees_at=bucket_frees_at(quota, bucket_at(quota, self.lost_at)))
         return QuotaReading(used=used, frees_at=frees_at)
 
     def bucketed_usage(self, quota: QuotaSpec, now: float) -> dict[int, int]:

@@ -70,6 +70,7 @@ def persistence(client: redis.Redis) -> str:
 
 class RedisCounters:
     name = "redis"
+    lost_at = None
     # Part of every counter key's name: processes that keep the hashes differently never share one,
     # and a new layout starts from a rebuild of the ledger (its ready marker is missing).
     LAYOUT = "v2"
