@@ -2,7 +2,8 @@
 
 Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
-events and 1 million decisions and measures decisions again, and the dashboard overview's render time.
+events and 1 million decisions and measures decisions again, the dashboard overview's render time,
+and decisions while `prune_ledger` deletes most of that history.
 Counted decisions on the database counters (no Redis) are measured too, before and after the history.
 
 Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
@@ -169,10 +170,15 @@ def wrk(url: str, connections: int, key: str = "", body: str | None = None, dura
         value, unit = float(match.group(1)), match.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
+    def milliseconds(value: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+        return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000}[unit]
+
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50": latency("50"), "p99": latency("99"),
+        "max": milliseconds(re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.M).group(1)),
         "errors": int(errors.group(1)) if errors else 0,
     }
 
@@ -236,22 +242,47 @@ def measure_database_counters(target: Target) -> None:
     target.report()
 
 
+def measure_pruning(target: Target) -> None:
+    """Counted decisions while `prune_ledger` deletes the history older than 8 days (about 9.5 million of
+    its rows): decisions/s during the pruning against just before, and the longest any decision waited."""
+    with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
+        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT):
+            wrk(target.url, 8, target.key, target.body, "3s")
+            before = wrk(target.url, 32, target.key, target.body)
+            started = time.time()
+            pruner = subprocess.Popen([str(BIN / "python"), "manage.py", "prune_ledger", "--primary-days", "8", "--audit-days", "8"],
+                                      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+            during = []
+            while pruner.poll() is None:
+                during.append(wrk(target.url, 32, target.key, target.body, "5s"))
+            seconds = time.time() - started
+    rps = statistics.mean(run["rps"] for run in during)
+    print(f"prune_ledger: {pruner.stdout.read().strip()} Took {seconds:.0f} s.", flush=True)
+    print(f"decisions during pruning: {rps:.0f} req/s against {before['rps']:.0f} just before ({rps / before['rps']:.2f});"
+          f" longest wait {max(run['max'] for run in during):.0f} ms (before: {before['max']:.0f} ms);"
+          f" p99 {statistics.median(run['p99'] for run in during):.1f} ms (before: {before['p99']:.1f} ms)", flush=True)
+
+
 def store_history() -> float:
     """10 million usage events and 1 million decisions over the last 60 days, as PostgreSQL can write them."""
     name = urlparse(DATABASE_URL).path.lstrip("/")
     started = time.time()
     psql(f"""
         INSERT INTO router_usageevent (id, created_at, caller, model_key, provider_slug, input_tokens, output_tokens, cost_usd,
-                                       status, ratelimit_headers)
+                                       status, ratelimit_headers, cache_read_input_tokens, cache_write_input_tokens,
+                                       counted_tokens, counted_input_tokens, counted_output_tokens, answered_instead)
         SELECT gen_random_uuid(), now() - interval '1 hour' - (i * interval '518 milliseconds'), 'history', 'bench-primary', 'bench', 1000, 500,
-               0.0105, 'ok', '{{}}'
+               0.0105, 'ok', '{{}}', 0, 0, 1500, 1000, 500, false
         FROM generate_series(1, {HISTORY_EVENTS}) AS i;
         INSERT INTO router_decision (id, created_at, caller, category, complexity, tier, outcome, model_key, provider_slug,
-                                     primary_key, reason, trace, policy_version, input_tokens, output_tokens, cost_usd, reported)
+                                     primary_key, reason, trace, policy_version, input_tokens, output_tokens, cost_usd, reported,
+                                     cache_read_input_tokens, cache_write_input_tokens, counted_tokens, counted_input_tokens,
+                                     counted_output_tokens, answered_by)
         SELECT gen_random_uuid(), now() - interval '1 hour' - (i * interval '5184 milliseconds'), 'history', 'general', 'medium', '',
                CASE WHEN i % 10 = 0 THEN 'fallback' ELSE 'primary' END,
                CASE WHEN i % 10 = 0 THEN 'bench-fallback' ELSE 'bench-primary' END, 'bench', 'bench-primary', 'history',
-               '[{{"model": "bench-primary", "verdict": "chosen", "reason": "within limits"}}]', 1, 1000, 500, 0.0105, true
+               '[{{"model": "bench-primary", "verdict": "chosen", "reason": "within limits"}}]', 1, 1000, 500, 0.0105, true,
+               0, 0, 1500, 1000, 500, ''
         FROM generate_series(1, {HISTORY_DECISIONS}) AS i;
         ANALYZE;
     """, database=name)
@@ -308,6 +339,7 @@ def main() -> None:
               flush=True)
         render = overview_render_ms()
         print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")
+        measure_pruning(Target("counted decisions while pruning", decisions.url, key, DECISION_BODY))
 
 
 if __name__ == "__main__":

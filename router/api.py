@@ -169,7 +169,7 @@ class UsageView(RoutingCallView):
             usage, created = record_usage(call, caller=caller.name)
         except UsageRejected as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-            raise ApiError(exc.code, exc.detail, exc.status, headers=headers) from exc
+            raise ApiError(exc.code, exc.detail, exc.status, headers=headers, **exc.extra) from exc
         except PoolExhausted as exc:
             raise counters_error(exc) from exc
         return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)

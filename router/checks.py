@@ -2,9 +2,21 @@
 
 import redis
 from django.conf import settings
-from django.core.checks import Info, Warning, register
+from django.core.checks import Error, Info, Warning, register
 
 from router.counters.redis import persistence
+from router.retention import Retention, RetentionError
+
+
+@register()
+def retention_ages(app_configs, **kwargs) -> list:
+    """The ledger is never pruned below what a quota window counts."""
+    try:
+        Retention.from_settings()
+    except RetentionError as exc:
+        return [Error(str(exc), hint="Set ROUTER_RETENTION_PRIMARY_DAYS and ROUTER_RETENTION_AUDIT_DAYS (docs/operations.md).",
+                      id="router.E001")]
+    return []
 
 
 @register(deploy=True)

@@ -315,20 +315,18 @@ class UsageEvent(models.Model):
         return f"{self.model_key} {self.status} {self.input_tokens}+{self.output_tokens}"
 
 
-class LedgerMinute(models.Model):
-    """The ledger summed per minute, outcome and model: what the dashboard's volume chart and the
-    burn-rate forecast read, so that their cost follows the minutes they cover, not the traffic.
+class LedgerSums(models.Model):
+    """The ledger summed per period, outcome and model (LedgerMinute, LedgerHour).
 
-    Database triggers keep it (migration 0007): every insert, update and delete of a decision, and of
+    Database triggers keep them (migration 0010): every insert, update and delete of a decision, and of
     a usage report that counts on its own (it names no decision, or another model answered; outcome
-    "reported"), adds to or takes from its minute's row in the same statement, whatever wrote it (the
+    "reported"), adds to or takes from its period's row in the same statement, whatever wrote it (the
     ledger's drain, the database counters, the admin). A report that names a decision changes that
-    decision's numbers, and so its row here.
+    decision's numbers, and so its rows here. Pruning the ledger (router.retention) takes nothing away.
     """
 
     REPORTED = "reported"
 
-    minute = models.DateTimeField()
     outcome = models.CharField(max_length=24)
     model_key = models.CharField(max_length=100)
     provider_slug = models.CharField(max_length=64)
@@ -343,10 +341,44 @@ class LedgerMinute(models.Model):
     counted_output_tokens = models.BigIntegerField(default=0)
 
     class Meta:
+        abstract = True
+
+
+class LedgerMinute(LedgerSums):
+    """Per minute: what the dashboard's volume chart, the burn-rate forecast and the database counters
+    read, so that their cost follows the minutes they cover, not the traffic. Kept for the longest
+    quota window and a day (router.retention)."""
+
+    minute = models.DateTimeField()
+
+    class Meta:
         constraints = [models.UniqueConstraint(fields=["minute", "outcome", "model_key", "provider_slug"], name="ledger_minute_unique")]
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} {self.outcome} {self.model_key or '-'}: {self.entries}"
+
+
+class LedgerHour(LedgerSums):
+    """Per hour: the whole hours of a long window on the database counters, and the history kept after
+    the ledger's rows and minutes are pruned."""
+
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "outcome", "model_key", "provider_slug"], name="ledger_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.outcome} {self.model_key or '-'}: {self.entries}"
+
+
+class LedgerPruning(models.Model):
+    """A row here exists only inside a pruning transaction (router.retention): while it does, the
+    triggers that keep the sums leave that transaction's deletions out, so pruning takes nothing away."""
+
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"pruning since {self.started_at:%Y-%m-%d %H:%M:%S}"
 
 
 class ApiKey(AbstractAPIKey):

@@ -1,10 +1,11 @@
-"""Celery tasks of the router: writing the ledger from Redis to the database, every second (beat)."""
+"""Celery tasks of the router: writing the ledger from Redis to the database every second, and pruning it every hour (beat)."""
 
 from celery import shared_task
 from django.conf import settings
 
 from router.counters import redis_counters
 from router.ledger import LedgerBusy
+from router.retention import Retention, prune
 
 
 @shared_task
@@ -16,3 +17,10 @@ def drain_ledger() -> int:
         return redis_counters().drain(wait_seconds=0)
     except LedgerBusy:
         return 0  # another drainer is at it
+
+
+@shared_task
+def prune_ledger() -> dict:
+    """Delete what the ledger keeps no longer (router.retention); returns how many rows, per table."""
+    pruned = prune(Retention.from_settings())
+    return {"decisions": pruned.decisions, "usage_events": pruned.usage_events, "minutes": pruned.minutes, "hours": pruned.hours}

@@ -24,12 +24,13 @@ logger = logging.getLogger(__name__)
 
 
 class UsageRejected(Exception):
-    def __init__(self, code: str, detail: str, status: int = 400, retry_after: int | None = None) -> None:
+    def __init__(self, code: str, detail: str, status: int = 400, retry_after: int | None = None, **extra) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.status = status
         self.retry_after = retry_after
+        self.extra = extra
 
 
 
@@ -107,10 +108,31 @@ def _out_of_reach(report: UsageReport) -> UsageReport:
     return replace(report, decision_id=None)
 
 
+def _repeated(first: UsageRecord, report: UsageReport) -> UsageRecord:
+    """The first report under an idempotency key, when `report` repeats it; else 409 naming it."""
+    stored = {"input_tokens": first.usage.input_tokens, "output_tokens": first.usage.output_tokens,
+              "cache_read_input_tokens": first.usage.cache_read_input_tokens,
+              "cache_write_input_tokens": first.usage.cache_write_input_tokens, "status": first.status, "retry_after": first.retry_after}
+    differing = [name for name, value in stored.items() if getattr(report, name) != value]
+    if report.model and report.model != first.model_key:
+        differing.append("model")
+    # A report stored while its decision was out of reach (Redis down) was stored without it.
+    if report.decision_id and first.decision_id and report.decision_id != first.decision_id:
+        differing.append("decision_id")
+    if differing:
+        raise UsageRejected(
+            "idempotency_key_reused",
+            f"Idempotency key {report.idempotency_key!r} was used for usage report {first.id} (decision "
+            f"{first.decision_id or 'none'}), which differs in {', '.join(differing)}: use a new key for a new report.",
+            status=409, first_report=str(first.id),
+        )
+    return first
+
+
 def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport, caller: str) -> tuple[UsageRecord, bool]:
     existing, decision = backend.lookup(report.idempotency_key, report.decision_id)
     if existing:
-        return existing, False
+        return _repeated(existing, report), False
     if report.decision_id and decision is None and backend.lost_at is not None:
         report = _out_of_reach(report)
     model = _answering_model(snapshot, report, decision)
@@ -127,13 +149,14 @@ def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport,
     try:
         if decision and decision.reported:
             raise DecisionAlreadyReported
-        return backend.record_usage(model, usage, decision, report_charges(snapshot, model, usage, decision, now.timestamp()))
+        stored, created = backend.record_usage(model, usage, decision, report_charges(snapshot, model, usage, decision, now.timestamp()))
     except DecisionAlreadyReported:
         raise UsageRejected(
             "decision_already_reported",
             f"Usage for decision {report.decision_id} was already reported; retry with the same idempotency_key to repeat a report.",
             status=409,
         ) from None
+    return (stored, True) if created else (_repeated(stored, report), False)
 
 
 def _mark_unavailable(usage: UsageRecord) -> None:

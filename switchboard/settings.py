@@ -204,6 +204,10 @@ ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
 ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.
 ROUTER_POLICY_RECHECK_SECONDS = float(os.environ.get("ROUTER_POLICY_RECHECK_SECONDS", "1"))
+# Days the ledger keeps primary decisions and usage reports, and fallbacks, escalations and refusals
+# (router.retention; a system check refuses ages shorter than the longest quota window and a day).
+ROUTER_RETENTION_PRIMARY_DAYS = env_int("ROUTER_RETENTION_PRIMARY_DAYS", 30)
+ROUTER_RETENTION_AUDIT_DAYS = env_int("ROUTER_RETENTION_AUDIT_DAYS", 400)
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":

@@ -1,11 +1,12 @@
-"""Factories for the policy objects; tests build exactly the policy they need."""
+"""Factories for the policy objects and ledger rows; tests build exactly what they need."""
 
 from decimal import Decimal
 
 import factory
+from django.utils import timezone
 
 from providers.models import LLMModel, Provider, Quota
-from router.models import ApiKey, Category, Route, RouteModel, Tier, TierModel
+from router.models import ApiKey, Category, Decision, Route, RouteModel, Tier, TierModel, UsageEvent
 from switchboard.vocabulary import Metric, ProviderKind, Window
 
 
@@ -85,3 +86,41 @@ def make_api_key(name: str = "test-service", scopes: tuple[str, ...] = ("route",
     """Creates an API key and returns the raw key, as create_api_key prints it."""
     _, raw_key = ApiKey.objects.create_key(name=name, scopes=list(scopes))
     return raw_key
+
+
+class DecisionFactory(factory.django.DjangoModelFactory):
+    """A stored decision, as the ledger holds it (routing makes them through the API)."""
+
+    class Meta:
+        model = Decision
+
+    created_at = factory.LazyFunction(timezone.now)
+    caller = "test-service"
+    category = "general"
+    outcome = "primary"
+    model_key = "gpt-4o"
+    provider_slug = "openai"
+    primary_key = "gpt-4o"
+    policy_version = 1
+    input_tokens = 100
+    output_tokens = 50
+    counted_tokens = 150
+    counted_input_tokens = 100
+    counted_output_tokens = 50
+
+
+class UsageEventFactory(factory.django.DjangoModelFactory):
+    """A stored usage report."""
+
+    class Meta:
+        model = UsageEvent
+
+    created_at = factory.LazyFunction(timezone.now)
+    caller = "test-service"
+    model_key = "gpt-4o"
+    provider_slug = "openai"
+    input_tokens = 100
+    output_tokens = 50
+    counted_tokens = 150
+    counted_input_tokens = 100
+    counted_output_tokens = 50

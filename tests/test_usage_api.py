@@ -92,6 +92,22 @@ def test_the_same_idempotency_key_answers_200_with_the_same_body_and_counts_once
     assert used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
 
 
+def test_a_different_report_under_a_used_idempotency_key_is_refused_409_naming_the_first(api, counters, gpt4o, quotas):
+    make_route("general", [gpt4o])
+    first_decision, second_decision = (route(api, category="general")["decision_id"] for _ in range(2))
+    first = usage(api, decision_id=first_decision, input_tokens=1000, output_tokens=500, idempotency_key="smoke-1").json()
+
+    response = usage(api, decision_id=second_decision, input_tokens=999, output_tokens=888, idempotency_key="smoke-1")
+
+    assert response.status_code == 409
+    body = response.json()
+    assert (body["error"], body["first_report"]) == ("idempotency_key_reused", first["id"])
+    assert "input_tokens, output_tokens, decision_id" in body["detail"] and first_decision in body["detail"]
+    flush_ledger()
+    assert UsageEvent.objects.count() == 1
+    assert not Decision.objects.get(pk=second_decision).reported
+
+
 def test_a_report_naming_the_decision_replaces_the_estimate_with_the_actual_tokens(api, counters, gpt4o, quotas):
     make_route("general", [gpt4o])
     decision = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=1000)

@@ -162,8 +162,6 @@ def test_report_is_idempotent(sb, admin):
     assert row["reported"] and (row["input_tokens"], row["output_tokens"], row["cache_read_input_tokens"]) == (40, 60, 5)
 
 
-@pytest.mark.xfail(reason="server: POST /api/v1/usage answers a reused idempotency key with a different report 200 (the first "
-                          "report), not 409 idempotency_key_reused", strict=False)
 def test_a_different_report_under_the_same_key_is_refused(sb, admin):
     decision = sb.route("idempotent")
     sb.report(decision, Usage(input_tokens=40, output_tokens=60))

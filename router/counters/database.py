@@ -2,8 +2,8 @@
 
 The ledger is the source of truth: every counted decision (holding its estimate, replaced by the
 actual usage when a report names it) and every usage report without a decision. A window's usage is
-summed from the ledger's per-minute rows (LedgerMinute) for its whole minutes and from the ledger
-itself for the current minute, so its cost follows the minutes in the window, not the traffic they
+summed from the ledger's per-hour and per-minute rows (LedgerHour, LedgerMinute) for its whole hours
+and minutes, and from the ledger itself for the current minute, so its cost follows the minutes in the window, not the traffic they
 held; a window whose buckets are shorter than a minute (a rolling minute) is read from the ledger
 alone. A decision locks the rows of the quotas it reserves on, so deciders take turns.
 
@@ -25,7 +25,7 @@ from providers.models import Quota
 from router.counters.cooldown import MODEL_STATE_HORIZON, Report, cooldown_until
 from router.counting import LEDGER_FIELDS, Usage, amount
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings, admits
-from router.models import FAILURE_OR_RETRY, WITH_RATELIMIT_HEADERS, Decision, LedgerMinute, UsageEvent
+from router.models import FAILURE_OR_RETRY, WITH_RATELIMIT_HEADERS, Decision, LedgerHour, LedgerMinute, LedgerSums, UsageEvent
 from router.ratelimits import parse_ratelimit_headers
 from router.records import DecisionAlreadyReported, DecisionRecord, UsageRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
@@ -63,10 +63,13 @@ class DatabaseCounters:
         return covered(decisions, quota), covered(events, quota)
 
     @staticmethod
-    def _minutes(quota: QuotaSpec, start: float, end: float):
-        rows = LedgerMinute.objects.filter(minute__gte=_dt(start), minute__lt=_dt(end), entries__gt=0,
-                                           outcome__in=[*COUNTED_OUTCOMES, LedgerMinute.REPORTED])
+    def _sums(model, period: str, quota: QuotaSpec, start: float, end: float):
+        rows = model.objects.filter(**{f"{period}__gte": _dt(start), f"{period}__lt": _dt(end)}, entries__gt=0,
+                                    outcome__in=[*COUNTED_OUTCOMES, LedgerSums.REPORTED])
         return covered(rows, quota)
+
+    def _minutes(self, quota: QuotaSpec, start: float, end: float):
+        return self._sums(LedgerMinute, "minute", quota, start, end)
 
     @staticmethod
     def _split(quota: QuotaSpec, start: float, now: float) -> float:
@@ -76,13 +79,28 @@ class DatabaseCounters:
             return start
         return max(start, now - now % 60)
 
+    def _summed(self, quota: QuotaSpec, start: float, end: float) -> list[dict]:
+        """The sums of [start, end), both whole minutes: its whole hours from LedgerHour (a week is 168 rows
+        there, 10,080 in LedgerMinute), the minutes at either end from LedgerMinute."""
+        first_hour, last_hour = start + (-start) % 3600, end - end % 3600
+        if last_hour - first_hour < 2 * 3600:
+            return [self._minutes(quota, start, end).aggregate(entries=Sum("entries"), first=Min("minute"), **SUMS)]
+        edges = self._minutes(quota, start, end).filter(Q(minute__lt=_dt(first_hour)) | Q(minute__gte=_dt(last_hour)))
+        rows = [edges.aggregate(entries=Sum("entries"), first=Min("minute"), **SUMS),
+                self._sums(LedgerHour, "hour", quota, first_hour, last_hour).aggregate(entries=Sum("entries"), first=Min("hour"), **SUMS)]
+        if rows[1]["first"] and not rows[0]["first"]:
+            # The oldest entry counted is in that hour: which minute of it decides when it stops counting.
+            hour = rows[1]["first"].timestamp()
+            rows[1]["first"] = self._minutes(quota, hour, hour + 3600).aggregate(first=Min("minute"))["first"] or rows[1]["first"]
+        return rows
+
     def usage_since(self, quota: QuotaSpec, start: float, now: float) -> tuple[int, float | None]:
         """The quota's metric summed over the ledger from `start` on, and when the oldest entry counted was
         made (for a minute summed in LedgerMinute, the start of that minute)."""
         split = self._split(quota, start, now)
         rows = [queryset.aggregate(entries=Count("pk"), first=Min("created_at"), **SUMS) for queryset in self._ledger(quota, split)]
         if split > start:
-            rows.append(self._minutes(quota, start, split).aggregate(entries=Sum("entries"), first=Min("minute"), **SUMS))
+            rows += self._summed(quota, start, split)
         total, oldest = 0, None
         for row in rows:
             total += amount(quota, Usage.of_sums(row))
