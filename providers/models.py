@@ -13,11 +13,13 @@ from simple_history.models import HistoricalRecords
 
 from providers import secrets
 from providers.burndown import MAX_BURNDOWN_RATE, default_burndown_rate
+from switchboard.validators import visible_text
 from switchboard.vocabulary import WINDOW_SECONDS, Availability, Metric, ProviderKind, Reset, Window
 
-ENV_VAR_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "Enter an environment variable name, e.g. OPENAI_API_KEY.")
+# \A and \Z, not ^ and $: "$" also matches before a trailing newline, which would let "d1\n" in beside "d1".
+ENV_VAR_NAME = RegexValidator(r"\A[A-Za-z_][A-Za-z0-9_]*\Z", "Enter an environment variable name, e.g. OPENAI_API_KEY.")
 MODEL_KEY = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+    r"\A[A-Za-z0-9][A-Za-z0-9._:-]*\Z",
     "Use letters, digits, '.', '_', ':' and '-', starting with a letter or digit.",
 )
 
@@ -28,8 +30,9 @@ class Provider(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=32, choices=ProviderKind.choices)
     base_url = models.URLField(blank=True, help_text="Handed to the SDK as is: '…/v1' for OpenAI-style APIs, the bare host for Anthropic.")
-    region = models.CharField(max_length=32, blank=True, help_text="AWS region (Bedrock only).")
-    aws_profile = models.CharField(max_length=64, blank=True, help_text="Named AWS profile (Bedrock only); empty uses the standard credential chain.")
+    region = models.CharField(max_length=32, blank=True, validators=[visible_text], help_text="AWS region (Bedrock only).")
+    aws_profile = models.CharField(max_length=64, blank=True, validators=[visible_text],
+                                   help_text="Named AWS profile (Bedrock only); empty uses the standard credential chain.")
     credential_env = models.CharField(
         max_length=128, blank=True, validators=[ENV_VAR_NAME],
         help_text="Name of the environment variable holding the API key.",
@@ -97,7 +100,7 @@ class LLMModel(models.Model):
 
     key = models.CharField(max_length=100, unique=True, validators=[MODEL_KEY])
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
-    model_id = models.CharField(max_length=200, help_text="The provider's id for the model.")
+    model_id = models.CharField(max_length=200, validators=[visible_text], help_text="The provider's id for the model.")
     invoke_id = models.CharField(
         max_length=200, blank=True,
         help_text="What services must send; resolved by the availability refresh (Bedrock inference profile). Empty means model_id.",

@@ -9,6 +9,7 @@ from rest_framework_api_key.models import AbstractAPIKey
 from simple_history.models import HistoricalRecords
 
 from providers.models import MODEL_KEY, LLMModel
+from switchboard.validators import visible_text
 from switchboard.vocabulary import COUNTED_OUTCOMES, FAILURE_STATUSES, Complexity, Outcome, UsageStatus
 
 
@@ -384,6 +385,8 @@ class LedgerPruning(models.Model):
 class ApiKey(AbstractAPIKey):
     """A service's key: stored hashed (SHA-512), shown once, scoped, revocable."""
 
+    name = models.CharField(max_length=50, validators=[visible_text],
+                            help_text="Who uses the key, e.g. the service's name; it is the caller in the audit.")
     scopes = models.JSONField(default=list, help_text="Any of: route, usage, read, admin.")
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 

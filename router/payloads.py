@@ -19,6 +19,7 @@ from router.engine import RouteRequest
 from router.errors import ApiError
 from router.serializers import CACHE_READ_OVER_INPUT, HEADER_NAME, MAX_ATTEMPT, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
 from router.usage import UsageReport
+from switchboard.validators import invisible_character
 from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "estimated_cache_read_tokens",
@@ -58,7 +59,8 @@ class _Fields:
         return None if value is None else self.string(name, value, max_length)
 
     def string(self, name: str, value: Any, max_length: int) -> str | None:
-        """A string as DRF's CharField takes it: trimmed, not blank, no NUL or surrogate, at most max_length long."""
+        """A string as StrictCharField takes it: trimmed, not blank, no NUL, surrogate or other unprintable
+        character, at most max_length long."""
         if not isinstance(value, str):
             self.errors[name] = ["Not a valid string."]
             return None
@@ -71,6 +73,8 @@ class _Fields:
             self.errors[name] = ["Null characters are not allowed."]
         elif surrogate := SURROGATE.search(value):
             self.errors[name] = [f"Surrogate characters are not allowed: U+{ord(surrogate[0]):X}."]
+        elif problem := invisible_character(value):
+            self.errors[name] = [problem[0].upper() + problem[1:] + "."]
         else:
             return value
         return None

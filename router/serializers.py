@@ -7,6 +7,7 @@ from rest_framework import serializers
 from providers.models import MODEL_KEY, LLMModel
 from router.errors import ApiError
 from router.models import Decision, UsageEvent
+from switchboard.validators import invisible_character
 from switchboard.vocabulary import COUNTED_OUTCOMES, REQUEST_COMPLEXITIES, Outcome, ProviderKind, RefusalCode, UsageStatus
 
 # A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
@@ -31,12 +32,15 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class StrictCharField(serializers.CharField):
-    """A string that must be sent as a JSON string, not a number."""
+    """A string that must be sent as a JSON string, not a number, of printable characters (switchboard.validators)."""
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        value = super().to_internal_value(data)
+        if problem := invisible_character(value):
+            raise serializers.ValidationError(problem[0].upper() + problem[1:] + ".")
+        return value
 
 
 class StrictUUIDField(serializers.UUIDField):

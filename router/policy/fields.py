@@ -39,12 +39,22 @@ RANGES = {
 }
 
 
+# An error about a document says where and what, whatever the document holds: each problem is cut
+# to MAX_PROBLEM_CHARS (a value quoted in it may be megabytes long) and at most MAX_PROBLEMS are listed.
+MAX_PROBLEMS = 20
+MAX_PROBLEM_CHARS = 300
+
+
 class PolicyError(Exception):
     """A policy document that cannot be applied; `problems` says what is wrong, and where."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        shown = [problem if len(problem) <= MAX_PROBLEM_CHARS else problem[:MAX_PROBLEM_CHARS - 1] + "…"
+                 for problem in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            shown.append(f"and {len(problems) - MAX_PROBLEMS} more problems")
+        self.problems = shown
+        super().__init__("\n".join(shown))
 
 
 def type_name(value: Any) -> str:

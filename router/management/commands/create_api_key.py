@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from router.models import ApiKey
+from switchboard.validators import invisible_character
 from switchboard.vocabulary import Scope
 
 SCOPES = [choice.value for choice in Scope]
@@ -17,6 +18,8 @@ class Command(BaseCommand):
         name = name.strip()
         if not name or len(name) > 50:
             raise CommandError("NAME must be 1 to 50 characters.")
+        if problem := invisible_character(name):
+            raise CommandError(f"NAME: {problem}.")
         wanted = [scope.strip() for scope in scopes.split(",") if scope.strip()]
         unknown = sorted(set(wanted) - set(SCOPES))
         if not wanted or unknown:
