@@ -98,7 +98,8 @@ class ProviderForm(forms.ModelForm):
     class Meta:
         model = Provider
         fields = ("slug", "kind", "enabled", "base_url", "region", "aws_profile", "credential_env", "allow_global_profile",
-                  "probe_models", "request_timeout_seconds", "cooldown_failures", "cooldown_window_seconds", "cooldown_seconds")
+                  "probe_models", "request_timeout_seconds", "cooldown_failures", "cooldown_window_seconds", "cooldown_seconds",
+                  "max_retry_after_seconds")
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -129,7 +130,8 @@ class ProviderAdmin(SimpleHistoryAdmin):
         (None, {"fields": ("slug", "kind", "enabled", "base_url", "region", "aws_profile")}),
         ("Credentials", {"fields": ("credential_env", "secret_stored", *secret_fields)}),
         ("Availability refresh", {"fields": ("allow_global_profile", "probe_models", "request_timeout_seconds")}),
-        ("Cooldown after failures", {"fields": ("cooldown_failures", "cooldown_window_seconds", "cooldown_seconds")}),
+        ("Cooldown after failures", {"fields": ("cooldown_failures", "cooldown_window_seconds", "cooldown_seconds",
+                                                "max_retry_after_seconds")}),
         ("Record", {"fields": ("created_at", "updated_at")}),
     ]
 

@@ -52,6 +52,11 @@ class Provider(models.Model):
     )
     cooldown_window_seconds = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
     cooldown_seconds = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
+    max_retry_after_seconds = models.PositiveIntegerField(
+        default=3600, validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="The longest a usage report's retry_after holds a model back (at most an hour): a key that "
+                  "reports a day takes a model out for this long at most.",
+    )
     # Set while an availability refresh runs, so that a second one is not started.
     refreshing_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -73,6 +78,8 @@ class Provider(models.Model):
             models.CheckConstraint(condition=Q(cooldown_failures__gte=1), name="provider_cooldown_failures_positive"),
             models.CheckConstraint(condition=Q(cooldown_window_seconds__gte=1), name="provider_cooldown_window_positive"),
             models.CheckConstraint(condition=Q(cooldown_seconds__gte=1), name="provider_cooldown_seconds_positive"),
+            models.CheckConstraint(condition=Q(max_retry_after_seconds__gte=1, max_retry_after_seconds__lte=3600),
+                                   name="provider_max_retry_after_in_range"),
             models.CheckConstraint(condition=Q(request_timeout_seconds__gte=1), name="provider_timeout_positive"),
         ]
 

@@ -1,10 +1,12 @@
 """The ops team's editor for categories, routes, tiers and the policy; decisions and usage read-only; API keys.
 
 Routes and tiers edit their ordered model lists inline, reordered by drag and drop (the first model is
-the primary, the rest the fallback chain), and their escalation lists likewise.
+the primary, the rest the fallback chain), and their escalation lists likewise. The catalog's model
+admin is shown with the cooldown the counters hold (the catalog itself cannot read the router's counters).
 """
 
 import json
+from datetime import UTC, datetime
 
 from adminsortable2.admin import SortableAdminBase, SortableTabularInline
 from django import forms
@@ -14,6 +16,8 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 from simple_history.admin import SimpleHistoryAdmin
 
+from providers.admin import LLMModelAdmin
+from providers.models import LLMModel
 from router.counting import LEDGER_FIELDS
 from router.models import (
     ApiKey,
@@ -29,6 +33,7 @@ from router.models import (
     TierModel,
     UsageEvent,
 )
+from router.selectors import model_cooldowns
 from switchboard.admin import ReadOnlyAdmin
 from switchboard.vocabulary import Scope
 
@@ -196,3 +201,33 @@ class ApiKeyAdmin(APIKeyModelAdmin):
 
     def get_readonly_fields(self, request, obj=None) -> tuple[str, ...]:
         return (*super().get_readonly_fields(request, obj), "created", "last_used_at")
+
+
+class LLMModelWithCooldownAdmin(LLMModelAdmin):
+    """The catalog's model admin (providers.admin), with the cooldown the router's counters hold now."""
+
+    list_display = (*LLMModelAdmin.list_display, "cooldown")
+    readonly_fields = (*LLMModelAdmin.readonly_fields, "cooldown")
+    fieldsets = [*LLMModelAdmin.fieldsets, ("Cooldown", {"fields": ("cooldown",)})]
+
+    # One read of the counters for the whole page. The admin instance is shared by every request, which is
+    # harmless here: what any request read is the counters' state of that moment, the same for everyone.
+    def changelist_view(self, request, extra_context=None):
+        self.cooldowns = model_cooldowns()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.cooldowns = model_cooldowns()
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="cooldown")
+    def cooldown(self, obj: LLMModel) -> str:
+        state = getattr(self, "cooldowns", {}).get(obj.key)
+        if state is None:
+            return "-"
+        until = datetime.fromtimestamp(state.cooldown_until, tz=UTC)
+        return f"until {until:%Y-%m-%d %H:%M:%S} UTC: {state.cooldown_reason} (reported by {state.cooldown_by or 'unknown'})"
+
+
+admin.site.unregister(LLMModel)
+admin.site.register(LLMModel, LLMModelWithCooldownAdmin)

@@ -37,7 +37,7 @@ from router.policy.document import dump_policy, parse_policy
 from router.policy.export import export_policy
 from router.policy.fields import PolicyError
 from router.records import DecisionRecord, UsageRecord
-from router.selectors import quota_status
+from router.selectors import model_cooldowns, quota_status
 from router.usage import UsageRejected, UsageReport, record_usage
 from switchboard.vocabulary import Outcome
 
@@ -221,6 +221,9 @@ class ModelsView(generics.ListAPIView):
     serializer_class = s.ModelCatalogSerializer
     queryset = LLMModel.objects.select_related("provider").order_by("key")
     filterset_fields = ["enabled", "availability"]
+
+    def get_serializer_context(self) -> dict:
+        return super().get_serializer_context() | {"cooldowns": model_cooldowns()}
 
 
 class UTCDateTimeField(IsoDateTimeField):

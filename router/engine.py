@@ -66,6 +66,7 @@ class RateLimitState:
 class ModelState:
     cooldown_until: float | None = None
     cooldown_reason: str = ""
+    cooldown_by: str = ""  # the caller (API key name) whose report started the cooldown
     ratelimit: RateLimitState | None = None
 
 

@@ -12,7 +12,7 @@ from django.db.models import Sum
 
 from router import counters
 from router.counting import LEDGER_FIELDS, Usage, amount
-from router.engine import QuotaReading
+from router.engine import ModelState, QuotaReading
 from router.models import LedgerMinute
 from router.snapshot import QuotaSpec, current_snapshot
 from router.windows import bucket_at, bucket_frees_at
@@ -88,3 +88,15 @@ def quota_status(now: float | None = None) -> list[QuotaStatus]:
             hard_at=_reaches(quota, quota.limit, reading.used, rate, now),
         ))
     return status
+
+
+def model_cooldowns(now: float | None = None) -> dict[str, ModelState]:
+    """The models cooling down now (after failures, or a provider's retry-after), with why and whose report
+    started it; empty when the counters cannot be read (Redis down and ROUTER_REDIS_DOWN=refuse)."""
+    now = time.time() if now is None else now
+    snapshot = current_snapshot()
+    try:
+        readings = counters.read(snapshot, [], snapshot.models.values(), now)
+    except counters.CountersUnavailable:
+        return {}
+    return {key: state for key, state in readings.models.items() if state.cooldown_until and state.cooldown_until > now}

@@ -1,7 +1,9 @@
 """Request validation and response shapes of the REST API."""
 
 import re
+from datetime import UTC, datetime
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from providers.models import MODEL_KEY, LLMModel
@@ -213,18 +215,34 @@ class UsageEventSerializer(serializers.ModelSerializer):
                   "retry_after", "ratelimit_headers"]
 
 
+class CooldownSerializer(serializers.Serializer):
+    until = serializers.DateTimeField()
+    reason = serializers.CharField()
+    reported_by = serializers.CharField(help_text="The API key whose usage report started the cooldown.")
+
+
 class ModelCatalogSerializer(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.slug")
     invoke_id = serializers.CharField(source="effective_invoke_id")
     region = serializers.CharField(source="provider.region")
     burndown_rate = serializers.IntegerField(source="effective_burndown_rate",
                                              help_text="Quota tokens one output token takes (Bedrock; 1 elsewhere).")
+    cooldown = serializers.SerializerMethodField()
 
     class Meta:
         model = LLMModel
         fields = ["key", "provider", "model_id", "invoke_id", "region", "availability", "availability_reason", "checked_at",
                   "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
-                  "cache_write_cost_per_mtok", "burndown_rate"]
+                  "cache_write_cost_per_mtok", "burndown_rate", "cooldown"]
+
+    @extend_schema_field(CooldownSerializer(allow_null=True))
+    def get_cooldown(self, model: LLMModel) -> dict | None:
+        """The model's cooldown now, from the view's context (read once for the page)."""
+        state = self.context["cooldowns"].get(model.key)
+        if state is None:
+            return None
+        until = datetime.fromtimestamp(state.cooldown_until, tz=UTC)
+        return CooldownSerializer({"until": until, "reason": state.cooldown_reason, "reported_by": state.cooldown_by}).data
 
 
 class ForecastSerializer(serializers.Serializer):

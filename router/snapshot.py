@@ -65,6 +65,7 @@ class ModelSpec:
     cooldown_failures: int
     cooldown_window_seconds: int
     cooldown_seconds: int
+    max_retry_after_seconds: int
     quotas: tuple[QuotaSpec, ...]
 
     def cost_micro_usd(self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> int:
@@ -155,7 +156,7 @@ def load_snapshot() -> PolicySnapshot:
             cache_write_cost_per_mtok=float(_or(model.cache_write_cost_per_mtok, model.input_cost_per_mtok)),
             burndown_rate=model.burndown_rate or default_burndown_rate(provider.kind, model.model_id),
             cooldown_failures=provider.cooldown_failures, cooldown_window_seconds=provider.cooldown_window_seconds,
-            cooldown_seconds=provider.cooldown_seconds, quotas=covering,
+            cooldown_seconds=provider.cooldown_seconds, max_retry_after_seconds=provider.max_retry_after_seconds, quotas=covering,
         )
 
     categories = {

@@ -146,6 +146,43 @@ def test_a_reported_retry_after_is_honoured(api, counters, general):
     assert "retry after 120" in body["trace"][0]["detail"]
 
 
+def test_a_reported_retry_after_holds_a_model_back_an_hour_at_most(api, counters, general):
+    report(api, status="rate_limited", retry_after=86_400)
+
+    body = route(api)
+
+    assert body["trace"][0]["until"] == pytest.approx(time.time() + 3600, abs=5)
+    assert "retry after 86400 s (capped at 3600 s)" in body["trace"][0]["detail"]
+
+
+def test_the_cap_is_the_providers_setting(api, counters, anthropic, general):
+    Provider.objects.filter(pk=anthropic.pk).update(max_retry_after_seconds=300)
+    report(api, status="rate_limited", retry_after=86_400)
+
+    assert route(api)["trace"][0]["until"] == pytest.approx(time.time() + 300, abs=5)
+
+
+def test_the_models_api_shows_a_cooldown_and_the_key_whose_report_started_it(api, counters, general):
+    report(api, status="rate_limited", retry_after=600)
+
+    models = {model["key"]: model for model in api.get("/api/v1/models").json()["results"]}
+
+    cooldown = models["claude-sonnet-4-5"]["cooldown"]
+    assert cooldown["reported_by"] == "test-service"
+    assert datetime.fromisoformat(cooldown["until"]).timestamp() == pytest.approx(time.time() + 600, abs=5)
+    assert cooldown["reason"] == "provider asked to retry after 600 s"
+    assert models["glm-4-5"]["cooldown"] is None
+
+
+def test_the_admin_shows_a_models_cooldown_and_who_reported_it(api, counters, general, client, admin_user):
+    report(api, status="rate_limited", retry_after=600)
+    client.force_login(admin_user)
+
+    page = client.get("/admin/providers/llmmodel/").content.decode()
+
+    assert "provider asked to retry after 600 s (reported by test-service)" in page
+
+
 def test_a_retry_after_that_has_passed_no_longer_holds_the_model_back(api, counters, general):
     UsageEvent.objects.create(created_at=datetime.now(tz=UTC) - timedelta(seconds=40), model_key="claude-sonnet-4-5",
                               provider_slug="anthropic", status="rate_limited", retry_after=30)

@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Min, Q, Sum
 
 from providers.models import Quota
-from router.counters.cooldown import MODEL_STATE_HORIZON, Report, cooldown_until
+from router.counters.cooldown import MODEL_STATE_HORIZON, Report, cooldown
 from router.counting import LEDGER_FIELDS, Usage, amount
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings, admits
 from router.models import FAILURE_OR_RETRY, WITH_RATELIMIT_HEADERS, Decision, LedgerHour, LedgerMinute, LedgerSums, UsageEvent
@@ -140,10 +140,10 @@ class DatabaseCounters:
         recent = UsageEvent.objects.filter(created_at__gte=_dt(now - MODEL_STATE_HORIZON))
         failures: dict[str, list[Report]] = {}
         rows = (recent.filter(FAILURE_OR_RETRY, model_key__in=keys).order_by("created_at")
-                .values_list("model_key", "created_at", "status", "retry_after"))
-        for key, created_at, status, retry_after in rows:
+                .values_list("model_key", "created_at", "status", "retry_after", "caller"))
+        for key, created_at, status, retry_after, caller in rows:
             if status in FAILURE_STATUSES or retry_after:
-                failures.setdefault(key, []).append((created_at.timestamp(), retry_after, status in FAILURE_STATUSES))
+                failures.setdefault(key, []).append((created_at.timestamp(), retry_after, status in FAILURE_STATUSES, caller))
         limits: dict[str, RateLimitState] = {}
         for key in keys:
             # Newest first, a page at a time: the first report whose headers state a limit is the model's state.
@@ -165,9 +165,10 @@ class DatabaseCounters:
         failures, limits = self.model_reports(list(by_key), now)
         states = {}
         for key, model in by_key.items():
-            until, reason = cooldown_until(failures.get(key, []), model, now)
-            if until or key in limits:
-                states[key] = ModelState(cooldown_until=until, cooldown_reason=reason, ratelimit=limits.get(key))
+            cool = cooldown(failures.get(key, []), model, now)
+            if cool or key in limits:
+                states[key] = ModelState(cooldown_until=cool and cool.until, cooldown_reason=cool.reason if cool else "",
+                                         cooldown_by=cool.by if cool else "", ratelimit=limits.get(key))
         return states
 
     def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 from router import ledger
 from router.counters.connections import ThreadConnections
-from router.counters.cooldown import MODEL_STATE_HORIZON, cooldown_until
+from router.counters.cooldown import MODEL_STATE_HORIZON, Cooldown, cooldown
 from router.counters.database import DatabaseCounters
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings
 from router.ratelimits import parse_ratelimit_headers
@@ -42,9 +42,13 @@ def _script(name: str) -> str:
     return (lua / "quota.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
-def _failure_member(retry_after: int | None, failed: bool) -> str:
-    """A unique member of a model's failures set: '<retry_after>:<1 if failed>:<nonce>'."""
-    return f"{retry_after or 0}:{int(failed)}:{uuid.uuid4().hex[:8]}"
+def _failure_member(retry_after: int | None, failed: bool, caller: str) -> str:
+    """A unique member of a model's failures set: '<retry_after>:<1 if failed>:<nonce>:<caller>'."""
+    return f"{retry_after or 0}:{int(failed)}:{uuid.uuid4().hex[:8]}:{caller}"
+
+
+def _cooldown_value(cool: Cooldown) -> str:
+    return json.dumps({"until": cool.until, "reason": cool.reason, "by": cool.by})
 
 
 def _ttl(quota: QuotaSpec) -> int:
@@ -150,7 +154,7 @@ class RedisCounters:
             if cooldown or ratelimit:
                 cool = json.loads(cooldown) if cooldown else {}
                 readings.models[model.key] = ModelState(
-                    cooldown_until=cool.get("until"), cooldown_reason=cool.get("reason", ""),
+                    cooldown_until=cool.get("until"), cooldown_reason=cool.get("reason", ""), cooldown_by=cool.get("by", ""),
                     ratelimit=RateLimitState(**json.loads(ratelimit)) if ratelimit else None,
                 )
         return readings, bool(reserved)
@@ -244,18 +248,17 @@ class RedisCounters:
         now = usage.created_at.timestamp()
         key = self.failures_key(model.key)
         pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(key, {_failure_member(usage.retry_after, usage.status in FAILURE_STATUSES): now})
+        pipe.zadd(key, {_failure_member(usage.retry_after, usage.status in FAILURE_STATUSES, usage.caller): now})
         pipe.zremrangebyscore(key, "-inf", now - max(model.cooldown_window_seconds, MODEL_STATE_HORIZON))
         pipe.expire(key, MODEL_STATE_HORIZON)
         pipe.zrange(key, 0, -1, withscores=True)
         members = pipe.execute()[-1]
         reports = []
         for member, score in members:
-            retry_after, failed, _ = member.decode().split(":")
-            reports.append((score, int(retry_after) or None, failed == "1"))
-        until, reason = cooldown_until(reports, model, time.time())
-        if until:
-            self.client.set(self.cooldown_key(model.key), json.dumps({"until": until, "reason": reason}), exat=int(until) + 1)
+            retry_after, failed, _, caller = member.decode().split(":", 3)
+            reports.append((score, int(retry_after) or None, failed == "1", caller))
+        if cool := cooldown(reports, model, time.time()):
+            self.client.set(self.cooldown_key(model.key), _cooldown_value(cool), exat=int(cool.until) + 1)
 
     def take_back(self, applied: list[AppliedCharge]) -> None:
         """Subtract charges that were counted for a report the ledger did not store (a repeated idempotency key)."""
@@ -322,13 +325,13 @@ class RedisCounters:
         failures, _ = database.model_reports(list(snapshot.models), now)
         for key, reports in failures.items():
             pipe.delete(self.failures_key(key))
-            pipe.zadd(self.failures_key(key), {_failure_member(retry, failed): at for at, retry, failed in reports})
+            pipe.zadd(self.failures_key(key), {_failure_member(retry, failed, caller): at for at, retry, failed, caller in reports})
             pipe.expire(self.failures_key(key), MODEL_STATE_HORIZON)
         for key, state in database.model_states(snapshot.models.values(), now).items():
             pipe.delete(self.cooldown_key(key), self.ratelimit_key(key))
             if state.cooldown_until:
-                cool = json.dumps({"until": state.cooldown_until, "reason": state.cooldown_reason})
-                pipe.set(self.cooldown_key(key), cool, exat=int(state.cooldown_until) + 1)
+                cool = Cooldown(state.cooldown_until, state.cooldown_reason, state.cooldown_by)
+                pipe.set(self.cooldown_key(key), _cooldown_value(cool), exat=int(state.cooldown_until) + 1)
             if state.ratelimit:
                 expires = state.ratelimit.resets_at or 0
                 if expires > now:

@@ -9,6 +9,7 @@ TOP_LEVEL_KEYS = ("version", "default_tier", *SECTIONS)
 PROVIDER_FIELDS = (
     "slug", "kind", "base_url", "region", "aws_profile", "credential_env", "enabled", "allow_global_profile",
     "probe_models", "request_timeout_seconds", "cooldown_failures", "cooldown_window_seconds", "cooldown_seconds",
+    "max_retry_after_seconds",
 )
 QUOTA_FIELDS = ("name", "metric", "window", "reset", "limit", "soft_limit_ratio")
 MODEL_FIELDS = ("key", "model_id", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok", "cache_write_cost_per_mtok",
@@ -36,6 +37,7 @@ RANGES = {
     "cooldown_failures": (lambda d: d >= 1, "must be at least 1"),
     "cooldown_window_seconds": (lambda d: d >= 1, "must be at least 1"),
     "cooldown_seconds": (lambda d: d >= 1, "must be at least 1"),
+    "max_retry_after_seconds": (lambda d: 1 <= d <= 3600, "must be from 1 to 3600"),
 }
 
 
