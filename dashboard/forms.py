@@ -8,6 +8,7 @@ from dashboard import selectors
 from router.engine import RouteRequest
 from router.serializers import MAX_ATTEMPT
 from router.snapshot import PolicySnapshot, QuotaSpec
+from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS
 from switchboard.vocabulary import NOT_PRIMARY, REQUEST_COMPLEXITIES, SkipReason
 
 QUOTA_FIELD_PREFIX = "quota_"
@@ -114,3 +115,8 @@ class WhatIfForm(forms.Form):
     def unavailable_models(self) -> frozenset[str]:
         return frozenset(self.cleaned_data.get("unavailable") or ())
 
+
+
+class TuningForm(forms.Form):
+    days = forms.IntegerField(min_value=1, max_value=MAXIMUM_DAYS, initial=DEFAULT_DAYS, label="Days",
+                              help_text=f"The period, up to {MAXIMUM_DAYS} days.")

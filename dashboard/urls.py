@@ -10,4 +10,5 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("fallbacks/", views.fallbacks, name="fallbacks"),
     path("what-if/", views.what_if, name="what-if"),
+    path("tuning/", views.tuning, name="tuning"),
 ]

@@ -1,4 +1,4 @@
-"""The ops pages: overview, fallback history and what-if. Thin: validate, call a selector, render."""
+"""The ops pages: overview, fallback history, what-if and tuning. Thin: validate, call a selector, render."""
 
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,12 +14,13 @@ from django.views.decorators.http import require_safe
 
 from dashboard import selectors
 from dashboard.charts import volume_chart
-from dashboard.forms import FallbackFilterForm, WhatIfForm
+from dashboard.forms import FallbackFilterForm, TuningForm, WhatIfForm
 from router.counters import CountersUnavailable
 from router.engine import UnknownChoice
 from router.exports import decisions_csv
 from router.models import Decision
 from router.snapshot import current_snapshot
+from router.tuning import DEFAULT_DAYS, tune
 
 VIEW_PERMISSION = "router.view_decision"
 HISTORY_PAGE_SIZE = 50
@@ -140,3 +141,11 @@ def what_if(request: HttpRequest) -> HttpResponse:
         except CountersUnavailable as exc:
             form.add_error(None, f"The quota counters cannot be read right now: {exc}")
     return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome})
+
+
+@dashboard_view
+def tuning(request: HttpRequest) -> HttpResponse:
+    """Per quota, the fallbacks its soft limit caused over the period, how many were unnecessary, and the ratio to try."""
+    form = TuningForm(request.GET or {"days": DEFAULT_DAYS})
+    rows = tune(form.cleaned_data["days"]) if form.is_valid() else []
+    return render(request, "dashboard/tuning.html", {"form": form, "rows": rows}, status=200 if form.is_valid() else 400)

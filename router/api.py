@@ -36,8 +36,10 @@ from router.policy.apply import Author, apply_policy
 from router.policy.document import dump_policy, parse_policy
 from router.policy.export import export_policy
 from router.policy.fields import PolicyError
+from router.policy.plan import plan_policy
 from router.records import DecisionRecord, UsageRecord
 from router.selectors import model_cooldowns, quota_status
+from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune
 from router.usage import UsageRejected, UsageReport, record_usage
 from switchboard.vocabulary import Outcome
 
@@ -63,7 +65,27 @@ class JSONOnly(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class ApiView(APIView):
+class KnownQueryParameters:
+    """Refuses a query parameter the view does not take, as a body's unknown field is refused: a typo must
+    not be silently ignored. A view takes its filters, its pagination's `page` and `query_parameters`."""
+
+    query_parameters: tuple[str, ...] = ()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        known = set(self.query_parameters)
+        if getattr(self, "paginator", None) is not None:
+            known.add(self.paginator.page_query_param)
+        if hasattr(self, "get_queryset"):
+            for backend in self.filter_backends:
+                if filterset_class := backend().get_filterset_class(self, self.get_queryset()):
+                    known |= set(filterset_class.base_filters)
+        if unknown := sorted(set(request.query_params) - known):
+            takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+            raise ApiError("invalid_request", f"Unknown query parameter {', '.join(repr(name[:40]) for name in unknown[:5])}: {takes}.")
+
+
+class ApiView(KnownQueryParameters, APIView):
     max_body_bytes = MAX_CALL_BODY_BYTES
     content_negotiation_class = JSONOnly
 
@@ -191,11 +213,12 @@ def usage_body(report: UsageRecord) -> dict:
     }
 
 
-class QuotasView(generics.GenericAPIView):
+class QuotasView(KnownQueryParameters, generics.ListAPIView):
     permission_classes = [ReadScope]
     serializer_class = s.QuotaStatusSerializer
+    filter_backends: list = []
 
-    def get(self, request):
+    def list(self, request, *args, **kwargs):
         try:
             status_rows = quota_status()
         except (CountersUnavailable, PoolExhausted) as exc:
@@ -216,7 +239,24 @@ class QuotasView(generics.GenericAPIView):
         return self.get_paginated_response(page)
 
 
-class ModelsView(generics.ListAPIView):
+class TuningView(ApiView):
+    """The soft limits' tuning over the last `days` days (router.tuning)."""
+
+    permission_classes = [ReadScope]
+    query_parameters = ("days",)
+
+    @extend_schema(parameters=[OpenApiParameter("days", int, description=f"1 to {MAXIMUM_DAYS}, default {DEFAULT_DAYS}")],
+                   responses={200: s.TuningSerializer})
+    def get(self, request):
+        days = request.query_params.get("days", str(DEFAULT_DAYS))
+        try:
+            results = tune(int(days) if days.isascii() and days.isdigit() else -1)
+        except TuningError as exc:
+            raise ApiError("invalid_request", str(exc)) from exc
+        return Response(s.TuningSerializer({"days": int(days), "results": results}).data)
+
+
+class ModelsView(KnownQueryParameters, generics.ListAPIView):
     permission_classes = [ReadScope]
     serializer_class = s.ModelCatalogSerializer
     queryset = LLMModel.objects.select_related("provider").order_by("key")
@@ -254,7 +294,8 @@ class DecisionFilter(filters.FilterSet):
         fields = ["outcome", "category", "model", "provider", "since", "until"]
 
 
-class DecisionsView(generics.ListAPIView):
+class DecisionsView(KnownQueryParameters, generics.ListAPIView):
+    query_parameters = ("format",)
     permission_classes = [ReadScope]
     serializer_class = s.DecisionSerializer
     queryset = Decision.objects.order_by("-created_at")
@@ -282,6 +323,7 @@ class PolicyView(ApiView):
 
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [PolicyAccess]
+    query_parameters = ("format", "plan")
     max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     parser_classes: list = []
 
@@ -290,14 +332,20 @@ class PolicyView(ApiView):
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The whole policy in the policy file format")},
     )
     def get(self, request):
+        if request.query_params.get("format") not in (None, "json", "yaml"):
+            raise ApiError("invalid_request", "format must be json or yaml.")
         wants_yaml = request.query_params.get("format") == "yaml" or any(t in request.META.get("HTTP_ACCEPT", "") for t in YAML_TYPES)
         if wants_yaml:
             return HttpResponse(dump_policy(export_policy(), "yaml"), content_type="application/yaml")
         return Response(export_policy())
 
     @extend_schema(
-        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.STR},
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="{changed, policy_version}"), 400: s.ErrorSerializer},
+        request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.OBJECT},
+        parameters=[OpenApiParameter("plan", str, enum=["true", "false"],
+                                     description="true: answer what the document would change (changes), and change nothing")],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="{changed, policy_version}; with plan=true also changes: "
+                                        "[{change: added|removed|changed, kind, name, fields: {name: {old, new}}}]"),
+                   400: s.ErrorSerializer},
     )
     def put(self, request):
         content_type = request.content_type.split(";")[0].strip().lower()
@@ -314,8 +362,16 @@ class PolicyView(ApiView):
             raise ApiError("malformed_request", "The policy must be UTF-8 text.") from exc
         caller = request.user
         author = Author(f"API key '{caller.name}'") if isinstance(caller, Caller) else Author(caller.get_username(), caller)
+        planning = request.query_params.get("plan")
+        if planning not in (None, "true", "false"):
+            raise ApiError("invalid_request", "plan must be true or false.")
         try:
-            changed = apply_policy(parse_policy(text, fmt), author)
+            document = parse_policy(text, fmt)
+            if planning == "true":
+                changes = plan_policy(document, author)
+                return Response({"changed": bool(changes), "changes": [change.as_dict() for change in changes],
+                                 "policy_version": Policy.current().version})
+            changed = apply_policy(document, author)
         except PolicyError as exc:
             raise ApiError("invalid_policy", "; ".join(exc.problems), problems=exc.problems) from exc
         return Response({"changed": changed, "policy_version": Policy.current().version})

@@ -53,11 +53,14 @@ class RoutingCallMiddleware:
 
 
 def _caller(request: HttpRequest, view: RoutingCallView) -> Caller | None:
-    """The key's caller, if the request is a JSON POST within the size limit whose key has the view's scope."""
+    """The key's caller, if the request is a JSON POST within the size limit, without a query string, whose key
+    has the view's scope."""
     meta = request.META
     length = meta.get("CONTENT_LENGTH", "")
     if meta.get("CONTENT_TYPE", "").lower() not in JSON_TYPES or not length.isdigit() or int(length) > view.max_body_bytes:
         return None
+    if meta.get("QUERY_STRING"):
+        return None  # these calls take no query parameters: DRF refuses them
     raw_key = bearer_key(meta.get("HTTP_AUTHORIZATION", ""))
     caller = caller_for_key(raw_key) if raw_key else None
     return caller if caller and view.permission_classes[0].scope in caller.scopes else None

@@ -1,5 +1,6 @@
 """Operations endpoints: /api/v1/health (no auth) and /metrics (Prometheus)."""
 
+import hmac
 import os
 import time
 
@@ -138,6 +139,10 @@ class StateCollector:
 
 
 def metrics_view(request) -> HttpResponse:
+    if settings.METRICS_TOKEN and not hmac.compare_digest(
+            request.META.get("HTTP_AUTHORIZATION", "").encode(), f"Bearer {settings.METRICS_TOKEN}".encode()):
+        return HttpResponse("Send METRICS_TOKEN as 'Authorization: Bearer <token>'.\n", status=401, content_type="text/plain",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)

@@ -245,6 +245,24 @@ class ModelCatalogSerializer(serializers.ModelSerializer):
         return CooldownSerializer({"until": until, "reason": state.cooldown_reason, "reported_by": state.cooldown_by}).data
 
 
+class QuotaTuningSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="quota.id")
+    provider = serializers.CharField(source="quota.provider")
+    name = serializers.CharField(source="quota.name")
+    soft_limit_ratio = serializers.FloatField(source="quota.soft_limit_ratio")
+    fallbacks = serializers.IntegerField(help_text="Fallbacks this quota caused at its soft limit in the period.")
+    unnecessary = serializers.IntegerField(help_text="Of those, how many the quota had room for until their usage left its window.")
+    unnecessary_rate = serializers.FloatField()
+    peak_ratio = serializers.FloatField(help_text="The highest usage in the period, as a share of the limit.")
+    suggested_soft_limit_ratio = serializers.FloatField(
+        allow_null=True, help_text="The highest ratio that would have kept the quota under its hard limit; null if it passed it.")
+
+
+class TuningSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    results = QuotaTuningSerializer(many=True)
+
+
 class ForecastSerializer(serializers.Serializer):
     soft_at = serializers.DateTimeField(allow_null=True)
     hard_at = serializers.DateTimeField(allow_null=True)

@@ -6,6 +6,7 @@ urlpatterns = [
     path("route", api.RouteView.as_view(), name="api-route"),
     path("usage", api.UsageView.as_view(), name="api-usage"),
     path("quotas", api.QuotasView.as_view(), name="api-quotas"),
+    path("quotas/tuning", api.TuningView.as_view(), name="api-quotas-tuning"),
     path("models", api.ModelsView.as_view(), name="api-models"),
     path("decisions", api.DecisionsView.as_view(), name="api-decisions"),
     path("policy", api.PolicyView.as_view(), name="api-policy"),

@@ -173,8 +173,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_FILTER_BACKENDS": ["router.filters.StrictFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "router.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "router.errors.exception_handler",
@@ -191,6 +191,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "router.schema.add_undeclared_answers"],
 }
 
 # Counters: Redis when REDIS_URL is set, the database otherwise.
@@ -204,6 +205,8 @@ ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
 ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.
 ROUTER_POLICY_RECHECK_SECONDS = float(os.environ.get("ROUTER_POLICY_RECHECK_SECONDS", "1"))
+# When set, /metrics answers only a scrape that sends it as a bearer token.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # Days the ledger keeps primary decisions and usage reports, and fallbacks, escalations and refusals
 # (router.retention; a system check refuses ages shorter than the longest quota window and a day).
 ROUTER_RETENTION_PRIMARY_DAYS = env_int("ROUTER_RETENTION_PRIMARY_DAYS", 30)

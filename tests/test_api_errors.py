@@ -185,3 +185,24 @@ def test_an_unknown_api_path_is_answered_with_404_json(api, general, path):
 
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(("path", "says"), [
+    ("/api/v1/decisions?outcom=fallback", "Unknown query parameter 'outcom'"),
+    ("/api/v1/decisions?outcome=", "outcome: a filter may not be empty"),
+    ("/api/v1/models?page=0", "page must be a page number"),
+    ("/api/v1/quotas?provider=openai", "Unknown query parameter 'provider': it takes page"),
+    ("/api/v1/policy?format=xml", "format must be json or yaml"),
+])
+def test_a_query_the_call_does_not_take_is_refused_not_ignored(api, path, says):
+    response = api.get(path)
+
+    assert response.status_code == 400
+    assert says in response.json()["detail"]
+
+
+def test_a_routing_call_with_a_query_string_is_refused(api):
+    response = api.post("/api/v1/route?dry_run=true", {"category": "general"}, format="json")
+
+    assert response.status_code == 400
+    assert "Unknown query parameter 'dry_run': it takes none" in response.json()["detail"]

@@ -117,3 +117,13 @@ def test_metrics_still_answer_when_redis_is_unreachable_and_the_router_refuses(a
 
     assert response.status_code == 200
     assert b"switchboard_decisions_total" in response.content
+
+
+def test_metrics_need_the_token_when_one_is_set(db, client, settings):
+    settings.METRICS_TOKEN = "scrape-secret"
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    answer = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
+    assert answer.status_code == 200
+    assert "switchboard_quota_ratio" in b"".join(answer.streaming_content if answer.streaming else [answer.content]).decode()

@@ -8,13 +8,20 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
-from schemathesis.checks import not_a_server_error
 
 from router.models import Category, Policy
 from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route, make_tier
 
 EXAMPLES_PER_OPERATION = 25
+# Every check (`--checks all`), with one allowance: a request the schema allows may still name what does
+# not exist (a category, a model, a decision; a policy whose routes name unknown models), and is
+# answered 400 naming it. JSON Schema cannot say which names exist.
+CONFIG = schemathesis.config.SchemathesisConfig.from_str("""
+[[operations]]
+include-path-regex = "^/api/v1/(route|usage|policy)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+""")
 
 
 @pytest.fixture
@@ -87,7 +94,7 @@ def fuzz(operation, headers: dict, seen: dict[str, set[int]]):
         response = case.call(headers=headers)
         seen.setdefault(operation.label, set()).add(response.status_code)
         if not is_a_refusal(operation, response):
-            case.validate_response(response, checks=[not_a_server_error], headers=headers)
+            case.validate_response(response, headers=headers)  # every check
         if 400 <= response.status_code < 500:
             body = response.json()
             assert isinstance(body, dict) and body.get("error") and body.get("detail"), (
@@ -103,7 +110,7 @@ def test_a_property_based_run_against_the_schema_finds_no_server_error(policy, s
     from switchboard.wsgi import application
 
     headers = {"Authorization": f"Bearer {make_api_key()}"}
-    schema = schemathesis.openapi.from_wsgi("/api/schema/", application, headers={"Accept": "application/json"})
+    schema = schemathesis.openapi.from_wsgi("/api/schema/", application, headers={"Accept": "application/json"}, config=CONFIG)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8
     seen: dict[str, set[int]] = {}

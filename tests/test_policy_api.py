@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
 from providers.models import LLMModel, Provider, Quota
-from router.models import Category, Policy, Route, Tier, TierModel
+from router.models import Category, Policy, Route, RouteModel, Tier, TierModel
 from router.policy.apply import apply_policy
 from router.policy.document import parse_policy
 from router.policy.export import export_policy
@@ -88,6 +88,19 @@ def test_an_admin_key_changes_each_kind_of_object_and_the_history_names_the_key(
     assert applied()
     record = changed_object().history.first()
     assert (record.history_user, record.history_change_reason) == (None, "policy import by API key 'deploy-bot'")
+
+
+def test_an_admin_key_removes_a_category_with_its_route_and_the_history_names_the_key(imported, admin_key):
+    imported["categories"] = [c for c in imported["categories"] if c["slug"] != "bedrock_agent"]
+    imported["routes"] = [r for r in imported["routes"] if r["category"] != "bedrock_agent"]
+
+    response = put(admin_key, imported)
+
+    assert response.status_code == 200, response.content
+    assert not Route.objects.filter(category__slug="bedrock_agent").exists()
+    removed = RouteModel.history.filter(history_type="-")
+    assert removed.exists()
+    assert set(removed.values_list("history_change_reason", flat=True)) == {"policy import by API key 'deploy-bot'"}
 
 
 def csrf_token(client: APIClient) -> str:

@@ -144,14 +144,14 @@ class _Applier:
         return {"escalate_after": chain.escalate_after, "max_attempts": chain.max_attempts}
 
     def drop_or_clear(self, owner: Route | Tier, wanted: ChainPlan | None, key_of: dict[int, str]) -> None:
-        """Deletes a route or tier the document no longer has, or empties each of its model lists that changes."""
-        if wanted is None:
-            self.delete(owner)
-            return
-        for entries_now, keys in ((owner.entries.all(), wanted.models), (owner.escalation.all(), wanted.escalation)):
-            if [key_of.get(entry.model_id) for entry in entries_now] != keys:
+        """Deletes a route or tier the document no longer has, or empties each of its model lists that changes.
+        Its entries are deleted one by one first, so that each one's history names the author too."""
+        for entries_now, keys in ((owner.entries.all(), wanted and wanted.models), (owner.escalation.all(), wanted and wanted.escalation)):
+            if wanted is None or [key_of.get(entry.model_id) for entry in entries_now] != keys:
                 for entry in entries_now:
                     self.delete(entry)
+        if wanted is None:
+            self.delete(owner)
 
     def fill(self, owner: Route | Tier, entry_model: type[db_models.Model], owner_field: str, keys: list[str],
              models: dict[str, LLMModel]) -> None:

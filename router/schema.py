@@ -1,0 +1,50 @@
+"""What the OpenAPI document says that no one view declares: the errors every call may meet, the CSV
+and YAML bodies of the calls that offer them, and that a query parameter may not be empty
+(drf-spectacular postprocessing hook)."""
+
+ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+# Every authenticated call under /api/v1/ may answer these, in the one error shape (router.errors).
+COMMON_ERRORS = {
+    "400": "The request is malformed or invalid; `detail` says what to fix.",
+    "401": "No API key, or one that is not valid.",
+    "403": "The key lacks the scope this call needs.",
+    "404": "Nothing there: a page past the end of a list.",
+    "405": "The path does not take this method.",
+    "406": "The API answers JSON (and, where offered, CSV or YAML) only.",
+    "413": "The body is larger than allowed.",
+    "415": "The body is not JSON (or YAML where offered).",
+}
+# Calls that answer 503 beyond the routing calls (which declare their own refusals).
+UNAVAILABLE = {
+    ("/api/v1/decisions", "get"): "ledger_incomplete: the rows still in Redis cannot be written first; retry after Retry-After.",
+    ("/api/v1/usage", "post"): "counters_busy or counters_unavailable: retry after Retry-After.",
+    ("/api/v1/quotas", "get"): "counters_unavailable: Redis is down and ROUTER_REDIS_DOWN=refuse.",
+}
+OTHER_CONTENT = {
+    ("/api/v1/decisions", "get"): ("text/csv", {"type": "string"}, "With format=csv: every match as CSV."),
+    ("/api/v1/policy", "get"): ("application/yaml", {"type": "object"},
+                                "With format=yaml or Accept: application/yaml: the same document as a policy file."),
+}
+
+
+def add_undeclared_answers(result: dict, generator, request, public) -> dict:
+    for path, methods in result["paths"].items():
+        if not path.startswith("/api/v1/") or path == "/api/v1/health":
+            continue
+        for method, operation in methods.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query" and parameter["schema"].get("type") == "string":
+                    parameter["schema"]["minLength"] = 1  # an empty filter is refused (router.filters)
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True  # no call here takes an empty body
+            responses = operation.setdefault("responses", {})
+            for code, description in COMMON_ERRORS.items():
+                responses.setdefault(code, {"content": ERROR, "description": description})
+            if description := UNAVAILABLE.get((path, method)):
+                responses.setdefault("503", {"content": ERROR, "description": description})
+            if other := OTHER_CONTENT.get((path, method)):
+                content_type, schema, description = other
+                answer = responses["200"]
+                answer.setdefault("content", {})[content_type] = {"schema": schema}
+                answer["description"] = " ".join(filter(None, [answer.get("description", "").rstrip(".") + ".", description]))
+    return result

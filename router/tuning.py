@@ -1,0 +1,204 @@
+"""Tuning the soft limits: for each quota over a period, the fallbacks it caused at its soft limit, how
+many were unnecessary, and the highest soft-limit ratio that would have kept it under its hard limit.
+
+Read from the ledger: the fallback decisions of the period (each trace names the quota that turned
+the primary away, its usage then and the call's estimate) and the per-minute sums (LedgerMinute, and
+LedgerHour for what the minutes no longer hold), so that the cost follows the period's minutes and
+fallbacks, not the traffic they held.
+
+- A fallback was **unnecessary** when the quota would have stayed at or under its hard limit with the
+  call counted on it, from the call until its usage left the window (or until now).
+- The **suggested ratio** is the highest, in steps of 0.01 up to 1, at which replaying the period keeps
+  the quota at or under its hard limit: every fallback whose quota stood below that ratio's soft limit
+  is counted on the quota instead. None when the quota passed its hard limit at the ratio it had.
+
+Usage is taken per minute: a quota of a rolling minute is judged on whole minutes.
+"""
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Sum
+
+from router.counting import COST_SCALE, LEDGER_FIELDS, Usage, amount
+from router.models import Decision, LedgerHour, LedgerMinute
+from router.retention import MINIMUM_DAYS
+from router.snapshot import QuotaSpec, current_snapshot
+from router.windows import bucket_at, bucket_frees_at
+from switchboard.vocabulary import COUNTED_OUTCOMES, Metric, Outcome, Reset, SkipReason
+
+DEFAULT_DAYS = 7
+# The per-minute sums are kept for MINIMUM_DAYS: a longer period would be judged on hours.
+MAXIMUM_DAYS = MINIMUM_DAYS - 1
+SUMS = {name: Sum(name) for name in LEDGER_FIELDS}
+
+
+class TuningError(ValueError):
+    """A period the tuning cannot be computed for."""
+
+
+@dataclass(frozen=True)
+class QuotaTuning:
+    quota: QuotaSpec
+    fallbacks: int  # decisions that fell back because this quota stood at its soft limit
+    unnecessary: int
+    peak_ratio: float  # the highest usage the quota reached in the period, as a share of its limit
+    suggested_soft_limit_ratio: float | None
+
+    @property
+    def unnecessary_rate(self) -> float:
+        return self.unnecessary / self.fallbacks if self.fallbacks else 0.0
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    minute: int  # index into the quota's minutes
+    used: int  # the quota's usage when the decision was made, as the trace shows it
+    estimate: int
+
+
+def _counter_units(quota: QuotaSpec, value: float) -> int:
+    return round(value * COST_SCALE) if quota.metric == Metric.COST_USD else round(value)
+
+
+def _minute_usage(quotas: list[QuotaSpec], start: datetime, end: datetime) -> dict[int, list[int]]:
+    """Per quota, what each minute from `start` to `end` counted against it (hours older than the kept minutes
+    are put on their first minute)."""
+    minutes = int((end - start).total_seconds() // 60) + 1
+    usage = {quota.id: [0] * minutes for quota in quotas}
+    # Hours before the hour of the oldest minute kept, minutes from then on (a pruned part of that hour is missed).
+    oldest = LedgerMinute.objects.order_by("minute").values_list("minute", flat=True).first() or end
+    switch = min(oldest.replace(minute=0, second=0, microsecond=0), end)
+    outcomes = [*COUNTED_OUTCOMES, LedgerMinute.REPORTED]
+    sources = [
+        ("minute", LedgerMinute.objects.filter(minute__gte=max(start, switch), minute__lte=end)),
+        ("hour", LedgerHour.objects.filter(hour__gte=start - timedelta(hours=1), hour__lt=switch)),
+    ]
+    for period, rows in sources:
+        grouped = (rows.filter(outcome__in=outcomes, entries__gt=0).values(period, "model_key", "provider_slug")
+                   .annotate(entries=Sum("entries"), **SUMS).order_by())
+        for row in grouped:
+            index = max(0, int((row[period] - start).total_seconds() // 60))
+            for quota in quotas:
+                if (row["model_key"] in quota.model_keys) if quota.model_keys else (row["provider_slug"] == quota.provider):
+                    usage[quota.id][index] += amount(quota, Usage.of_sums(row))
+    return usage
+
+
+def _window_ends(quota: QuotaSpec, start: datetime, minutes: int) -> list[int]:
+    """For each minute, the first minute at which what it counted no longer counts."""
+    if quota.reset == Reset.CALENDAR:
+        base = start.timestamp()
+        return [math.ceil((bucket_frees_at(quota, bucket_at(quota, base + 60 * i)) - base) / 60) for i in range(minutes)]
+    length = max(1, quota.window_seconds // 60)
+    return [i + length for i in range(minutes)]
+
+
+def _counted(per_minute: list[int], ends: list[int]) -> list[int]:
+    """The quota's usage at each minute: what every earlier minute counted, until its window ended."""
+    leaving = [0] * (len(per_minute) + 1)
+    counted, total = [], 0
+    for i, value in enumerate(per_minute):
+        total += value - leaving[i]
+        if ends[i] < len(leaving):
+            leaving[ends[i]] += value
+        counted.append(total)
+    return counted
+
+
+def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, until: datetime) -> dict[int, list[_Fallback]]:
+    """Per quota, the period's fallbacks that its soft limit caused: it turned the primary (the trace's first
+    candidate) away below its hard limit (used + estimate within the limit)."""
+    found: dict[int, list[_Fallback]] = {quota_id: [] for quota_id in quotas}
+    decisions = Decision.objects.filter(outcome=Outcome.FALLBACK, created_at__gte=since, created_at__lte=until).values_list("created_at", "trace")
+    for created_at, trace in decisions.iterator(chunk_size=2000):
+        primary = trace[0] if trace else {}
+        if primary.get("verdict") != "skipped" or primary.get("reason") != SkipReason.QUOTA:
+            continue
+        minute = int((created_at - start).total_seconds() // 60)
+        for blocked in primary.get("quotas", []):
+            quota = quotas.get(blocked.get("quota_id"))
+            if quota and blocked["used"] + blocked["estimate"] <= blocked["limit"]:
+                found[quota.id].append(_Fallback(minute, _counter_units(quota, blocked["used"]), _counter_units(quota, blocked["estimate"])))
+    return found
+
+
+def _highest_until(counted: list[int], ends: list[int]) -> list[int]:
+    """For each minute, the highest usage from that minute until what it counts leaves the window (a sliding maximum)."""
+    highest = [0] * len(counted)
+    window: deque[int] = deque()
+    right = 0
+    for i in range(len(counted)):
+        while right < min(ends[i], len(counted)):
+            while window and counted[window[-1]] <= counted[right]:
+                window.pop()
+            window.append(right)
+            right += 1
+        while window and window[0] < i:
+            window.popleft()
+        highest[i] = counted[window[0]] if window else counted[i]
+    return highest
+
+
+def _stays_under(quota: QuotaSpec, counted: list[int], ends: list[int], fallbacks: list[_Fallback], soft_limit: float,
+                 first: int) -> bool:
+    """Whether the quota stays at or under its hard limit from minute `first` on when the fallbacks below
+    `soft_limit` count on it."""
+    change = [0] * (len(counted) + 1)
+    for fallback in fallbacks:
+        if fallback.used < soft_limit:
+            change[fallback.minute] += fallback.estimate
+            change[min(ends[fallback.minute], len(counted))] -= fallback.estimate
+    added = 0
+    for i, value in enumerate(counted):
+        added += change[i]
+        if i >= first and value + added > quota.limit:
+            return False
+    return True
+
+
+def _suggested_ratio(quota: QuotaSpec, counted: list[int], ends: list[int], fallbacks: list[_Fallback], first: int) -> float | None:
+    if max(counted[first:], default=0) > quota.limit:
+        return None
+    low, high = round(quota.soft_limit_ratio * 100), 100  # in hundredths; more admitted, the higher the ratio
+    if _stays_under(quota, counted, ends, fallbacks, quota.limit * high / 100, first):
+        return 1.0
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _stays_under(quota, counted, ends, fallbacks, quota.limit * middle / 100, first):
+            low = middle
+        else:
+            high = middle
+    return low / 100
+
+
+def tune(days: int = DEFAULT_DAYS, now: datetime | None = None) -> list[QuotaTuning]:
+    """Every quota's soft-limit tuning over the last `days` days."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAXIMUM_DAYS:
+        raise TuningError(f"days must be a whole number from 1 to {MAXIMUM_DAYS}: the per-minute sums the tuning reads "
+                          f"are kept for {MINIMUM_DAYS} days.")
+    now = (now or datetime.now(tz=UTC)).replace(second=0, microsecond=0)
+    since = now - timedelta(days=days)
+    quotas = list(current_snapshot().quotas)
+    if not quotas:
+        return []
+    longest = max(quota.window_seconds for quota in quotas)
+    start = since - timedelta(seconds=longest)
+    per_minute = _minute_usage(quotas, start, now)
+    fallbacks = _fallbacks({quota.id: quota for quota in quotas}, since, start, now)
+    first = int((since - start).total_seconds() // 60)
+    results = []
+    for quota in quotas:
+        ends = _window_ends(quota, start, len(per_minute[quota.id]))
+        counted = _counted(per_minute[quota.id], ends)
+        highest = _highest_until(counted, ends)
+        caused = fallbacks[quota.id]
+        unnecessary = sum(1 for f in caused if highest[f.minute] + f.estimate <= quota.limit)
+        results.append(QuotaTuning(
+            quota=quota, fallbacks=len(caused), unnecessary=unnecessary,
+            peak_ratio=round(max(counted[first:], default=0) / quota.limit, 4) if quota.limit else 0.0,
+            suggested_soft_limit_ratio=_suggested_ratio(quota, counted, ends, caused, first),
+        ))
+    return results
