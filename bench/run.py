@@ -3,7 +3,7 @@
 Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
 events and 1 million decisions and measures decisions again, the dashboard overview's render time,
-and decisions while `prune_ledger` deletes most of that history.
+the quota tuning over 7 days, and decisions while `prune_ledger` deletes most of that history.
 Counted decisions on the database counters (no Redis) are measured too, before and after the history.
 
 Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
@@ -263,6 +263,19 @@ def measure_pruning(target: Target) -> None:
           f" p99 {statistics.median(run['p99'] for run in during):.1f} ms (before: {before['p99']:.1f} ms)", flush=True)
 
 
+def tuning_seconds(key: str) -> float:
+    """GET /api/v1/quotas/tuning?days=7 over the stored history: the median of three answers."""
+    request = urllib.request.Request(f"http://127.0.0.1:{PORT}/api/v1/quotas/tuning?days=7", headers={"Authorization": f"Bearer {key}"})
+    times = []
+    with Server("switchboard.wsgi", ENV, PORT):
+        for _ in range(3):
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=120) as response:
+                response.read()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def store_history() -> float:
     """10 million usage events and 1 million decisions over the last 60 days, as PostgreSQL can write them."""
     name = urlparse(DATABASE_URL).path.lstrip("/")
@@ -339,6 +352,8 @@ def main() -> None:
               flush=True)
         render = overview_render_ms()
         print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")
+        print(f"quota tuning over 7 days of that history (GET /api/v1/quotas/tuning, median of 3): {tuning_seconds(key):.2f} s",
+              flush=True)
         measure_pruning(Target("counted decisions while pruning", decisions.url, key, DECISION_BODY))
 
 

@@ -25,3 +25,22 @@ def audit(api, **filters) -> list[dict]:
     response = api.get("/api/v1/decisions", filters)
     assert response.status_code == 200, response.content
     return response.json()["results"]
+
+
+def stored_decisions():
+    """The decisions in the database once what waits in the Redis stream is written: a "nothing stored"
+    check read before that would pass whatever the code did."""
+    from router.counters import flush_ledger
+    from router.models import Decision
+
+    flush_ledger()
+    return Decision.objects.all()
+
+
+def stored_reports():
+    """The usage reports in the database once what waits in the Redis stream is written."""
+    from router.counters import flush_ledger
+    from router.models import UsageEvent
+
+    flush_ledger()
+    return UsageEvent.objects.all()

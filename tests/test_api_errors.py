@@ -2,7 +2,7 @@
 
 import pytest
 
-from router.models import Decision, UsageEvent
+from tests.calls import stored_decisions, stored_reports
 from tests.factories import LLMModelFactory, make_route
 
 
@@ -24,7 +24,7 @@ def test_malformed_json_is_answered_with_400_malformed_request(api, general):
 
     assert response.status_code == 400
     assert response.json()["error"] == "malformed_request"
-    assert not Decision.objects.exists()
+    assert not stored_decisions().exists()
 
 
 def test_json_nested_too_deeply_is_answered_with_400_malformed_request(api, general):
@@ -40,7 +40,7 @@ def test_a_number_json_does_not_have_is_answered_with_400_malformed_request(api,
 
     assert response.status_code == 400
     assert response.json()["error"] == "malformed_request"
-    assert not Decision.objects.exists()
+    assert not stored_decisions().exists()
 
 
 def test_a_body_that_is_not_utf8_is_answered_with_400_malformed_request(api, general):
@@ -77,7 +77,7 @@ def test_an_unknown_field_is_answered_with_400_naming_it(api, general):
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
     assert "complexty" in response.json()["detail"]
-    assert not Decision.objects.exists()
+    assert not stored_decisions().exists()
 
 
 def test_an_unknown_field_in_a_usage_report_is_answered_with_400_naming_it(api, general):
@@ -85,7 +85,7 @@ def test_an_unknown_field_in_a_usage_report_is_answered_with_400_naming_it(api, 
 
     assert response.status_code == 400
     assert "tokens" in response.json()["fields"]
-    assert not UsageEvent.objects.exists()
+    assert not stored_reports().exists()
 
 
 @pytest.mark.parametrize("path, body, field", [
@@ -126,7 +126,7 @@ def test_a_negative_or_absurd_count_is_answered_with_400(api, general, path, bod
 
     assert response.status_code == 400
     assert field in response.json()["fields"]
-    assert not UsageEvent.objects.exists()
+    assert not stored_reports().exists()
 
 
 def test_a_header_name_that_is_not_one_is_answered_with_400(api, general):

@@ -11,6 +11,7 @@ from django.db import connections
 
 from router.counters import flush_ledger
 from router.models import Decision
+from tests.conftest import _required_in_ci
 from tests.deciders import decide_many
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import RedisServer
@@ -20,7 +21,8 @@ PROCESSES = 4
 
 def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started: Callable[[], None] = lambda: None) -> list[str]:
     """PROCESSES processes that ask for `count` decisions each, all starting at one barrier (which this
-    process passes too, then calls `once_started`); returns every outcome."""
+    process passes too, then calls `once_started`); asserts that they decided at the same time, and
+    returns every outcome."""
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
         database_url = f"sqlite:///{database['NAME']}"
@@ -41,16 +43,17 @@ def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started
         process.start()
     start.wait(timeout=120)
     once_started()
-    outcomes = [outcome for _ in processes for outcome in results.get(timeout=120)]
+    reports = [results.get(timeout=120) for _ in processes]
     for process in processes:
         process.join(timeout=30)
-    return outcomes
+    assert max(report["started"] for report in reports) < min(report["finished"] for report in reports), "the deciders did not overlap"
+    return [outcome for report in reports for outcome in report["outcomes"]]
 
 
 @pytest.fixture
 def one_model_route(settings):
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and settings.DATABASES["default"]["NAME"].startswith("file:"):
-        pytest.skip("an in-memory SQLite database cannot be shared between processes")
+        _required_in_ci("a database that processes can share (an in-memory SQLite database cannot be; set DATABASE_URL)")
     provider = ProviderFactory(slug="bedrock", kind="bedrock", region="us-east-1")
     model = LLMModelFactory(key="bedrock-sonnet-4-5", provider=provider)
     make_route("general", [model], "any")

@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from router import ledger
 from router.counters import flush_ledger, redis_counters
@@ -84,8 +84,8 @@ def test_a_report_naming_a_decision_redis_no_longer_remembers_is_checked_in_the_
 @pytest.fixture(params=["store_in_postgresql", "store_with_orm"])
 def write_batch(request):
     """Each way the ledger is written: by PostgreSQL from the rows' JSON, and through the ORM elsewhere."""
-    if request.param == "store_in_postgresql" and connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL's own write path needs PostgreSQL (DATABASE_URL)")
+    if request.param == "store_in_postgresql":
+        request.getfixturevalue("postgres_only")
     writer = getattr(ledger, request.param)
 
     def write(entries):

@@ -94,7 +94,19 @@ def test_it_rebuilds_counters_from_the_database_when_redis_comes_back_empty(api,
     assert _route(api).json()["outcome"] == "fallback"
 
 
-def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, four_per_minute, redis_client, settings):
+class Clock:
+    """A monotonic clock the test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, four_per_minute, redis_client, settings, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(counters.outage, "clock", clock)
     redis_url = settings.REDIS_URL
     assert _route(api).json()["outcome"] == "primary"
 
@@ -104,23 +116,29 @@ def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, fou
         assert _route(api).json()["outcome"] == "primary"
 
     settings.REDIS_URL = redis_url
-    counters.outage.retry_at = 0.0
+    clock.now += counters.RETRY_SECONDS - 0.01
+    assert counters.current().name == "database"  # not yet tried again
+    clock.now += 0.01
     assert _route(api).json()["outcome"] == "primary"
     assert _route(api).json()["outcome"] == "fallback"
     assert _used(api) == 4
     assert api.get("/api/v1/health").json()["redis"]["ok"] is True
 
 
-def test_a_connection_redis_closed_is_opened_again_without_counting_on_the_database(api, four_per_minute, redis_client, settings):
-    settings.ROUTER_REDIS_DOWN = "refuse"
-    assert _route(api).status_code == 200
+def test_a_connection_redis_closed_is_opened_again_without_counting_on_the_database(api, four_per_minute, tmp_path, settings):
+    server = RedisServer(tmp_path, "--appendonly", "yes").start()
+    settings.REDIS_URL, settings.ROUTER_REDIS_DOWN = server.url, "refuse"
+    try:
+        assert _route(api).status_code == 200
 
-    redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # what a Redis restart does to them
-    answers = [_route(api).status_code for _ in range(3)]
+        server.restart()  # which closes every connection to it
+        answers = [_route(api).status_code for _ in range(3)]
 
-    assert answers == [200, 200, 200]
-    assert counters.outage.since is None
-    assert _used(api) == 4
+        assert answers == [200, 200, 200]
+        assert counters.outage.since is None
+        assert _used(api) == 4
+    finally:
+        server.kill()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from providers.models import LLMModel, Provider
 from router.counters import flush_ledger
 from router.models import Category, Decision, Policy
 from switchboard.vocabulary import ProviderKind
+from tests.calls import stored_decisions
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
 
 
@@ -107,7 +108,7 @@ def test_it_answers_400_naming_the_valid_categories_for_an_unknown_category(api,
     assert body["error"] == "unknown_category"
     assert "general" in body["detail"] and "security_auth_change" in body["detail"]
     assert body["valid"] == ["general", "security_auth_change"]
-    assert not Decision.objects.exists()
+    assert not stored_decisions().exists()
 
 
 def test_it_answers_400_naming_the_valid_tiers_for_an_unknown_tier(api, gpt4o, mini):
@@ -376,7 +377,7 @@ def test_a_dry_run_stores_nothing_and_counts_nothing(api, counters, openai, gpt4
     assert response.status_code == 200
     assert response.json()["decision_id"] is None
     assert response.json()["model"]["key"] == "gpt-4o"
-    assert not Decision.objects.exists()
+    assert not stored_decisions().exists()
     assert quota_used(api, quota) == 0
 
 

@@ -10,7 +10,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 
 from router.middleware import RoutingCallMiddleware
-from router.models import Decision
+from tests.calls import stored_decisions
 from tests.factories import LLMModelFactory, make_api_key, make_route
 
 DOWN_THE_CHAIN = HttpResponse("answered further down the chain", status=299)
@@ -71,7 +71,7 @@ def test_a_call_the_view_would_not_take_as_it_is_goes_down_the_chain(middleware,
     response = middleware(_post("/api/v1/route", body, make_api_key(scopes=scopes), content_type=content_type))
 
     assert response is DOWN_THE_CHAIN
-    assert not Decision.objects.exists()
+    assert not stored_decisions().exists()
 
 
 def test_an_unknown_key_a_get_and_other_paths_go_down_the_chain(middleware, general):

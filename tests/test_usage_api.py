@@ -9,6 +9,7 @@ from providers.models import LLMModel
 from router.counters import flush_ledger
 from router.models import Decision, UsageEvent
 from switchboard.vocabulary import ProviderKind
+from tests.calls import stored_reports
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
@@ -139,7 +140,7 @@ def test_an_unknown_decision_is_refused_with_400(api, gpt4o):
 
     assert response.status_code == 400
     assert response.json()["error"] == "unknown_decision"
-    assert not UsageEvent.objects.exists()
+    assert not stored_reports().exists()
 
 
 def test_a_second_report_for_the_same_decision_is_refused_with_409(api, counters, gpt4o, quotas):
