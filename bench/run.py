@@ -4,7 +4,9 @@ Prints requests/s, p50 and p99 for counted decisions and usage reports, the same
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
 events and 1 million decisions and measures decisions again, the dashboard overview's render time,
 the quota tuning over 7 days, and decisions while `prune_ledger` deletes most of that history.
-Counted decisions on the database counters (no Redis) are measured too, before and after the history.
+Counted decisions on the database counters (no Redis) are measured too, before and after the history,
+as are the provider workloads (bench/providers.py) and what the client library adds to a call
+(client/bench.py).
 
 Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
 machine's speed drifts from minute to minute, and a ratio taken from runs minutes apart measures
@@ -336,6 +338,8 @@ def main() -> None:
           f" usage reports {ratios[usage.label]:.2f}", flush=True)
     with Drainer(), Server("switchboard.wsgi", ENV, PORT):
         providers.report(switchboard, key)
+    # What the client library adds to a call (route + report), against the provider stand-ins.
+    print(run(str(BIN / "python"), "client/bench.py", "-n", "200", env=dict(os.environ), capture=True), end="", flush=True)
 
     if HISTORY_EVENTS:
         seconds = store_history()

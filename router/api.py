@@ -76,6 +76,7 @@ class KnownQueryParameters:
         known = set(self.query_parameters)
         if getattr(self, "paginator", None) is not None:
             known.add(self.paginator.page_query_param)
+            self.paginator.check_page(request)
         if hasattr(self, "get_queryset"):
             for backend in self.filter_backends:
                 if filterset_class := backend().get_filterset_class(self, self.get_queryset()):
@@ -245,7 +246,8 @@ class TuningView(ApiView):
     permission_classes = [ReadScope]
     query_parameters = ("days",)
 
-    @extend_schema(parameters=[OpenApiParameter("days", int, description=f"1 to {MAXIMUM_DAYS}, default {DEFAULT_DAYS}")],
+    @extend_schema(parameters=[OpenApiParameter("days", {"type": "integer", "minimum": 1, "maximum": MAXIMUM_DAYS},
+                                                description=f"The period in days, default {DEFAULT_DAYS}")],
                    responses={200: s.TuningSerializer})
     def get(self, request):
         days = request.query_params.get("days", str(DEFAULT_DAYS))

@@ -6,11 +6,11 @@ from router.errors import ApiError
 
 
 class StrictPageNumberPagination(PageNumberPagination):
-    def get_page_number(self, request, paginator):
+    def check_page(self, request) -> None:
+        """400 unless `page` is absent or a page number; checked for every request of a list (a CSV export too)."""
         number = request.query_params.get(self.page_query_param)
         if number is not None and not (number.isascii() and number.isdigit() and int(number) >= 1):
             raise ApiError("invalid_request", f"page must be a page number, 1 or more; got {number[:20]!r}.")
-        return super().get_page_number(request, paginator)
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         parameters = super().get_schema_operation_parameters(view)

@@ -33,8 +33,11 @@ def add_undeclared_answers(result: dict, generator, request, public) -> dict:
             continue
         for method, operation in methods.items():
             for parameter in operation.get("parameters", []):
-                if parameter["in"] == "query" and parameter["schema"].get("type") == "string":
-                    parameter["schema"]["minLength"] = 1  # an empty filter is refused (router.filters)
+                schema = parameter["schema"]
+                if parameter["in"] == "query" and schema.get("type") == "string":
+                    schema["minLength"] = 1  # an empty filter is refused (router.filters)
+                    if "enum" not in schema and "format" not in schema:
+                        schema["pattern"] = "^[^\\u0000]*$"  # and one holding a NUL
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True  # no call here takes an empty body
             responses = operation.setdefault("responses", {})

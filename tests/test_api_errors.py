@@ -191,6 +191,8 @@ def test_an_unknown_api_path_is_answered_with_404_json(api, general, path):
     ("/api/v1/decisions?outcom=fallback", "Unknown query parameter 'outcom'"),
     ("/api/v1/decisions?outcome=", "outcome: a filter may not be empty"),
     ("/api/v1/models?page=0", "page must be a page number"),
+    ("/api/v1/decisions?format=csv&page=1.5", "page must be a page number"),
+    ("/api/v1/models?enabled=1", "enabled must be true or false"),
     ("/api/v1/quotas?provider=openai", "Unknown query parameter 'provider': it takes page"),
     ("/api/v1/policy?format=xml", "format must be json or yaml"),
 ])

@@ -2,6 +2,7 @@
 
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from django.conf import settings
@@ -10,18 +11,11 @@ from providers.models import Provider
 from router.counters import redis_counters
 from router.models import UsageEvent
 from switchboard.vocabulary import ProviderKind
+from tests import calls
+from tests.calls import route
 from tests.factories import LLMModelFactory, ProviderFactory, make_route
 
-
-def route(api, **body):
-    response = api.post("/api/v1/route", {"category": "general", **body}, format="json")
-    assert response.status_code == 200, response.content
-    return response.json()
-
-
-def report(api, model_key="claude-sonnet-4-5", **body):
-    response = api.post("/api/v1/usage", {"model": model_key, "input_tokens": 0, "output_tokens": 0, **body}, format="json")
-    assert response.status_code == 201, response.content
+report = partial(calls.report, model="claude-sonnet-4-5", input_tokens=0, output_tokens=0)
 
 
 def failure_at(seconds_ago: float, model_key="claude-sonnet-4-5", status="error") -> None:
@@ -61,7 +55,7 @@ def test_three_failures_within_a_minute_put_the_model_in_cooldown(api, counters,
     report(api, status="rate_limited")
     report(api, status="error")
 
-    body = route(api)
+    body = route(api, category="general")
 
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "cooldown")
     assert body["model"]["key"] == "glm-4-5"
@@ -74,7 +68,7 @@ def test_two_failures_are_not_enough(api, counters, general):
     report(api, status="rate_limited")
     report(api, status="ok")
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
 
 def test_the_number_of_failures_is_the_providers_setting(api, counters, anthropic, general):
@@ -82,7 +76,7 @@ def test_the_number_of_failures_is_the_providers_setting(api, counters, anthropi
 
     report(api, status="rate_limited")
 
-    assert first_entry(route(api)) == ("claude-sonnet-4-5", "skipped", "cooldown")
+    assert first_entry(route(api, category="general")) == ("claude-sonnet-4-5", "skipped", "cooldown")
 
 
 def test_a_provider_may_tolerate_more_failures(api, counters, anthropic, general):
@@ -91,7 +85,7 @@ def test_a_provider_may_tolerate_more_failures(api, counters, anthropic, general
     for _ in range(4):
         report(api, status="error")
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
 
 def test_failures_spread_wider_than_the_window_do_not_cool_a_model_down(api, counters, general):
@@ -99,7 +93,7 @@ def test_failures_spread_wider_than_the_window_do_not_cool_a_model_down(api, cou
         failure_at(seconds_ago)
     rebuild_counters()
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
 
 def test_the_cooldown_ends_after_the_providers_cooldown_seconds(api, counters, general):
@@ -107,7 +101,7 @@ def test_the_cooldown_ends_after_the_providers_cooldown_seconds(api, counters, g
         failure_at(seconds_ago)
     rebuild_counters()
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
 
 def test_the_cooldown_lasts_as_long_as_the_provider_says(api, counters, anthropic, general):
@@ -116,7 +110,7 @@ def test_the_cooldown_lasts_as_long_as_the_provider_says(api, counters, anthropi
         failure_at(seconds_ago)
     rebuild_counters()
 
-    body = route(api)
+    body = route(api, category="general")
 
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "cooldown")
     assert body["trace"][0]["until"] == pytest.approx(time.time() - 70 + 300, abs=5)
@@ -126,11 +120,11 @@ def test_failures_before_and_after_a_counter_rebuild_add_up(api, counters, gener
     failure_at(20)
     failure_at(10)
     rebuild_counters()
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
     report(api, status="error")
 
-    assert first_entry(route(api)) == ("claude-sonnet-4-5", "skipped", "cooldown")
+    assert first_entry(route(api, category="general")) == ("claude-sonnet-4-5", "skipped", "cooldown")
 
 
 # A reported retry-after
@@ -139,7 +133,7 @@ def test_failures_before_and_after_a_counter_rebuild_add_up(api, counters, gener
 def test_a_reported_retry_after_is_honoured(api, counters, general):
     report(api, status="rate_limited", retry_after=120)
 
-    body = route(api)
+    body = route(api, category="general")
 
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "cooldown")
     assert body["trace"][0]["until"] == pytest.approx(time.time() + 120, abs=5)
@@ -149,7 +143,7 @@ def test_a_reported_retry_after_is_honoured(api, counters, general):
 def test_a_reported_retry_after_holds_a_model_back_an_hour_at_most(api, counters, general):
     report(api, status="rate_limited", retry_after=86_400)
 
-    body = route(api)
+    body = route(api, category="general")
 
     assert body["trace"][0]["until"] == pytest.approx(time.time() + 3600, abs=5)
     assert "retry after 86400 s (capped at 3600 s)" in body["trace"][0]["detail"]
@@ -159,7 +153,7 @@ def test_the_cap_is_the_providers_setting(api, counters, anthropic, general):
     Provider.objects.filter(pk=anthropic.pk).update(max_retry_after_seconds=300)
     report(api, status="rate_limited", retry_after=86_400)
 
-    assert route(api)["trace"][0]["until"] == pytest.approx(time.time() + 300, abs=5)
+    assert route(api, category="general")["trace"][0]["until"] == pytest.approx(time.time() + 300, abs=5)
 
 
 def test_the_models_api_shows_a_cooldown_and_the_key_whose_report_started_it(api, counters, general):
@@ -188,7 +182,7 @@ def test_a_retry_after_that_has_passed_no_longer_holds_the_model_back(api, count
                               provider_slug="anthropic", status="rate_limited", retry_after=30)
     rebuild_counters()
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
 
 # Providers' rate-limit headers
@@ -205,7 +199,7 @@ def test_anthropic_headers_with_no_requests_remaining_stop_the_router_choosing_t
         "anthropic-ratelimit-requests-reset": in_seconds(30),
     })
 
-    body = route(api)
+    body = route(api, category="general")
 
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "rate_limit")
     assert body["model"]["key"] == "glm-4-5"
@@ -217,7 +211,7 @@ def test_anthropic_headers_whose_reset_has_passed_do_not_hold_the_model_back(api
         "anthropic-ratelimit-requests-reset": in_seconds(-5),
     })
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"
 
 
 def test_openai_headers_with_fewer_tokens_remaining_than_the_estimate_stop_the_router(api, counters, general):
@@ -227,8 +221,8 @@ def test_openai_headers_with_fewer_tokens_remaining_than_the_estimate_stop_the_r
         "x-ratelimit-reset-tokens": "20s",
     })
 
-    too_big = route(api, estimated_input_tokens=800, estimated_output_tokens=200)
-    fits = route(api, estimated_input_tokens=300, estimated_output_tokens=100)
+    too_big = route(api, category="general", estimated_input_tokens=800, estimated_output_tokens=200)
+    fits = route(api, category="general", estimated_input_tokens=300, estimated_output_tokens=100)
 
     assert first_entry(too_big) == ("claude-sonnet-4-5", "skipped", "rate_limit")
     assert too_big["trace"][0]["until"] == pytest.approx(time.time() + 20, abs=5)
@@ -239,4 +233,4 @@ def test_the_latest_headers_win(api, counters, general):
     report(api, ratelimit_headers={"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": in_seconds(30)})
     report(api, ratelimit_headers={"anthropic-ratelimit-requests-remaining": "40", "anthropic-ratelimit-requests-reset": in_seconds(30)})
 
-    assert route(api)["model"]["key"] == "claude-sonnet-4-5"
+    assert route(api, category="general")["model"]["key"] == "claude-sonnet-4-5"

@@ -2,9 +2,9 @@
 they are written to the database; writing is repeatable, and nothing accepted is lost when a Redis
 that keeps its data (appendonly) restarts."""
 
-import time
 import uuid
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from django.db import transaction
@@ -13,6 +13,8 @@ from router import ledger
 from router.counters import flush_ledger, redis_counters
 from router.models import Decision, UsageEvent
 from router.tasks import drain_ledger
+from tests import calls
+from tests.calls import quotas_used, route
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import RedisServer
 
@@ -25,21 +27,12 @@ def policy(db, redis_client):
     make_route("general", [gpt4o])
 
 
-def _route(api, **body):
-    return api.post("/api/v1/route", {"category": "general", **body}, format="json")
-
-
-def _usage(api, **body):
-    return api.post("/api/v1/usage", {"model": "gpt-4o", "input_tokens": 100, "output_tokens": 50, **body}, format="json")
-
-
-def _tokens_used(api) -> int:
-    return api.get("/api/v1/quotas").json()["results"][0]["used"]
+report = partial(calls.report, model="gpt-4o", input_tokens=100, output_tokens=50)
 
 
 def test_decisions_and_reports_wait_in_redis_counted_until_written(api, policy):
-    decision = _route(api, estimated_input_tokens=1000, estimated_output_tokens=500).json()
-    report = _usage(api, idempotency_key="call-1").json()
+    decision = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=500)
+    reported = report(api, idempotency_key="call-1")
 
     assert not Decision.objects.exists() and not UsageEvent.objects.exists()
     assert redis_counters().backlog()["rows"] == 2
@@ -50,35 +43,34 @@ def test_decisions_and_reports_wait_in_redis_counted_until_written(api, policy):
         decision["decision_id"], "primary", "gpt-4o", 1000, 500, "test-service")
     assert stored.trace == decision["trace"] and stored.policy_version == decision["policy_version"]
     event = UsageEvent.objects.get()
-    assert (str(event.id), event.idempotency_key, event.cost_usd) == (report["id"], "call-1", Decimal("0.00075"))
+    assert (str(event.id), event.idempotency_key, event.cost_usd) == (reported["id"], "call-1", Decimal("0.00075"))
     assert redis_counters().backlog()["rows"] == 0
-    assert _tokens_used(api) == 1650
+    assert quotas_used(api)["tokens"] == 1650
 
 
 def test_a_report_naming_a_decision_still_in_redis_updates_it_when_written(api, policy):
-    decision_id = _route(api, estimated_input_tokens=1000).json()["decision_id"]
+    decision_id = route(api, category="general", estimated_input_tokens=1000)["decision_id"]
 
-    assert _usage(api, decision_id=decision_id, input_tokens=300, output_tokens=20).status_code == 201
+    report(api, decision_id=decision_id, input_tokens=300, output_tokens=20)
     flush_ledger()
 
     stored = Decision.objects.get(pk=decision_id)
     assert (stored.input_tokens, stored.output_tokens, stored.reported) == (300, 20, True)
     assert UsageEvent.objects.get().decision_id == stored.id
-    assert _tokens_used(api) == 320
+    assert quotas_used(api)["tokens"] == 320
 
 
 def test_a_report_naming_a_decision_redis_no_longer_remembers_is_checked_in_the_database(api, policy, redis_client):
-    decision_id = _route(api, estimated_input_tokens=1000).json()["decision_id"]
+    decision_id = route(api, category="general", estimated_input_tokens=1000)["decision_id"]
     flush_ledger()
     redis_client.delete(redis_counters().decision_key(uuid.UUID(decision_id)))
 
-    assert _usage(api, decision_id=decision_id, input_tokens=300, output_tokens=20).status_code == 201
-    again = _usage(api, decision_id=decision_id, input_tokens=1, output_tokens=1)
+    report(api, decision_id=decision_id, input_tokens=300, output_tokens=20)
+    report(api, expect=409, decision_id=decision_id, input_tokens=1, output_tokens=1)
 
-    assert again.status_code == 409
     flush_ledger()
     assert Decision.objects.get(pk=decision_id).reported
-    assert _tokens_used(api) == 320
+    assert quotas_used(api)["tokens"] == 320
 
 
 @pytest.fixture(params=["store_in_postgresql", "store_with_orm"])
@@ -96,8 +88,8 @@ def write_batch(request):
 
 def test_writing_the_same_batch_twice_stores_each_row_once(api, policy, redis_client, write_batch):
     """A drainer that dies after its commit and before removing the rows from Redis."""
-    decision_id = _route(api).json()["decision_id"]
-    _usage(api, idempotency_key="k", decision_id=decision_id, input_tokens=7)
+    decision_id = route(api, category="general")["decision_id"]
+    report(api, idempotency_key="k", decision_id=decision_id, input_tokens=7)
     entries = redis_client.xrange(redis_counters().stream_key)
 
     assert write_batch(entries) == []
@@ -109,8 +101,8 @@ def test_writing_the_same_batch_twice_stores_each_row_once(api, policy, redis_cl
 
 
 def test_a_batch_is_stored_as_it_was_accepted(api, policy, redis_client, write_batch):
-    decision = _route(api, estimated_input_tokens=1000, estimated_output_tokens=500).json()
-    _usage(api, idempotency_key="call-1", status="rate_limited", retry_after=30,
+    decision = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=500)
+    report(api, idempotency_key="call-1", status="rate_limited", retry_after=30,
            ratelimit_headers={"x-ratelimit-remaining-requests": "0"})
     entries = redis_client.xrange(redis_counters().stream_key)
 
@@ -130,8 +122,8 @@ def test_a_batch_is_stored_as_it_was_accepted(api, policy, redis_client, write_b
 
 
 def test_a_report_whose_decision_is_not_in_the_ledger_is_stored_without_it(api, policy, redis_client, write_batch, caplog):
-    decision_id = _route(api).json()["decision_id"]
-    _usage(api, decision_id=decision_id)
+    decision_id = route(api, category="general")["decision_id"]
+    report(api, decision_id=decision_id)
     decision_entry, usage_entry = redis_client.xrange(redis_counters().stream_key)
 
     assert write_batch([usage_entry]) == []
@@ -141,10 +133,10 @@ def test_a_report_whose_decision_is_not_in_the_ledger_is_stored_without_it(api, 
 
 
 def test_a_repeated_key_is_returned_with_its_charges_to_take_back(api, policy, redis_client, write_batch):
-    _usage(api, idempotency_key="call-1")
+    report(api, idempotency_key="call-1")
     first = redis_client.xrange(redis_counters().stream_key)
     redis_client.delete(redis_counters().idempotency_key("call-1"))
-    _usage(api, idempotency_key="call-1")
+    report(api, idempotency_key="call-1")
     second = redis_client.xrange(redis_counters().stream_key)[1:]
 
     assert write_batch(first) == []
@@ -156,19 +148,19 @@ def test_a_repeated_key_is_returned_with_its_charges_to_take_back(api, policy, r
 
 
 def test_a_key_repeated_after_redis_forgot_it_is_stored_once_and_its_count_taken_back(api, policy, redis_client):
-    _usage(api, idempotency_key="call-1")
+    report(api, idempotency_key="call-1")
     flush_ledger()
     redis_client.delete(redis_counters().idempotency_key("call-1"))
 
-    _usage(api, idempotency_key="call-1")
+    report(api, idempotency_key="call-1")
     flush_ledger()
 
     assert UsageEvent.objects.count() == 1
-    assert _tokens_used(api) == 150
+    assert quotas_used(api)["tokens"] == 150
 
 
 def test_the_drain_task_leaves_the_rows_to_a_drainer_already_at_work(api, policy, redis_client):
-    _route(api)
+    route(api, category="general")
     redis_client.set(f"{redis_counters().prefix}draining", "another-process")
 
     assert drain_ledger() == 0
@@ -178,12 +170,12 @@ def test_the_drain_task_leaves_the_rows_to_a_drainer_already_at_work(api, policy
 def test_a_drain_writes_full_batches_and_leaves_what_arrives_after_a_short_one_to_the_next(api, policy, monkeypatch):
     monkeypatch.setattr(ledger, "BATCH_SIZE", 2)
     for _ in range(5):
-        _route(api)
+        route(api, category="general")
     store, routed_meanwhile = ledger.store, []
 
     def store_while_a_service_routes(entries):
         if len(entries) < ledger.BATCH_SIZE and not routed_meanwhile:
-            routed_meanwhile.append(_route(api))
+            routed_meanwhile.append(route(api, category="general"))
         return store(entries)
 
     monkeypatch.setattr(ledger, "store", store_while_a_service_routes)
@@ -195,32 +187,21 @@ def test_a_drain_writes_full_batches_and_leaves_what_arrives_after_a_short_one_t
 
 
 def test_health_reports_the_backlog(api, policy):
-    _route(api)
+    route(api, category="general")
 
     backlog = api.get("/api/v1/health").json()["redis"]["ledger_backlog"]
 
     assert (backlog["rows"], backlog["stale"]) == (1, False)
 
 
-def test_health_degrades_when_rows_wait_in_redis_for_more_than_a_minute(api, policy, redis_client):
-    """The drain task (Celery worker and beat) is not running."""
-    an_hour_ago = int(time.time() * 1000) - 3_600_000
-    redis_client.xadd(redis_counters().stream_key, {"kind": "decision", "row": "{}"}, id=f"{an_hour_ago}-0")
-
-    health = api.get("/api/v1/health").json()
-
-    assert health["redis"]["ledger_backlog"]["stale"] is True
-    assert health["status"] == "degraded"
-
-
 def test_a_rebuild_writes_the_ledger_before_it_recounts(api, policy):
-    _route(api, estimated_input_tokens=1000)
+    route(api, category="general", estimated_input_tokens=1000)
     redis_counters().invalidate()
 
-    assert _route(api, estimated_input_tokens=1000).json()["outcome"] == "primary"
+    assert route(api, category="general", estimated_input_tokens=1000)["outcome"] == "primary"
 
     assert Decision.objects.count() == 1  # the first; the second waits in Redis
-    assert _tokens_used(api) == 2000
+    assert quotas_used(api)["tokens"] == 2000
 
 
 @pytest.fixture
@@ -233,9 +214,9 @@ def persistent_redis(tmp_path, settings):
 
 
 def test_nothing_accepted_is_lost_when_a_persistent_redis_restarts(api, policy, persistent_redis):
-    decisions = [_route(api, estimated_input_tokens=1000).json()["decision_id"] for _ in range(3)]
-    _usage(api, decision_id=decisions[0], input_tokens=10, output_tokens=0)
-    _usage(api, idempotency_key="call-1")
+    decisions = [route(api, category="general", estimated_input_tokens=1000)["decision_id"] for _ in range(3)]
+    report(api, decision_id=decisions[0], input_tokens=10, output_tokens=0)
+    report(api, idempotency_key="call-1")
 
     persistent_redis()
     flush_ledger()
@@ -243,5 +224,5 @@ def test_nothing_accepted_is_lost_when_a_persistent_redis_restarts(api, policy, 
     assert sorted(str(pk) for pk in Decision.objects.values_list("id", flat=True)) == sorted(decisions)
     assert UsageEvent.objects.count() == 2
     assert Decision.objects.get(pk=decisions[0]).input_tokens == 10
-    assert _tokens_used(api) == 10 + 2000 + 150
-    assert _usage(api, idempotency_key="call-1").status_code == 200
+    assert quotas_used(api)["tokens"] == 10 + 2000 + 150
+    report(api, expect=200, idempotency_key="call-1")

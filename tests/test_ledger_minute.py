@@ -13,6 +13,7 @@ import pytest
 from router.counters import flush_ledger
 from router.models import Category, Decision, LedgerMinute, UsageEvent
 from switchboard.vocabulary import ProviderKind
+from tests.calls import report, route
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 
@@ -51,22 +52,16 @@ def policy(db):
     make_route(CategoryFactory(slug="security", fallback=Category.Fallback.NEVER), [gpt4o])
 
 
-def post(api, path: str, **body) -> dict:
-    response = api.post(path, body, format="json")
-    assert response.status_code in (200, 201, 429), response.content
-    return response.json()
-
-
 def test_every_write_through_the_api_is_in_its_minute(api, counters, policy):
-    first = post(api, "/api/v1/route", category="general", estimated_input_tokens=1000, estimated_output_tokens=200)
-    post(api, "/api/v1/route", category="general", estimated_input_tokens=1000, estimated_output_tokens=200)
-    fallback = post(api, "/api/v1/route", category="general", estimated_input_tokens=500, estimated_output_tokens=100)
-    refusal = post(api, "/api/v1/route", category="security")
-    post(api, "/api/v1/route", category="general", dry_run=True)
-    post(api, "/api/v1/usage", decision_id=first["decision_id"], model="gpt-4o", input_tokens=900, output_tokens=350)
-    post(api, "/api/v1/usage", model="gpt-4o-mini", input_tokens=40, output_tokens=10, idempotency_key="retried")
-    post(api, "/api/v1/usage", model="gpt-4o-mini", input_tokens=40, output_tokens=10, idempotency_key="retried")
-    post(api, "/api/v1/usage", model="gpt-4o", input_tokens=7, output_tokens=3, status="rate_limited")
+    first = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=200)
+    route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=200)
+    fallback = route(api, category="general", estimated_input_tokens=500, estimated_output_tokens=100)
+    refusal = route(api, expect=429, category="security")
+    route(api, category="general", dry_run=True)
+    report(api, decision_id=first["decision_id"], model="gpt-4o", input_tokens=900, output_tokens=350)
+    report(api, model="gpt-4o-mini", input_tokens=40, output_tokens=10, idempotency_key="retried")
+    report(api, expect=200, model="gpt-4o-mini", input_tokens=40, output_tokens=10, idempotency_key="retried")
+    report(api, model="gpt-4o", input_tokens=7, output_tokens=3, status="rate_limited")
     flush_ledger()
 
     assert (fallback["model"]["key"], refusal["error"]) == ("gpt-4o-mini", "quota_exceeded")
@@ -107,7 +102,7 @@ def test_the_forecast_burns_only_the_last_hour(api, counters, policy):
                               provider_slug="openai", input_tokens=5000)
     UsageEvent.objects.create(created_at=datetime.now(tz=UTC) - timedelta(minutes=30), model_key="gpt-4o",
                               provider_slug="openai", input_tokens=300)
-    post(api, "/api/v1/usage", model="gpt-4o-mini", input_tokens=200, output_tokens=100)
+    report(api, model="gpt-4o-mini", input_tokens=200, output_tokens=100)
     flush_ledger()  # what the drain task does every second
 
     rows = {row["name"]: row for row in api.get("/api/v1/quotas").json()["results"]}

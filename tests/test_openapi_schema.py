@@ -14,10 +14,17 @@ from switchboard.vocabulary import ProviderKind
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route, make_tier
 
 EXAMPLES_PER_OPERATION = 25
-# Every check (`--checks all`), with one allowance: a request the schema allows may still name what does
-# not exist (a category, a model, a decision; a policy whose routes name unknown models), and is
-# answered 400 naming it. JSON Schema cannot say which names exist.
-CONFIG = schemathesis.config.SchemathesisConfig.from_str("""
+
+
+def config(key: str):
+    """Every check (`--checks all`), the key with every scope as the schema's bearer authentication (so that a
+    case generated without it is sent without it), and one allowance: a request the schema allows may still
+    name what does not exist (a category, a model, a decision; a policy whose routes name unknown models),
+    and is answered 400 naming it. JSON Schema cannot say which names exist."""
+    return schemathesis.config.SchemathesisConfig.from_str(f"""
+[auth.openapi.ApiKey]
+bearer = "{key}"
+
 [[operations]]
 include-path-regex = "^/api/v1/(route|usage|policy)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
@@ -84,17 +91,17 @@ def is_a_refusal(operation, response) -> bool:
             and response.json().get("error") in ("no_capacity", "primary_unavailable"))
 
 
-def fuzz(operation, headers: dict, seen: dict[str, set[int]]):
+def fuzz(operation, seen: dict[str, set[int]]):
     """A Hypothesis test of one operation: valid and invalid requests, none answered with a 5xx."""
     cases = operation.as_strategy() | operation.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE)
 
     @given(case=cases)
     @hypothesis_settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case):
-        response = case.call(headers=headers)
+        response = case.call()
         seen.setdefault(operation.label, set()).add(response.status_code)
         if not is_a_refusal(operation, response):
-            case.validate_response(response, headers=headers)  # every check
+            case.validate_response(response)  # every check
         if 400 <= response.status_code < 500:
             body = response.json()
             assert isinstance(body, dict) and body.get("error") and body.get("detail"), (
@@ -109,13 +116,13 @@ def fuzz(operation, headers: dict, seen: dict[str, set[int]]):
 def test_a_property_based_run_against_the_schema_finds_no_server_error(policy, static_files):
     from switchboard.wsgi import application
 
-    headers = {"Authorization": f"Bearer {make_api_key()}"}
-    schema = schemathesis.openapi.from_wsgi("/api/schema/", application, headers={"Accept": "application/json"}, config=CONFIG)
+    schema = schemathesis.openapi.from_wsgi("/api/schema/", application, headers={"Accept": "application/json"},
+                                            config=config(make_api_key()))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8
     seen: dict[str, set[int]] = {}
 
     for operation in operations:
-        fuzz(operation, headers, seen)()
+        fuzz(operation, seen)()
 
     assert 200 in seen["POST /api/v1/route"], seen

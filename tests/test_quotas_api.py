@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from router.counters import flush_ledger, redis_counters
 from router.models import Category, UsageEvent
 from switchboard.vocabulary import ProviderKind
+from tests.calls import report
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
 
 
@@ -18,12 +19,6 @@ def quotas(api) -> dict[str, dict]:
     response = api.get("/api/v1/quotas")
     assert response.status_code == 200, response.content
     return {row["name"]: row for row in response.json()["results"]}
-
-
-def report(api, model_key, input_tokens=0, output_tokens=0):
-    response = api.post("/api/v1/usage", {"model": model_key, "input_tokens": input_tokens, "output_tokens": output_tokens}, format="json")
-    assert response.status_code == 201, response.content
-    flush_ledger()  # what the drain task does every second: the forecast reads the ledger's per-minute sums
 
 
 def timestamp(value: str | None) -> float | None:
@@ -73,7 +68,8 @@ def test_it_shows_usage_ratio_when_it_frees_up_and_the_forecast(api, counters, o
     QuotaFactory(provider=openai, name="daily-tokens", metric="tokens", window="day", limit=Decimal(10_000))
     before = time.time()
 
-    report(api, "gpt-4o", input_tokens=600, output_tokens=400)
+    report(api, model="gpt-4o", input_tokens=600, output_tokens=400)
+    flush_ledger()  # what the drain task does every second: the forecast reads the ledger's per-minute sums
 
     row = quotas(api)["daily-tokens"]
     assert (row["used"], row["ratio"]) == (1000, 0.1)
@@ -88,7 +84,8 @@ def test_it_shows_usage_ratio_when_it_frees_up_and_the_forecast(api, counters, o
 def test_a_quota_past_its_soft_limit_forecasts_the_soft_limit_as_reached_now(api, counters, openai, gpt4o):
     QuotaFactory(provider=openai, name="daily-tokens", metric="tokens", window="day", limit=Decimal(1000))
 
-    report(api, "gpt-4o", input_tokens=850)
+    report(api, model="gpt-4o", input_tokens=850, output_tokens=0)
+    flush_ledger()  # what the drain task does every second: the forecast reads the ledger's per-minute sums
 
     row = quotas(api)["daily-tokens"]
     assert row["ratio"] == 0.85
@@ -102,9 +99,12 @@ def test_a_provider_wide_quota_covers_every_model_of_the_provider(api, counters,
     other = ProviderFactory(slug="zhipu", kind=ProviderKind.OPENAI_COMPATIBLE, base_url="https://glm.example.invalid/v4")
     LLMModelFactory(key="glm-4-5", provider=other)
 
-    report(api, "gpt-4o", input_tokens=100)
-    report(api, "gpt-4o-mini", input_tokens=20)
-    report(api, "glm-4-5", input_tokens=5000)
+    report(api, model="gpt-4o", input_tokens=100, output_tokens=0)
+    flush_ledger()
+    report(api, model="gpt-4o-mini", input_tokens=20, output_tokens=0)
+    flush_ledger()
+    report(api, model="glm-4-5", input_tokens=5000, output_tokens=0)
+    flush_ledger()
 
     rows = quotas(api)
     assert (rows["all-tokens"]["models"], rows["all-tokens"]["used"]) == ([], 120)
@@ -115,7 +115,8 @@ def test_requests_and_cost_quotas_are_shown_in_their_own_units(api, counters, op
     QuotaFactory(provider=openai, name="daily-requests", metric="requests", window="day", limit=Decimal(50))
     QuotaFactory(provider=openai, name="daily-dollars", metric="cost_usd", window="day", limit=Decimal("2.5"))
 
-    report(api, "gpt-4o", input_tokens=100_000, output_tokens=10_000)  # $0.25 + $0.10
+    report(api, model="gpt-4o", input_tokens=100_000, output_tokens=10_000)  # $0.25 + $0.10
+    flush_ledger()  # what the drain task does every second
 
     rows = quotas(api)
     assert (rows["daily-requests"]["used"], rows["daily-requests"]["ratio"]) == (1, 0.02)
@@ -158,7 +159,8 @@ def test_a_calendar_week_quota_restarts_on_monday(api, counters, openai, gpt4o):
 def test_a_calendar_quota_past_its_limit_refuses_until_midnight(api, counters, openai, gpt4o):
     QuotaFactory(provider=openai, name="calendar-day", metric="tokens", window="day", reset="calendar", limit=Decimal(1000))
     make_route(CategoryFactory(slug="security_auth_change", fallback=Category.Fallback.NEVER), [gpt4o])
-    report(api, "gpt-4o", input_tokens=900)
+    report(api, model="gpt-4o", input_tokens=900, output_tokens=0)
+    flush_ledger()  # what the drain task does every second
 
     response = api.post("/api/v1/route", {"category": "security_auth_change"}, format="json")
 

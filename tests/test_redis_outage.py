@@ -8,6 +8,7 @@ import pytest
 from router import counters
 from router.counters import flush_ledger
 from router.models import Decision, UsageEvent
+from tests.calls import post, quotas_used, route
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import RedisServer
 
@@ -24,24 +25,16 @@ def four_per_minute(db):
     make_route("bedrock_agent", [sonnet, fallback], "any")
 
 
-def _route(api):
-    return api.post("/api/v1/route", {"category": "bedrock_agent"}, format="json")
-
-
-def _used(api) -> int:
-    return api.get("/api/v1/quotas").json()["results"][0]["used"]
-
-
 def test_right_after_redis_is_lost_its_quotas_read_full_on_database_counters(api, four_per_minute, settings):
     """What Redis accepted and had not yet written to the database is unknown: the quota may be at its limit."""
     settings.REDIS_URL = UNREACHABLE_REDIS
     settings.ROUTER_REDIS_DOWN = "db"
 
-    answers = [_route(api) for _ in range(2)]
+    answers = [route(api, category="bedrock_agent") for _ in range(2)]
 
-    assert [answer.json()["model"]["key"] for answer in answers] == ["bedrock-sonnet-3-7"] * 2
-    assert answers[0].json()["trace"][0]["reason"] == "quota"
-    assert _used(api) == 4
+    assert [answer["model"]["key"] for answer in answers] == ["bedrock-sonnet-3-7"] * 2
+    assert answers[0]["trace"][0]["reason"] == "quota"
+    assert quotas_used(api)["sonnet-4-5-requests"] == 4
 
 
 def test_once_the_moment_redis_was_lost_leaves_the_window_it_decides_on_database_counters(api, four_per_minute, settings):
@@ -49,7 +42,7 @@ def test_once_the_moment_redis_was_lost_leaves_the_window_it_decides_on_database
     settings.ROUTER_REDIS_DOWN = "db"
     counters.outage.begin(lost_at=time.time() - 61)
 
-    models = [_route(api).json()["model"]["key"] for _ in range(5)]
+    models = [route(api, category="bedrock_agent")["model"]["key"] for _ in range(5)]
 
     assert models == ["bedrock-sonnet-4-5"] * 4 + ["bedrock-sonnet-3-7"]
     health = api.get("/api/v1/health").json()
@@ -63,10 +56,9 @@ def test_it_refuses_when_redis_is_down_and_told_to(api, four_per_minute, setting
     settings.REDIS_URL = UNREACHABLE_REDIS
     settings.ROUTER_REDIS_DOWN = "refuse"
 
-    response = _route(api)
+    body = route(api, expect=503, category="bedrock_agent")
 
-    assert response.status_code == 503
-    assert response.json()["error"] == "counters_unavailable"
+    assert body["error"] == "counters_unavailable"
     assert Decision.objects.count() == 0
     health = api.get("/api/v1/health")
     assert health.status_code == 503
@@ -84,14 +76,14 @@ def test_it_still_records_usage_reports_when_redis_is_down_and_refusing(api, fou
 
 def test_it_rebuilds_counters_from_the_database_when_redis_comes_back_empty(api, four_per_minute, redis_client, settings):
     for _ in range(3):
-        assert _route(api).json()["outcome"] == "primary"
+        assert route(api, category="bedrock_agent")["outcome"] == "primary"
     api.post("/api/v1/usage", {"model": "bedrock-sonnet-4-5", "input_tokens": 1, "output_tokens": 1}, format="json")
     flush_ledger()  # what the drain task does every second
 
     redis_client.delete(*redis_client.keys(settings.ROUTER_REDIS_PREFIX + "*"))  # what a Redis restart leaves
 
-    assert _used(api) == 4
-    assert _route(api).json()["outcome"] == "fallback"
+    assert quotas_used(api)["sonnet-4-5-requests"] == 4
+    assert route(api, category="bedrock_agent")["outcome"] == "fallback"
 
 
 class Clock:
@@ -108,20 +100,20 @@ def test_decisions_made_during_an_outage_are_counted_when_redis_is_back(api, fou
     clock = Clock()
     monkeypatch.setattr(counters.outage, "clock", clock)
     redis_url = settings.REDIS_URL
-    assert _route(api).json()["outcome"] == "primary"
+    assert route(api, category="bedrock_agent")["outcome"] == "primary"
 
     settings.REDIS_URL = UNREACHABLE_REDIS
     counters.outage.begin(lost_at=time.time() - 61)
     for _ in range(2):
-        assert _route(api).json()["outcome"] == "primary"
+        assert route(api, category="bedrock_agent")["outcome"] == "primary"
 
     settings.REDIS_URL = redis_url
     clock.now += counters.RETRY_SECONDS - 0.01
     assert counters.current().name == "database"  # not yet tried again
     clock.now += 0.01
-    assert _route(api).json()["outcome"] == "primary"
-    assert _route(api).json()["outcome"] == "fallback"
-    assert _used(api) == 4
+    assert route(api, category="bedrock_agent")["outcome"] == "primary"
+    assert route(api, category="bedrock_agent")["outcome"] == "fallback"
+    assert quotas_used(api)["sonnet-4-5-requests"] == 4
     assert api.get("/api/v1/health").json()["redis"]["ok"] is True
 
 
@@ -129,14 +121,14 @@ def test_a_connection_redis_closed_is_opened_again_without_counting_on_the_datab
     server = RedisServer(tmp_path, "--appendonly", "yes").start()
     settings.REDIS_URL, settings.ROUTER_REDIS_DOWN = server.url, "refuse"
     try:
-        assert _route(api).status_code == 200
+        route(api, category="bedrock_agent")
 
         server.restart()  # which closes every connection to it
-        answers = [_route(api).status_code for _ in range(3)]
+        answers = [post(api, "/api/v1/route", category="bedrock_agent").status_code for _ in range(3)]
 
         assert answers == [200, 200, 200]
         assert counters.outage.since is None
-        assert _used(api) == 4
+        assert quotas_used(api)["sonnet-4-5-requests"] == 4
     finally:
         server.kill()
 
@@ -146,7 +138,7 @@ def redis_lost_after_a_decision(api, four_per_minute, tmp_path, settings) -> str
     """A decision Redis accepted and had not yet written to the database when it went; returns its id."""
     server = RedisServer(tmp_path).start()
     settings.REDIS_URL, settings.ROUTER_REDIS_DOWN = server.url, "db"
-    decision = _route(api).json()["decision_id"]
+    decision = route(api, category="bedrock_agent")["decision_id"]
     server.kill()
     return decision
 

@@ -8,23 +8,8 @@ from providers.models import LLMModel, Provider
 from router.counters import flush_ledger
 from router.models import Category, Decision, Policy
 from switchboard.vocabulary import ProviderKind
-from tests.calls import stored_decisions
+from tests.calls import post, quotas_used, report, route, stored_decisions
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
-
-
-def route(api, **body):
-    return api.post("/api/v1/route", body, format="json")
-
-
-def report(api, model, **body):
-    response = api.post("/api/v1/usage", {"model": model.key, "input_tokens": 0, "output_tokens": 0, **body}, format="json")
-    assert response.status_code == 201, response.content
-    return response
-
-
-def quota_used(api, quota):
-    rows = api.get("/api/v1/quotas").json()["results"]
-    return next(row["used"] for row in rows if row["id"] == quota.id)
 
 
 @pytest.fixture
@@ -56,8 +41,8 @@ def test_it_prefers_the_route_for_the_exact_complexity_over_any(api, gpt4o, mini
     make_route(general, [mini], complexity="any")
     make_route(general, [gpt4o], complexity="high")
 
-    assert route(api, category="general", complexity="high").json()["model"]["key"] == "gpt-4o"
-    assert route(api, category="general", complexity="low").json()["model"]["key"] == "gpt-4o-mini"
+    assert route(api, category="general", complexity="high")["model"]["key"] == "gpt-4o"
+    assert route(api, category="general", complexity="low")["model"]["key"] == "gpt-4o-mini"
 
 
 def test_it_defaults_the_complexity_to_medium(api, gpt4o, mini):
@@ -65,9 +50,9 @@ def test_it_defaults_the_complexity_to_medium(api, gpt4o, mini):
     make_route(general, [mini], complexity="any")
     make_route(general, [gpt4o], complexity="medium")
 
-    response = route(api, category="general")
+    body = route(api, category="general")
 
-    assert response.json()["model"]["key"] == "gpt-4o"
+    assert body["model"]["key"] == "gpt-4o"
     flush_ledger()
     assert Decision.objects.get().complexity == "medium"
 
@@ -75,10 +60,9 @@ def test_it_defaults_the_complexity_to_medium(api, gpt4o, mini):
 def test_it_routes_a_named_tier(api, gpt4o, mini):
     make_tier("cheap", [mini, gpt4o])
 
-    response = route(api, tier="cheap")
+    body = route(api, tier="cheap")
 
-    assert response.status_code == 200
-    assert response.json()["model"]["key"] == "gpt-4o-mini"
+    assert body["model"]["key"] == "gpt-4o-mini"
     flush_ledger()
     assert Decision.objects.get().tier == "cheap"
 
@@ -89,10 +73,9 @@ def test_it_uses_the_default_tier_when_neither_category_nor_tier_is_named(api, g
     policy.default_tier = make_tier("quality", [gpt4o])
     policy.save()
 
-    response = route(api)
+    body = route(api)
 
-    assert response.status_code == 200
-    assert response.json()["model"]["key"] == "gpt-4o"
+    assert body["model"]["key"] == "gpt-4o"
     flush_ledger()
     assert Decision.objects.get().tier == "quality"
 
@@ -101,10 +84,8 @@ def test_it_answers_400_naming_the_valid_categories_for_an_unknown_category(api,
     make_route("general", [gpt4o])
     make_route("security_auth_change", [gpt4o])
 
-    response = route(api, category="genral")
+    body = route(api, expect=400, category="genral")
 
-    assert response.status_code == 400
-    body = response.json()
     assert body["error"] == "unknown_category"
     assert "general" in body["detail"] and "security_auth_change" in body["detail"]
     assert body["valid"] == ["general", "security_auth_change"]
@@ -115,10 +96,8 @@ def test_it_answers_400_naming_the_valid_tiers_for_an_unknown_tier(api, gpt4o, m
     make_tier("cheap", [mini])
     make_tier("quality", [gpt4o])
 
-    response = route(api, tier="cheapest")
+    body = route(api, expect=400, tier="cheapest")
 
-    assert response.status_code == 400
-    body = response.json()
     assert body["error"] == "unknown_tier"
     assert "cheap" in body["detail"] and "quality" in body["detail"]
     assert body["valid"] == ["cheap", "quality"]
@@ -127,10 +106,8 @@ def test_it_answers_400_naming_the_valid_tiers_for_an_unknown_tier(api, gpt4o, m
 def test_it_answers_400_naming_the_valid_complexities_for_an_unknown_complexity(api, gpt4o):
     make_route("general", [gpt4o])
 
-    response = route(api, category="general", complexity="extreme")
+    body = route(api, expect=400, category="general", complexity="extreme")
 
-    assert response.status_code == 400
-    body = response.json()
     assert body["error"] == "unknown_complexity"
     assert all(name in body["detail"] for name in ("low", "medium", "high"))
     assert body["valid"] == ["low", "medium", "high"]
@@ -139,43 +116,39 @@ def test_it_answers_400_naming_the_valid_complexities_for_an_unknown_complexity(
 def test_it_answers_400_naming_the_routes_of_a_category_without_one_for_the_complexity(api, gpt4o):
     make_route("general", [gpt4o], complexity="low")
 
-    response = route(api, category="general", complexity="high")
+    body = route(api, expect=400, category="general", complexity="high")
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "no_route"
-    assert response.json()["valid"] == ["low"]
+    assert body["error"] == "no_route"
+    assert body["valid"] == ["low"]
 
 
 def test_it_answers_400_when_a_request_names_both_a_category_and_a_tier(api, gpt4o):
     make_route("general", [gpt4o])
     make_tier("cheap", [gpt4o])
 
-    response = route(api, category="general", tier="cheap")
+    body = route(api, expect=400, category="general", tier="cheap")
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_request"
-    assert "either a category or a tier" in response.json()["detail"]
+    assert body["error"] == "invalid_request"
+    assert "either a category or a tier" in body["detail"]
 
 
 def test_it_answers_400_when_there_is_no_default_tier_and_nothing_is_named(api, gpt4o):
     make_route("general", [gpt4o])
 
-    response = route(api)
+    body = route(api, expect=400)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "no_default_tier"
-    assert response.json()["valid"] == ["general"]
+    assert body["error"] == "no_default_tier"
+    assert body["valid"] == ["general"]
 
 
 def test_a_tier_without_models_is_answered_with_400_not_a_crash(api, gpt4o):
     make_tier("empty", [])
     make_tier("quality", [gpt4o])
 
-    response = route(api, tier="empty")
+    body = route(api, expect=400, tier="empty")
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "no_route"
-    assert response.json()["valid"] == ["quality"]
+    assert body["error"] == "no_route"
+    assert body["valid"] == ["quality"]
 
 
 def test_an_empty_default_tier_is_answered_with_400_not_a_crash(api, gpt4o):
@@ -183,10 +156,9 @@ def test_an_empty_default_tier_is_answered_with_400_not_a_crash(api, gpt4o):
     policy.default_tier = make_tier("empty", [])
     policy.save()
 
-    response = route(api)
+    body = route(api, expect=400)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "no_route"
+    assert body["error"] == "no_route"
 
 
 # The answer
@@ -195,10 +167,8 @@ def test_an_empty_default_tier_is_answered_with_400_not_a_crash(api, gpt4o):
 def test_it_answers_with_the_chosen_model_and_the_trace(api, gpt4o):
     make_route("general", [gpt4o])
 
-    response = route(api, category="general", estimated_input_tokens=1200, estimated_output_tokens=800)
+    body = route(api, category="general", estimated_input_tokens=1200, estimated_output_tokens=800)
 
-    assert response.status_code == 200
-    body = response.json()
     flush_ledger()
     decision = Decision.objects.get()
     assert body["decision_id"] == str(decision.id)
@@ -221,7 +191,7 @@ def test_it_answers_the_invoke_id_and_region_of_a_bedrock_model(api):
                              invoke_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0")
     make_route("general", [sonnet])
 
-    model = route(api, category="general").json()["model"]
+    model = route(api, category="general")["model"]
 
     assert model["model_id"] == "anthropic.claude-sonnet-4-5-20250929-v1:0"
     assert model["invoke_id"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -233,7 +203,7 @@ def test_it_falls_back_to_the_next_candidate_and_says_why(api, gpt4o, glm):
     gpt4o.save()
     make_route("general", [gpt4o, glm])
 
-    body = route(api, category="general").json()
+    body = route(api, category="general")
 
     assert body["outcome"] == "fallback"
     assert body["model"]["key"] == "glm-4-5"
@@ -257,14 +227,14 @@ def test_it_passes_over_a_disabled_model(api, gpt4o, glm):
     gpt4o.save()
     make_route("general", [gpt4o, glm])
 
-    assert skipped(route(api, category="general").json()) == {"gpt-4o": "disabled"}
+    assert skipped(route(api, category="general")) == {"gpt-4o": "disabled"}
 
 
 def test_it_passes_over_the_models_of_a_disabled_provider(api, gpt4o, mini, glm):
     Provider.objects.filter(slug="openai").update(enabled=False)
     make_route("general", [gpt4o, mini, glm])
 
-    body = route(api, category="general").json()
+    body = route(api, category="general")
 
     assert skipped(body) == {"gpt-4o": "disabled", "gpt-4o-mini": "disabled"}
     assert body["model"]["key"] == "glm-4-5"
@@ -274,7 +244,7 @@ def test_it_passes_over_a_model_the_last_check_found_unavailable(api, gpt4o, glm
     LLMModel.objects.filter(pk=gpt4o.pk).update(availability="unavailable", availability_reason="not in models.list()")
     make_route("general", [gpt4o, glm])
 
-    body = route(api, category="general").json()
+    body = route(api, category="general")
 
     assert skipped(body) == {"gpt-4o": "unavailable"}
     assert body["trace"][0]["detail"] == "not in models.list()"
@@ -284,7 +254,7 @@ def test_it_does_not_pass_over_a_model_whose_availability_is_unknown(api, gpt4o,
     LLMModel.objects.filter(pk=gpt4o.pk).update(availability="unknown", availability_reason="list call timed out")
     make_route("general", [gpt4o, glm])
 
-    body = route(api, category="general").json()
+    body = route(api, category="general")
 
     assert body["outcome"] == "primary"
     assert body["model"]["key"] == "gpt-4o"
@@ -293,9 +263,9 @@ def test_it_does_not_pass_over_a_model_whose_availability_is_unknown(api, gpt4o,
 def test_it_passes_over_a_model_cooling_down_after_failures(api, counters, gpt4o, glm):
     make_route("general", [gpt4o, glm])
     for _ in range(3):
-        report(api, gpt4o, status="error")
+        report(api, model=gpt4o.key, input_tokens=0, output_tokens=0, status="error")
 
-    body = route(api, category="general").json()
+    body = route(api, category="general")
 
     assert skipped(body) == {"gpt-4o": "cooldown"}
     assert body["model"]["key"] == "glm-4-5"
@@ -305,7 +275,7 @@ def test_it_passes_over_a_model_whose_context_window_is_too_small(api, gpt4o, gl
     LLMModel.objects.filter(pk=gpt4o.pk).update(context_window=8000)
     make_route("general", [gpt4o, glm])
 
-    body = route(api, category="general", estimated_input_tokens=6000, estimated_output_tokens=2001).json()
+    body = route(api, category="general", estimated_input_tokens=6000, estimated_output_tokens=2001)
 
     assert skipped(body) == {"gpt-4o": "context_window"}
     assert "8000" in body["trace"][0]["detail"]
@@ -315,7 +285,7 @@ def test_it_keeps_a_model_whose_context_window_just_holds_the_estimate(api, gpt4
     LLMModel.objects.filter(pk=gpt4o.pk).update(context_window=8000)
     make_route("general", [gpt4o, glm])
 
-    body = route(api, category="general", estimated_input_tokens=6000, estimated_output_tokens=2000).json()
+    body = route(api, category="general", estimated_input_tokens=6000, estimated_output_tokens=2000)
 
     assert body["model"]["key"] == "gpt-4o"
 
@@ -323,9 +293,9 @@ def test_it_keeps_a_model_whose_context_window_just_holds_the_estimate(api, gpt4
 def test_it_passes_over_a_model_whose_quota_is_at_its_soft_limit_and_names_the_quota(api, counters, openai, gpt4o, glm):
     QuotaFactory(provider=openai, name="weekly-tokens", metric="tokens", window="week", limit=Decimal(1000), soft_limit_ratio=Decimal("0.8"))
     make_route("general", [gpt4o, glm])
-    report(api, gpt4o, input_tokens=700, output_tokens=100)
+    report(api, model=gpt4o.key, input_tokens=700, output_tokens=100)
 
-    body = route(api, category="general").json()
+    body = route(api, category="general")
 
     assert skipped(body) == {"gpt-4o": "quota"}
     [quota] = body["trace"][0]["quotas"]
@@ -337,20 +307,20 @@ def test_it_passes_over_a_model_whose_quota_is_at_its_soft_limit_and_names_the_q
 def test_it_passes_over_a_model_when_the_estimate_would_exceed_the_hard_limit(api, counters, openai, gpt4o, glm):
     QuotaFactory(provider=openai, name="daily-tokens", metric="tokens", window="day", limit=Decimal(1000))
     make_route("general", [gpt4o, glm])
-    report(api, gpt4o, input_tokens=100)
+    report(api, model=gpt4o.key, input_tokens=100, output_tokens=0)
 
-    body = route(api, category="general", estimated_input_tokens=901).json()
+    body = route(api, category="general", estimated_input_tokens=901)
 
     assert skipped(body) == {"gpt-4o": "quota"}
     assert body["trace"][0]["quotas"][0]["estimate"] == 901
-    assert route(api, category="general", estimated_input_tokens=600).json()["model"]["key"] == "gpt-4o"
+    assert route(api, category="general", estimated_input_tokens=600)["model"]["key"] == "gpt-4o"
 
 
 def test_the_soft_limit_is_not_rounded_down(api, counters, openai, gpt4o, glm):
     QuotaFactory(provider=openai, name="rpm", metric="requests", window="minute", limit=Decimal(4), soft_limit_ratio=Decimal("0.8"))
     make_route("general", [gpt4o, glm])
 
-    keys = [route(api, category="general").json()["model"]["key"] for _ in range(5)]
+    keys = [route(api, category="general")["model"]["key"] for _ in range(5)]
 
     assert keys == ["gpt-4o"] * 4 + ["glm-4-5"]
 
@@ -360,7 +330,7 @@ def test_it_only_counts_a_pool_quota_against_the_models_it_names(api, counters, 
                  soft_limit_ratio=Decimal(1), models=[gpt4o])
     make_route("general", [gpt4o, mini])
 
-    outcomes = [route(api, category="general").json()["model"]["key"] for _ in range(3)]
+    outcomes = [route(api, category="general")["model"]["key"] for _ in range(3)]
 
     assert outcomes == ["gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
 
@@ -372,13 +342,12 @@ def test_a_dry_run_stores_nothing_and_counts_nothing(api, counters, openai, gpt4
     quota = QuotaFactory(provider=openai, name="daily-requests", metric="requests", window="day", limit=Decimal(100))
     make_route("general", [gpt4o])
 
-    response = route(api, category="general", estimated_input_tokens=500, dry_run=True)
+    body = route(api, category="general", estimated_input_tokens=500, dry_run=True)
 
-    assert response.status_code == 200
-    assert response.json()["decision_id"] is None
-    assert response.json()["model"]["key"] == "gpt-4o"
+    assert body["decision_id"] is None
+    assert body["model"]["key"] == "gpt-4o"
     assert not stored_decisions().exists()
-    assert quota_used(api, quota) == 0
+    assert quotas_used(api)[quota.name] == 0
 
 
 def test_a_counted_decision_takes_one_request_and_its_estimate_from_every_covering_quota(api, counters, openai, gpt4o):
@@ -388,18 +357,18 @@ def test_a_counted_decision_takes_one_request_and_its_estimate_from_every_coveri
 
     route(api, category="general", estimated_input_tokens=500, estimated_output_tokens=250)
 
-    assert quota_used(api, requests) == 1
-    assert quota_used(api, tokens) == 750
+    assert quotas_used(api)[requests.name] == 1
+    assert quotas_used(api)[tokens.name] == 750
 
 
 def test_the_answer_carries_the_new_policy_version_after_a_policy_edit(api, settings, gpt4o, mini):
     settings.ROUTER_POLICY_RECHECK_SECONDS = 0
     make_route("general", [gpt4o, mini])
-    before = route(api, category="general").json()["policy_version"]
+    before = route(api, category="general")["policy_version"]
 
     gpt4o.enabled = False
     gpt4o.save()
-    after = route(api, category="general").json()
+    after = route(api, category="general")
 
     assert after["policy_version"] > before
     assert after["policy_version"] == Policy.current().version
@@ -420,9 +389,9 @@ def security(gpt4o, glm):
 
 def test_a_never_fallback_category_without_headroom_is_refused_above_the_soft_limit(api, counters, openai, security, gpt4o):
     QuotaFactory(provider=openai, name="weekly-tokens", metric="tokens", window="week", limit=Decimal(1000))
-    report(api, gpt4o, input_tokens=850)
+    report(api, model=gpt4o.key, input_tokens=850, output_tokens=0)
 
-    response = route(api, category="security_auth_change")
+    response = post(api, "/api/v1/route", category="security_auth_change")
 
     assert response.status_code == 429
     body = response.json()
@@ -435,30 +404,28 @@ def test_a_never_fallback_category_without_headroom_is_refused_above_the_soft_li
 def test_a_never_fallback_category_with_headroom_keeps_its_primary_between_the_soft_and_hard_limit(api, counters, openai, security, gpt4o):
     Category.objects.filter(pk=security.pk).update(may_use_headroom=True)
     QuotaFactory(provider=openai, name="weekly-tokens", metric="tokens", window="week", limit=Decimal(1000))
-    report(api, gpt4o, input_tokens=850)
+    report(api, model=gpt4o.key, input_tokens=850, output_tokens=0)
 
-    response = route(api, category="security_auth_change", estimated_input_tokens=100)
+    body = route(api, category="security_auth_change", estimated_input_tokens=100)
 
-    assert response.status_code == 200
-    assert response.json()["outcome"] == "primary"
-    assert response.json()["model"]["key"] == "gpt-4o"
+    assert body["outcome"] == "primary"
+    assert body["model"]["key"] == "gpt-4o"
 
 
 def test_headroom_stops_at_the_hard_limit(api, counters, openai, security, gpt4o):
     Category.objects.filter(pk=security.pk).update(may_use_headroom=True)
     QuotaFactory(provider=openai, name="weekly-tokens", metric="tokens", window="week", limit=Decimal(1000))
-    report(api, gpt4o, input_tokens=950)
+    report(api, model=gpt4o.key, input_tokens=950, output_tokens=0)
 
-    response = route(api, category="security_auth_change", estimated_input_tokens=51)
+    body = route(api, expect=429, category="security_auth_change", estimated_input_tokens=51)
 
-    assert response.status_code == 429
-    assert response.json()["error"] == "quota_exceeded"
+    assert body["error"] == "quota_exceeded"
 
 
 def test_a_never_fallback_category_whose_primary_is_unavailable_is_refused_with_503(api, security, gpt4o):
     LLMModel.objects.filter(pk=gpt4o.pk).update(availability="unavailable")
 
-    response = route(api, category="security_auth_change")
+    response = post(api, "/api/v1/route", category="security_auth_change")
 
     assert response.status_code == 503
     assert response.json()["error"] == "primary_unavailable"
@@ -471,9 +438,9 @@ def test_it_answers_429_no_capacity_when_every_candidate_is_over_a_quota(api, co
     QuotaFactory(provider=openai, name="minute-requests", metric="requests", window="minute", limit=Decimal(1), soft_limit_ratio=Decimal(1))
     LLMModel.objects.filter(pk=glm.pk).update(enabled=False)
     make_route("general", [gpt4o, glm])
-    assert route(api, category="general").status_code == 200
+    route(api, category="general")
 
-    response = route(api, category="general")
+    response = post(api, "/api/v1/route", category="general")
 
     assert response.status_code == 429
     body = response.json()
@@ -487,7 +454,7 @@ def test_it_answers_503_without_retry_after_when_no_quota_was_among_the_reasons(
     LLMModel.objects.filter(pk__in=[gpt4o.pk, glm.pk]).update(availability="unavailable")
     make_route("general", [gpt4o, glm])
 
-    response = route(api, category="general")
+    response = post(api, "/api/v1/route", category="general")
 
     assert response.status_code == 503
     assert response.json()["error"] == "no_capacity"
@@ -497,9 +464,9 @@ def test_it_answers_503_without_retry_after_when_no_quota_was_among_the_reasons(
 
 def test_a_refusal_is_stored_with_its_trace_caller_and_policy_version(api, counters, openai, security, gpt4o):
     QuotaFactory(provider=openai, name="weekly-tokens", metric="tokens", window="week", limit=Decimal(1000))
-    report(api, gpt4o, input_tokens=950)
+    report(api, model=gpt4o.key, input_tokens=950, output_tokens=0)
 
-    body = route(api, category="security_auth_change").json()
+    body = route(api, expect=429, category="security_auth_change")
 
     flush_ledger()
     decision = Decision.objects.get(pk=body["decision_id"])

@@ -10,17 +10,8 @@ from django.conf import settings
 from router.counters import flush_ledger, redis_counters
 from router.models import Category, Decision
 from switchboard.vocabulary import ProviderKind
+from tests.calls import post, report, route
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route
-
-
-def route(api, **body):
-    return api.post("/api/v1/route", body, format="json")
-
-
-def use(api, model_key, tokens):
-    """Puts usage in place the way a service does: a usage report without a decision."""
-    response = api.post("/api/v1/usage", {"model": model_key, "input_tokens": tokens, "output_tokens": 0}, format="json")
-    assert response.status_code == 201, response.content
 
 
 def trace_of(body):
@@ -60,23 +51,19 @@ def seed_004(db):
 
 
 def test_scenario_1_normal_operation_uses_the_primary(api, counters, seed_004):
-    use(api, "gpt-4o", 300)  # OpenAI at 30%
+    report(api, model="gpt-4o", input_tokens=300, output_tokens=0)  # OpenAI at 30%
 
-    response = route(api, category="general", complexity="medium", estimated_input_tokens=50)
+    body = route(api, category="general", complexity="medium", estimated_input_tokens=50)
 
-    assert response.status_code == 200
-    body = response.json()
     assert (body["outcome"], body["model"]["key"]) == ("primary", "gpt-4o")
     assert trace_of(body) == [("gpt-4o", "chosen", "within limits")]
 
 
 def test_scenario_2_an_aux_agent_falls_back_to_haiku_when_the_sonnet_pool_is_at_85_percent(api, counters, seed_004):
-    use(api, "claude-3-5-sonnet", 850)
+    report(api, model="claude-3-5-sonnet", input_tokens=850, output_tokens=0)
 
-    response = route(api, category="auxiliary_agents", estimated_input_tokens=50)
+    body = route(api, category="auxiliary_agents", estimated_input_tokens=50)
 
-    assert response.status_code == 200
-    body = response.json()
     assert (body["outcome"], body["primary"], body["model"]["key"]) == ("fallback", "claude-3-5-sonnet", "claude-3-5-haiku")
     assert trace_of(body) == [("claude-3-5-sonnet", "skipped", "quota"), ("claude-3-5-haiku", "chosen", "within limits")]
     quota = body["trace"][0]["quotas"][0]
@@ -87,9 +74,9 @@ def test_scenario_2_an_aux_agent_falls_back_to_haiku_when_the_sonnet_pool_is_at_
 
 
 def test_scenario_3_security_work_fails_fast_when_openai_is_at_95_percent(api, counters, seed_004):
-    use(api, "gpt-4-turbo", 950)
+    report(api, model="gpt-4-turbo", input_tokens=950, output_tokens=0)
 
-    response = route(api, category="security_auth_change", estimated_input_tokens=20)
+    response = post(api, "/api/v1/route", category="security_auth_change", estimated_input_tokens=20)
 
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
@@ -105,14 +92,12 @@ def test_scenario_3_security_work_fails_fast_when_openai_is_at_95_percent(api, c
 
 
 def test_scenario_4_glm_takes_a_medium_task_when_openai_and_anthropic_are_near_their_limits(api, counters, seed_004):
-    use(api, "gpt-4o", 900)  # OpenAI at 90%
-    use(api, "claude-3-5-sonnet", 850)  # Anthropic at 85%
-    use(api, "glm-4-5", 400)  # Zhipu at 40%
+    report(api, model="gpt-4o", input_tokens=900, output_tokens=0)  # OpenAI at 90%
+    report(api, model="claude-3-5-sonnet", input_tokens=850, output_tokens=0)  # Anthropic at 85%
+    report(api, model="glm-4-5", input_tokens=400, output_tokens=0)  # Zhipu at 40%
 
-    response = route(api, category="general", complexity="medium", estimated_input_tokens=50)
+    body = route(api, category="general", complexity="medium", estimated_input_tokens=50)
 
-    assert response.status_code == 200
-    body = response.json()
     assert (body["outcome"], body["model"]["key"]) == ("fallback", "glm-4-5")
     assert trace_of(body) == [
         ("gpt-4o", "skipped", "quota"), ("claude-3-5-sonnet", "skipped", "quota"), ("glm-4-5", "chosen", "within limits"),
@@ -139,7 +124,7 @@ def seed_000(db):
 
 
 def test_the_fifth_request_in_a_minute_falls_back_to_sonnet_3_7(api, counters, seed_000):
-    answers = [route(api, category="bedrock_agent").json() for _ in range(5)]
+    answers = [route(api, category="bedrock_agent") for _ in range(5)]
 
     assert [a["model"]["key"] for a in answers] == ["bedrock-sonnet-4-5"] * 4 + ["bedrock-sonnet-3-7"]
     assert answers[0]["model"]["invoke_id"] == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -154,16 +139,16 @@ def test_the_fifth_request_in_a_minute_falls_back_to_sonnet_3_7(api, counters, s
 def test_estimates_fall_back_once_4000_tokens_a_minute_would_be_exceeded(api, counters, seed_000):
     estimate = {"estimated_input_tokens": 1500, "estimated_output_tokens": 500}
 
-    keys = [route(api, category="bedrock_agent", **estimate).json()["model"]["key"] for _ in range(3)]
+    keys = [route(api, category="bedrock_agent", **estimate)["model"]["key"] for _ in range(3)]
 
     assert keys == ["bedrock-sonnet-4-5", "bedrock-sonnet-4-5", "bedrock-sonnet-3-7"]
-    body = route(api, category="bedrock_agent", **estimate).json()
+    body = route(api, category="bedrock_agent", **estimate)
     [quota] = body["trace"][0]["quotas"]
     assert (quota["quota"], quota["used"], quota["estimate"], quota["limit"]) == ("bedrock/bedrock-sonnet-4-5-tokens", 4000, 2000, 4000)
 
 
 def test_a_large_estimate_is_routed_to_sonnet_3_7_straight_away(api, counters, seed_000):
-    body = route(api, category="bedrock_agent", estimated_input_tokens=4001).json()
+    body = route(api, category="bedrock_agent", estimated_input_tokens=4001)
 
     assert body["model"]["key"] == "bedrock-sonnet-3-7"
     assert body["trace"][0]["reason"] == "quota"
@@ -182,7 +167,7 @@ def test_requests_older_than_a_minute_no_longer_count(api, counters, seed_000):
     if settings.REDIS_URL:
         redis_counters().invalidate()
 
-    assert route(api, category="bedrock_agent").json()["model"]["key"] == "bedrock-sonnet-4-5"
+    assert route(api, category="bedrock_agent")["model"]["key"] == "bedrock-sonnet-4-5"
 
 
 def test_requests_within_the_last_minute_still_count(api, counters, seed_000):
@@ -191,4 +176,4 @@ def test_requests_within_the_last_minute_still_count(api, counters, seed_000):
     if settings.REDIS_URL:
         redis_counters().invalidate()
 
-    assert route(api, category="bedrock_agent").json()["model"]["key"] == "bedrock-sonnet-3-7"
+    assert route(api, category="bedrock_agent")["model"]["key"] == "bedrock-sonnet-3-7"

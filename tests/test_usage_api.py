@@ -9,23 +9,8 @@ from providers.models import LLMModel
 from router.counters import flush_ledger
 from router.models import Decision, UsageEvent
 from switchboard.vocabulary import ProviderKind
-from tests.calls import stored_reports
+from tests.calls import quotas_used, report, route, stored_reports
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
-
-
-def usage(api, **body):
-    return api.post("/api/v1/usage", body, format="json")
-
-
-def route(api, **body):
-    response = api.post("/api/v1/route", body, format="json")
-    assert response.status_code == 200, response.content
-    return response.json()
-
-
-def used(api):
-    """Each quota's counted usage, by quota name."""
-    return {row["name"]: row["used"] for row in api.get("/api/v1/quotas").json()["results"]}
 
 
 @pytest.fixture
@@ -53,10 +38,8 @@ def quotas(openai):
 
 
 def test_it_records_a_report_and_answers_201_with_the_event(api, gpt4o):
-    response = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500, status="ok")
+    body = report(api, model="gpt-4o", input_tokens=1000, output_tokens=500, status="ok")
 
-    assert response.status_code == 201
-    body = response.json()
     flush_ledger()
     event = UsageEvent.objects.get()
     assert body["id"] == str(event.id)
@@ -67,41 +50,37 @@ def test_it_records_a_report_and_answers_201_with_the_event(api, gpt4o):
 
 
 def test_it_computes_the_cost_from_the_model_prices(api, gpt4o):
-    response = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500)
+    body = report(api, model="gpt-4o", input_tokens=1000, output_tokens=500)
 
     # 1,000 x $2.50 + 500 x $10 per million tokens
-    assert Decimal(response.json()["cost_usd"]) == Decimal("0.0075")
+    assert Decimal(body["cost_usd"]) == Decimal("0.0075")
     flush_ledger()
     assert UsageEvent.objects.get().cost_usd == Decimal("0.0075")
 
 
 def test_a_report_without_a_decision_counts_one_request_and_its_tokens(api, counters, gpt4o, quotas):
-    usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500)
+    report(api, model="gpt-4o", input_tokens=1000, output_tokens=500)
 
-    assert used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
+    assert quotas_used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
 
 
 def test_the_same_idempotency_key_answers_200_with_the_same_body_and_counts_once(api, counters, gpt4o, quotas):
-    first = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500, idempotency_key="call-42")
-    again = usage(api, model="gpt-4o", input_tokens=1000, output_tokens=500, idempotency_key="call-42")
+    first = report(api, model="gpt-4o", input_tokens=1000, output_tokens=500, idempotency_key="call-42")
+    again = report(api, expect=200, model="gpt-4o", input_tokens=1000, output_tokens=500, idempotency_key="call-42")
 
-    assert first.status_code == 201
-    assert again.status_code == 200
-    assert again.json() == first.json()
+    assert again == first
     flush_ledger()
     assert UsageEvent.objects.count() == 1
-    assert used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
+    assert quotas_used(api) == {"requests": 1, "tokens": 1500, "output": 500, "dollars": 0.0075}
 
 
 def test_a_different_report_under_a_used_idempotency_key_is_refused_409_naming_the_first(api, counters, gpt4o, quotas):
     make_route("general", [gpt4o])
     first_decision, second_decision = (route(api, category="general")["decision_id"] for _ in range(2))
-    first = usage(api, decision_id=first_decision, input_tokens=1000, output_tokens=500, idempotency_key="smoke-1").json()
+    first = report(api, decision_id=first_decision, input_tokens=1000, output_tokens=500, idempotency_key="smoke-1")
 
-    response = usage(api, decision_id=second_decision, input_tokens=999, output_tokens=888, idempotency_key="smoke-1")
+    body = report(api, expect=409, decision_id=second_decision, input_tokens=999, output_tokens=888, idempotency_key="smoke-1")
 
-    assert response.status_code == 409
-    body = response.json()
     assert (body["error"], body["first_report"]) == ("idempotency_key_reused", first["id"])
     assert "input_tokens, output_tokens, decision_id" in body["detail"] and first_decision in body["detail"]
     flush_ledger()
@@ -112,13 +91,12 @@ def test_a_different_report_under_a_used_idempotency_key_is_refused_409_naming_t
 def test_a_report_naming_the_decision_replaces_the_estimate_with_the_actual_tokens(api, counters, gpt4o, quotas):
     make_route("general", [gpt4o])
     decision = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=1000)
-    assert used(api) == {"requests": 1, "tokens": 2000, "output": 1000, "dollars": 0.0125}
+    assert quotas_used(api) == {"requests": 1, "tokens": 2000, "output": 1000, "dollars": 0.0125}
 
-    response = usage(api, decision_id=decision["decision_id"], model="gpt-4o", input_tokens=300, output_tokens=200)
+    body = report(api, decision_id=decision["decision_id"], model="gpt-4o", input_tokens=300, output_tokens=200)
 
-    assert response.status_code == 201
-    assert response.json()["decision_id"] == decision["decision_id"]
-    assert used(api) == {"requests": 1, "tokens": 500, "output": 200, "dollars": 0.00275}
+    assert body["decision_id"] == decision["decision_id"]
+    assert quotas_used(api) == {"requests": 1, "tokens": 500, "output": 200, "dollars": 0.00275}
     flush_ledger()
     stored = Decision.objects.get(pk=decision["decision_id"])
     assert (stored.input_tokens, stored.output_tokens, stored.reported) == (300, 200, True)
@@ -128,47 +106,42 @@ def test_the_model_may_be_left_out_when_the_decision_is_named(api, counters, gpt
     make_route("general", [gpt4o])
     decision = route(api, category="general", estimated_input_tokens=100)
 
-    response = usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=10)
+    body = report(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=10)
 
-    assert response.status_code == 201
-    assert (response.json()["model"], response.json()["provider"]) == ("gpt-4o", "openai")
-    assert used(api)["tokens"] == 50
+    assert (body["model"], body["provider"]) == ("gpt-4o", "openai")
+    assert quotas_used(api)["tokens"] == 50
 
 
 def test_an_unknown_decision_is_refused_with_400(api, gpt4o):
-    response = usage(api, decision_id=str(uuid.uuid4()), input_tokens=1, output_tokens=1)
+    body = report(api, expect=400, decision_id=str(uuid.uuid4()), input_tokens=1, output_tokens=1)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "unknown_decision"
+    assert body["error"] == "unknown_decision"
     assert not stored_reports().exists()
 
 
 def test_a_second_report_for_the_same_decision_is_refused_with_409(api, counters, gpt4o, quotas):
     make_route("general", [gpt4o])
     decision = route(api, category="general", estimated_input_tokens=100)
-    assert usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a").status_code == 201
+    report(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
 
-    again = usage(api, decision_id=decision["decision_id"], input_tokens=70, output_tokens=0, idempotency_key="b")
-    without_key = usage(api, decision_id=decision["decision_id"], input_tokens=70, output_tokens=0)
+    again = report(api, expect=409, decision_id=decision["decision_id"], input_tokens=70, output_tokens=0, idempotency_key="b")
+    report(api, expect=409, decision_id=decision["decision_id"], input_tokens=70, output_tokens=0)
 
-    assert again.status_code == 409
-    assert again.json()["error"] == "decision_already_reported"
-    assert without_key.status_code == 409
+    assert again["error"] == "decision_already_reported"
     flush_ledger()
     assert UsageEvent.objects.count() == 1
-    assert used(api)["tokens"] == 40
+    assert quotas_used(api)["tokens"] == 40
 
 
 def test_repeating_a_decision_report_with_its_idempotency_key_answers_200(api, counters, gpt4o, quotas):
     make_route("general", [gpt4o])
     decision = route(api, category="general", estimated_input_tokens=100)
-    first = usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
+    first = report(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
 
-    again = usage(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
+    again = report(api, expect=200, decision_id=decision["decision_id"], input_tokens=40, output_tokens=0, idempotency_key="a")
 
-    assert again.status_code == 200
-    assert again.json() == first.json()
-    assert used(api)["tokens"] == 40
+    assert again == first
+    assert quotas_used(api)["tokens"] == 40
 
 
 def test_a_report_for_a_refused_decision_is_refused_with_400(api, gpt4o):
@@ -176,32 +149,29 @@ def test_a_report_for_a_refused_decision_is_refused_with_400(api, gpt4o):
     make_route("general", [gpt4o])
     refusal = api.post("/api/v1/route", {"category": "general"}, format="json").json()
 
-    response = usage(api, decision_id=refusal["decision_id"], input_tokens=1, output_tokens=1)
+    body = report(api, expect=400, decision_id=refusal["decision_id"], input_tokens=1, output_tokens=1)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "decision_refused"
+    assert body["error"] == "decision_refused"
 
 
 def test_an_unknown_model_is_refused_with_400_naming_the_valid_models(api, gpt4o):
-    response = usage(api, model="gpt-5", input_tokens=1, output_tokens=1)
+    body = report(api, expect=400, model="gpt-5", input_tokens=1, output_tokens=1)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "unknown_model"
-    assert "gpt-4o" in response.json()["detail"]
+    assert body["error"] == "unknown_model"
+    assert "gpt-4o" in body["detail"]
 
 
 def test_a_report_naming_neither_model_nor_decision_is_refused_with_400(api, gpt4o):
-    response = usage(api, input_tokens=1, output_tokens=1)
+    body = report(api, expect=400, input_tokens=1, output_tokens=1)
 
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_request"
-    assert "model" in response.json()["detail"]
+    assert body["error"] == "invalid_request"
+    assert "model" in body["detail"]
 
 
 def test_a_provider_wide_quota_counts_reports_for_every_model_of_the_provider(api, counters, openai, gpt4o, mini):
     QuotaFactory(provider=openai, name="tokens", metric="tokens", window="day", limit=Decimal(10_000))
 
-    usage(api, model="gpt-4o", input_tokens=100, output_tokens=0)
-    usage(api, model="gpt-4o-mini", input_tokens=20, output_tokens=0)
+    report(api, model="gpt-4o", input_tokens=100, output_tokens=0)
+    report(api, model="gpt-4o-mini", input_tokens=20, output_tokens=0)
 
-    assert used(api) == {"tokens": 120}
+    assert quotas_used(api) == {"tokens": 120}
