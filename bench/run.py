@@ -279,7 +279,8 @@ def tuning_seconds(key: str) -> float:
 
 
 def store_history() -> float:
-    """10 million usage events and 1 million decisions over the last 60 days, as PostgreSQL can write them."""
+    """10 million usage events and 1 million decisions over the last 60 days, as PostgreSQL can write them; one
+    decision in ten a fallback, its primary turned away at the soft limit of the requests quota (as the tuning reads)."""
     name = urlparse(DATABASE_URL).path.lstrip("/")
     started = time.time()
     psql(f"""
@@ -296,9 +297,16 @@ def store_history() -> float:
         SELECT gen_random_uuid(), now() - interval '1 hour' - (i * interval '5184 milliseconds'), 'history', 'general', 'medium', '',
                CASE WHEN i % 10 = 0 THEN 'fallback' ELSE 'primary' END,
                CASE WHEN i % 10 = 0 THEN 'bench-fallback' ELSE 'bench-primary' END, 'bench', 'bench-primary', 'history',
-               '[{{"model": "bench-primary", "verdict": "chosen", "reason": "within limits"}}]', 1, 1000, 500, 0.0105, true,
+               CASE WHEN i % 10 = 0 THEN jsonb_build_array(
+                   jsonb_build_object('model', 'bench-primary', 'verdict', 'skipped', 'reason', 'quota', 'quotas', jsonb_build_array(
+                       jsonb_build_object('quota', 'bench requests-minute', 'quota_id', quota.id, 'metric', 'requests', 'window', 'minute',
+                                          'reset', 'rolling', 'used', 900000000 + i % 1000, 'estimate', 1, 'soft_limit', 900000000,
+                                          'limit', 1000000000, 'frees_at', null))),
+                   jsonb_build_object('model', 'bench-fallback', 'verdict', 'chosen', 'reason', 'within limits'))
+               ELSE '[{{"model": "bench-primary", "verdict": "chosen", "reason": "within limits"}}]'::jsonb END,
+               1, 1000, 500, 0.0105, true,
                0, 0, 1500, 1000, 500, ''
-        FROM generate_series(1, {HISTORY_DECISIONS}) AS i;
+        FROM generate_series(1, {HISTORY_DECISIONS}) AS i, (SELECT id FROM providers_quota WHERE name = 'requests-minute') AS quota;
         ANALYZE;
     """, database=name)
     return time.time() - started

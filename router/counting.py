@@ -50,10 +50,11 @@ class Usage:
     @classmethod
     def of_sums(cls, sums: dict) -> "Usage":
         """A Usage from a query's sums named as the fields (None for no rows)."""
-        return cls(**{f.name: sums.get(f.name) or 0 for f in fields(cls)})
+        return cls(**{name: sums.get(name) or 0 for name in USAGE_FIELDS})
 
 
-LEDGER_FIELDS = tuple(f.name for f in fields(Usage) if f.name != "entries")
+USAGE_FIELDS = tuple(f.name for f in fields(Usage))
+LEDGER_FIELDS = tuple(name for name in USAGE_FIELDS if name != "entries")
 
 
 def provider_counts(quota: QuotaSpec) -> bool:

@@ -129,9 +129,21 @@ def _json(response: httpx2.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"detail": str(body)[:500]}
 
 
-def _retryable(response: httpx2.Response, body: Mapping[str, Any]) -> bool:
-    """A 5xx that is not a refusal (a refusal names its decision): Switchboard cannot decide right now."""
-    return response.status_code >= 500 and ("decision_id" not in body or body.get("error") in RETRYABLE_CODES)
+def _retryable_error(response: httpx2.Response) -> SwitchboardError | None:
+    """The error of a 5xx that is not a refusal (a refusal names its decision): Switchboard cannot decide right
+    now, and the call may be retried. None for any other answer."""
+    body = _json(response)
+    if response.status_code >= 500 and ("decision_id" not in body or body.get("error") in RETRYABLE_CODES):
+        return error_for(response.status_code, body, retry_after(response.headers))
+    return None
+
+
+def _unavailable(error: SwitchboardError | None) -> Unavailable:
+    """The error raised when no retry is left: Unavailable, with what the last try met."""
+    assert error is not None
+    if isinstance(error, Unavailable):
+        return error
+    return Unavailable(str(error), status=error.status, code=error.code, body=error.body, retry_after=error.retry_after)
 
 
 def _candidates(answered_id: str) -> list[str]:
@@ -156,6 +168,11 @@ class _Base:
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": f"switchboard-client/{__version__}"}
         self._catalog: dict[str, dict[str, str]] | None = None
         self._catalog_at = 0.0
+
+    def _unreachable(self, exc: httpx2.TransportError) -> Unavailable:
+        error = Unavailable(f"Switchboard at {self.url} cannot be reached: {exc!r}")
+        error.__cause__ = exc
+        return error
 
     def _delay(self, retry: int) -> float:
         return self.backoff * (2 ** (retry - 1)) * (0.5 + random.random() / 2)
@@ -213,17 +230,12 @@ class RoutingAPI(_Base):
             try:
                 response = self._http.request(method, url, json=body, headers=self._headers, timeout=self.timeout)
             except httpx2.TransportError as exc:
-                error = Unavailable(f"Switchboard at {self.url} cannot be reached: {exc!r}")
-                error.__cause__ = exc
+                error = self._unreachable(exc)
                 continue
-            parsed = _json(response)
-            if not _retryable(response, parsed):
+            error = _retryable_error(response)
+            if error is None:
                 return response
-            error = error_for(response.status_code, parsed, retry_after(response.headers))
-        assert error is not None
-        if not isinstance(error, Unavailable):
-            error = Unavailable(str(error), status=error.status, code=error.code, body=error.body, retry_after=error.retry_after)
-        raise error
+        raise _unavailable(error)
 
     def route(self, category: str | None = None, *, complexity: Complexity | None = None, tier: str | None = None,
               estimated_input_tokens: int | None = None, estimated_output_tokens: int | None = None, exclude: Iterable[str] = (),
@@ -314,17 +326,12 @@ class AsyncRoutingAPI(_Base):
             try:
                 response = await self._http.request(method, url, json=body, headers=self._headers, timeout=self.timeout)
             except httpx2.TransportError as exc:
-                error = Unavailable(f"Switchboard at {self.url} cannot be reached: {exc!r}")
-                error.__cause__ = exc
+                error = self._unreachable(exc)
                 continue
-            parsed = _json(response)
-            if not _retryable(response, parsed):
+            error = _retryable_error(response)
+            if error is None:
                 return response
-            error = error_for(response.status_code, parsed, retry_after(response.headers))
-        assert error is not None
-        if not isinstance(error, Unavailable):
-            error = Unavailable(str(error), status=error.status, code=error.code, body=error.body, retry_after=error.retry_after)
-        raise error
+        raise _unavailable(error)
 
     async def route(self, category: str | None = None, *, complexity: Complexity | None = None, tier: str | None = None,
                     estimated_input_tokens: int | None = None, estimated_output_tokens: int | None = None, exclude: Iterable[str] = (),

@@ -24,72 +24,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import httpx2
 
-from switchboard_client.adapters import anthropic as anthropic_adapter
-from switchboard_client.adapters import anthropic_bedrock, bedrock, handed_in
-from switchboard_client.adapters import openai as openai_adapter
-from switchboard_client.api import AsyncRoutingAPI, Complexity, Decision, Model, RoutingAPI
+from switchboard_client.adapters import anthropic_bedrock, bedrock
+from switchboard_client.api import AsyncRoutingAPI, Complexity, Decision, RoutingAPI
+from switchboard_client.calls import (
+    Attempts,
+    HelperCall,
+    SDKClients,
+    attach,
+    bedrock_stream,
+    chat_completions_call,
+    converse_call,
+    messages_call,
+    routed_args,
+    sdk_stream,
+    speaks,
+)
 from switchboard_client.errors import Refused, SwitchboardError
-from switchboard_client.estimate import estimate_tokens
 from switchboard_client.routed import AsyncRoutedCall, RoutedCall
 from switchboard_client.streams import AsyncReportingStream, ReportingStream
 from switchboard_client.usage import Observation, failure_for
 
 logger = logging.getLogger("switchboard_client")
-
-Helper = Literal["messages", "chat_completions", "converse"]
-MAX_SKIPPED = 50
-
-
-@dataclass
-class _Call:
-    """One helper call: which API, its parameters, and what to route with."""
-
-    helper: Helper
-    params: dict[str, Any]
-    stream: bool
-    route: dict[str, Any]
-    exclude: list[str] = field(default_factory=list)
-
-    @property
-    def estimated_input(self) -> int:
-        return int(self.route.get("estimated_input_tokens") or 0)
-
-
-def speaks(helper: Helper, model: Model) -> bool:
-    """Whether a helper can call this model: `messages` Anthropic models and Bedrock models of the Anthropic family,
-    `chat_completions` OpenAI and OpenAI-compatible ones, `converse` any Bedrock model."""
-    if helper == "messages":
-        return model.kind in anthropic_adapter.KINDS or (
-            model.kind in bedrock.KINDS and anthropic_bedrock.family_is_anthropic(model.invoke_id, model.model_id))
-    if helper == "chat_completions":
-        return model.kind in openai_adapter.KINDS
-    return model.kind in bedrock.KINDS
-
-
-def _route_args(category: str | None, complexity: Complexity | None, tier: str | None, estimated_input_tokens: int,
-                estimated_output_tokens: int | None, attempt: int, estimated_cache_read_tokens: int | None) -> dict[str, Any]:
-    return {"category": category, "complexity": complexity, "tier": tier, "estimated_input_tokens": estimated_input_tokens,
-            "estimated_output_tokens": estimated_output_tokens, "attempt": attempt, "estimated_cache_read_tokens": estimated_cache_read_tokens}
-
-
-def _attach(response: Any, decision: Decision, report: dict[str, Any] | None) -> Any:
-    if isinstance(response, dict):
-        response["switchboard_decision"] = decision
-        response["switchboard_report"] = report
-    else:
-        object.__setattr__(response, "switchboard_decision", decision)
-        object.__setattr__(response, "switchboard_report", report)
-    return response
-
-
-def _output_estimate(params: Mapping[str, Any]) -> int | None:
-    config = params.get("inferenceConfig") or {}
-    return config.get("maxTokens")
 
 
 class Switchboard(RoutingAPI):
@@ -107,9 +66,7 @@ class Switchboard(RoutingAPI):
                  retries: int = 2, backoff: float = 0.1, catalog_ttl: float = 300.0, http_client: httpx2.Client | None = None) -> None:
         super().__init__(url, api_key, timeout=timeout, retries=retries, backoff=backoff, catalog_ttl=catalog_ttl, http_client=http_client)
         self.max_attempts = max(1, max_attempts)
-        self._handed = dict(clients or {})
-        self._sdk_clients: dict[tuple[str, str, str | None], Any] = {}
-        self._session: Any = None
+        self._sdk_clients = SDKClients(clients, is_async=False)
 
     def __enter__(self) -> Switchboard:
         return self
@@ -119,25 +76,22 @@ class Switchboard(RoutingAPI):
 
     def close(self) -> None:
         """Closes the HTTP client and the SDK clients this client built (not those handed in)."""
-        for key, client in self._sdk_clients.items():
-            if handed_in(self._handed, key[1], key[0]) is None and hasattr(client, "close"):
+        for client in self._sdk_clients.take_built():
+            if hasattr(client, "close"):
                 with contextlib.suppress(Exception):
                     client.close()
-        self._sdk_clients.clear()
         super().close()
 
     # The helpers
 
     def messages(self, *, messages: list[Any], max_tokens: int, category: str | None = None, complexity: Complexity | None = None,
                  tier: str | None = None, estimated_input_tokens: int | None = None, exclude: Iterable[str] = (), attempt: int = 1,
-                 stream: bool = False,
-                 estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> Any:
+                 stream: bool = False, estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> Any:
         """Anthropic Messages (`anthropic` SDK; Bedrock models of the Anthropic family through Converse, answered as the
         SDK's `Message`). Returns the `Message`, or with `stream=True` a `ReportingStream` of the SDK's raw events."""
-        estimate = estimate_tokens(kwargs.get("system"), messages, kwargs.get("tools")) if estimated_input_tokens is None else estimated_input_tokens
-        call = _Call("messages", {"messages": messages, "max_tokens": max_tokens, **kwargs}, stream,
-                     _route_args(category, complexity, tier, estimate, max_tokens, attempt, estimated_cache_read_tokens), list(exclude))
-        return self._run(call)
+        return self._run(messages_call(messages=messages, max_tokens=max_tokens, category=category, complexity=complexity, tier=tier,
+                                       estimated_input_tokens=estimated_input_tokens, exclude=exclude, attempt=attempt, stream=stream,
+                                       estimated_cache_read_tokens=estimated_cache_read_tokens, kwargs=kwargs))
 
     def chat_completions(self, *, messages: list[Any], category: str | None = None, complexity: Complexity | None = None,
                          tier: str | None = None, max_tokens: int | None = None, max_completion_tokens: int | None = None,
@@ -145,15 +99,10 @@ class Switchboard(RoutingAPI):
                          estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> Any:
         """OpenAI chat completions (`openai` SDK) at OpenAI or an OpenAI-compatible provider. Returns the
         `ChatCompletion`, or with `stream=True` a `ReportingStream` of its chunks (usage asked for)."""
-        params = {"messages": messages, **kwargs}
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        if max_completion_tokens is not None:
-            params["max_completion_tokens"] = max_completion_tokens
-        estimate = estimate_tokens(messages, kwargs.get("tools")) if estimated_input_tokens is None else estimated_input_tokens
-        route = _route_args(category, complexity, tier, estimate, max_completion_tokens or max_tokens, attempt, estimated_cache_read_tokens)
-        call = _Call("chat_completions", params, stream, route, list(exclude))
-        return self._run(call)
+        return self._run(chat_completions_call(
+            messages=messages, category=category, complexity=complexity, tier=tier, max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens, estimated_input_tokens=estimated_input_tokens, exclude=exclude, attempt=attempt,
+            stream=stream, estimated_cache_read_tokens=estimated_cache_read_tokens, kwargs=kwargs))
 
     def converse(self, *, messages: list[Any], category: str | None = None, complexity: Complexity | None = None, tier: str | None = None,
                  estimated_input_tokens: int | None = None, exclude: Iterable[str] = (), attempt: int = 1, stream: bool = False,
@@ -161,61 +110,42 @@ class Switchboard(RoutingAPI):
         """Bedrock Converse (boto3; ConverseStream with `stream=True`) in the model's region, with its `invoke_id`.
         Keyword arguments are boto3's (`system`, `inferenceConfig`, `toolConfig`, ...). Returns boto3's response dict
         with `switchboard_decision` added; a stream's `"stream"` is a `ReportingStream` of boto3's events."""
-        params = {"messages": messages, **kwargs}
-        estimate = estimated_input_tokens
-        if estimate is None:
-            estimate = estimate_tokens(kwargs.get("system"), messages, kwargs.get("toolConfig"))
-        route = _route_args(category, complexity, tier, estimate, _output_estimate(kwargs), attempt, estimated_cache_read_tokens)
-        call = _Call("converse", params, stream, route, list(exclude))
-        return self._run(call)
+        return self._run(converse_call(messages=messages, category=category, complexity=complexity, tier=tier,
+                                       estimated_input_tokens=estimated_input_tokens, exclude=exclude, attempt=attempt, stream=stream,
+                                       estimated_cache_read_tokens=estimated_cache_read_tokens, kwargs=kwargs))
 
     def routed(self, category: str | None = None, *, complexity: Complexity | None = None, tier: str | None = None,
                estimated_input_tokens: int | None = None, estimated_output_tokens: int | None = None, exclude: Iterable[str] = (),
                attempt: int = 1, estimated_cache_read_tokens: int | None = None) -> RoutedCall:
         """`with sb.routed(...) as call:` routes when the block starts; see `switchboard_client.routed`."""
-        return RoutedCall(self, {"category": category, "complexity": complexity, "tier": tier, "estimated_input_tokens": estimated_input_tokens,
-                                 "estimated_output_tokens": estimated_output_tokens, "exclude": tuple(exclude), "attempt": attempt,
-                                 "estimated_cache_read_tokens": estimated_cache_read_tokens})
+        return RoutedCall(self, routed_args(category=category, complexity=complexity, tier=tier, estimated_input_tokens=estimated_input_tokens,
+                                            estimated_output_tokens=estimated_output_tokens, exclude=exclude, attempt=attempt,
+                                            estimated_cache_read_tokens=estimated_cache_read_tokens))
 
     # The loop
 
-    def _run(self, call: _Call) -> Any:
-        attempt = call.route.pop("attempt")
-        first_attempt = attempt
-        skipped = 0
-        last_error: Exception | None = None
+    def _run(self, call: HelperCall) -> Any:
+        attempts = Attempts(call, self.max_attempts)
         while True:
             try:
-                decision = self.route(**call.route, exclude=call.exclude, attempt=attempt)
+                decision = self.route(**attempts.route_args())
             except Refused as refusal:
-                if last_error is None:
-                    raise
-                raise refusal from last_error  # the provider failures left nothing to try
+                raise attempts.refused(refusal)  # noqa: B904 (the cause is the last provider failure, if any)
             if not speaks(call.helper, decision.model):
-                skipped += 1
                 self._quietly(self.release, decision)
-                call.exclude.append(decision.model.key)
-                if skipped > MAX_SKIPPED:
-                    raise SwitchboardError(f"{call.helper}: Switchboard keeps choosing models this helper cannot call")
+                attempts.skip(decision)
                 continue
             try:
-                outcome = self._invoke(decision, call)
+                response, observation = self._invoke(decision, call)
             except Exception as exc:
                 failure = failure_for(exc)
                 self._quietly(self.report_failure, decision, failure)
-                if failure is None or attempt - first_attempt + 1 >= self.max_attempts:
+                if not attempts.retry(decision, failure, exc):
                     raise
-                call.exclude.append(decision.model.key)
-                attempt += 1
-                last_error = exc
                 continue
-            if isinstance(outcome, ReportingStream):
-                return outcome
-            if isinstance(outcome, dict) and isinstance(outcome.get("stream"), ReportingStream):
-                outcome["switchboard_decision"] = decision
-                return outcome
-            response, observation = outcome
-            return _attach(response, decision, self._quietly(self.report_observation, decision, observation))
+            if observation is None:  # a stream: it reports when it ends
+                return response
+            return attach(response, decision, self._quietly(self.report_observation, decision, observation))
 
     def _quietly(self, send: Any, *args: Any) -> dict[str, Any] | None:
         try:
@@ -223,18 +153,6 @@ class Switchboard(RoutingAPI):
         except SwitchboardError as exc:
             logger.warning("switchboard_client: could not report decision %s: %s", args[0].id if args else "?", exc)
             return None
-
-    def _client(self, adapter: Any, model: Model) -> Any:
-        key = (model.kind, model.provider, model.base_url or model.region)
-        if key not in self._sdk_clients:
-            handed = handed_in(self._handed, model.provider, model.kind)
-            if adapter is bedrock:
-                if handed is None and self._session is None:
-                    self._session = bedrock.new_session()
-                self._sdk_clients[key] = bedrock.make_client(model, session=self._session, handed=handed)
-            else:
-                self._sdk_clients[key] = adapter.make_client(model, is_async=False, handed=handed)
-        return self._sdk_clients[key]
 
     def _finish(self, decision: Decision) -> Any:
         def finish(observation: Observation, error: BaseException | None) -> dict[str, Any] | None:
@@ -245,33 +163,22 @@ class Switchboard(RoutingAPI):
 
         return finish
 
-    def _invoke(self, decision: Decision, call: _Call) -> Any:
+    def _invoke(self, decision: Decision, call: HelperCall) -> tuple[Any, Observation | None]:
         model = decision.model
         if model.kind in bedrock.KINDS:
-            client = self._client(bedrock, model)
-            request = anthropic_bedrock.to_converse(call.params) if call.helper == "messages" else call.params
+            client = self._sdk_clients.for_model(bedrock, model)
             if not call.stream:
-                response, observation = bedrock.converse(client, model, request)
-                return (anthropic_bedrock.to_message(response, model.invoke_id) if call.helper == "messages" else response), observation
-            response = bedrock.open_stream(client, model, request)
-            accumulator = bedrock.ConverseAccumulator(call.estimated_input)
-            if call.helper == "messages":
-                events = anthropic_bedrock.to_message_events(bedrock.events(response), model.invoke_id, response, accumulator.feed)
-                return ReportingStream(events, accumulator, decision=decision, finish=self._finish(decision), close=lambda: bedrock.close(response),
-                                       response=response, feed=False)
-            stream = ReportingStream(bedrock.events(response), accumulator, decision=decision, finish=self._finish(decision),
-                                     close=lambda: bedrock.close(response), response=response)
-            return {**response, "stream": stream}
-        adapter = anthropic_adapter if call.helper == "messages" else openai_adapter
-        client = self._client(adapter, model)
+                response, observation = bedrock.converse(client, model, call.bedrock_request())
+                return call.bedrock_answer(response, model), observation
+            response = bedrock.open_stream(client, model, call.bedrock_request())
+            return bedrock_stream(call, decision, response, ReportingStream, bedrock.events, anthropic_bedrock.to_message_events,
+                                  finish=self._finish(decision), close=lambda: bedrock.close(response)), None
+        adapter = call.sdk_adapter
+        client = self._sdk_clients.for_model(adapter, model)
         if not call.stream:
             return adapter.create(client, model, call.params)
-        sdk_stream = adapter.open_stream(client, model, call.params)
-        headers = sdk_stream.response.headers
-        accumulator = (anthropic_adapter.MessagesAccumulator(headers) if adapter is anthropic_adapter
-                       else openai_adapter.ChunkAccumulator(headers, call.estimated_input))
-        return ReportingStream(iter(sdk_stream), accumulator, decision=decision, finish=self._finish(decision), close=sdk_stream.close,
-                               response=sdk_stream.response)
+        opened = adapter.open_stream(client, model, call.params)
+        return sdk_stream(call, decision, opened, ReportingStream, iter(opened), finish=self._finish(decision)), None
 
 
 class AsyncSwitchboard(AsyncRoutingAPI):
@@ -284,9 +191,7 @@ class AsyncSwitchboard(AsyncRoutingAPI):
                  retries: int = 2, backoff: float = 0.1, catalog_ttl: float = 300.0, http_client: httpx2.AsyncClient | None = None) -> None:
         super().__init__(url, api_key, timeout=timeout, retries=retries, backoff=backoff, catalog_ttl=catalog_ttl, http_client=http_client)
         self.max_attempts = max(1, max_attempts)
-        self._handed = dict(clients or {})
-        self._sdk_clients: dict[tuple[str, str, str | None], Any] = {}
-        self._session: Any = None
+        self._sdk_clients = SDKClients(clients, is_async=True)
         self._pending: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> AsyncSwitchboard:
@@ -299,14 +204,12 @@ class AsyncSwitchboard(AsyncRoutingAPI):
         """Waits for the reports of abandoned streams, then closes the HTTP client and the SDK clients it built."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        for key, client in self._sdk_clients.items():
-            if handed_in(self._handed, key[1], key[0]) is None:
-                closer = getattr(client, "close", None)
-                with contextlib.suppress(Exception):
-                    result = closer() if closer else None
-                    if asyncio.iscoroutine(result):
-                        await result
-        self._sdk_clients.clear()
+        for client in self._sdk_clients.take_built():
+            closer = getattr(client, "close", None)
+            with contextlib.suppress(Exception):
+                result = closer() if closer else None
+                if asyncio.iscoroutine(result):
+                    await result
         await super().aclose()
 
     def _schedule(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -316,86 +219,60 @@ class AsyncSwitchboard(AsyncRoutingAPI):
 
     async def messages(self, *, messages: list[Any], max_tokens: int, category: str | None = None, complexity: Complexity | None = None,
                        tier: str | None = None, estimated_input_tokens: int | None = None, exclude: Iterable[str] = (), attempt: int = 1,
-                       stream: bool = False,
-                 estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> Any:
+                       stream: bool = False, estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> Any:
         """See `Switchboard.messages`; a stream is an `AsyncReportingStream`."""
-        estimate = estimate_tokens(kwargs.get("system"), messages, kwargs.get("tools")) if estimated_input_tokens is None else estimated_input_tokens
-        call = _Call("messages", {"messages": messages, "max_tokens": max_tokens, **kwargs}, stream,
-                     _route_args(category, complexity, tier, estimate, max_tokens, attempt, estimated_cache_read_tokens), list(exclude))
-        return await self._run(call)
+        return await self._run(messages_call(messages=messages, max_tokens=max_tokens, category=category, complexity=complexity, tier=tier,
+                                             estimated_input_tokens=estimated_input_tokens, exclude=exclude, attempt=attempt, stream=stream,
+                                             estimated_cache_read_tokens=estimated_cache_read_tokens, kwargs=kwargs))
 
     async def chat_completions(self, *, messages: list[Any], category: str | None = None, complexity: Complexity | None = None,
                                tier: str | None = None, max_tokens: int | None = None, max_completion_tokens: int | None = None,
                                estimated_input_tokens: int | None = None, exclude: Iterable[str] = (), attempt: int = 1, stream: bool = False,
                                estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> Any:
         """See `Switchboard.chat_completions`."""
-        params = {"messages": messages, **kwargs}
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        if max_completion_tokens is not None:
-            params["max_completion_tokens"] = max_completion_tokens
-        estimate = estimate_tokens(messages, kwargs.get("tools")) if estimated_input_tokens is None else estimated_input_tokens
-        route = _route_args(category, complexity, tier, estimate, max_completion_tokens or max_tokens, attempt, estimated_cache_read_tokens)
-        call = _Call("chat_completions", params, stream, route, list(exclude))
-        return await self._run(call)
+        return await self._run(chat_completions_call(
+            messages=messages, category=category, complexity=complexity, tier=tier, max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens, estimated_input_tokens=estimated_input_tokens, exclude=exclude, attempt=attempt,
+            stream=stream, estimated_cache_read_tokens=estimated_cache_read_tokens, kwargs=kwargs))
 
     async def converse(self, *, messages: list[Any], category: str | None = None, complexity: Complexity | None = None, tier: str | None = None,
                        estimated_input_tokens: int | None = None, exclude: Iterable[str] = (), attempt: int = 1, stream: bool = False,
                        estimated_cache_read_tokens: int | None = None, **kwargs: Any) -> dict[str, Any]:
         """See `Switchboard.converse`; boto3 runs in `asyncio.to_thread`."""
-        params = {"messages": messages, **kwargs}
-        estimate = estimated_input_tokens
-        if estimate is None:
-            estimate = estimate_tokens(kwargs.get("system"), messages, kwargs.get("toolConfig"))
-        route = _route_args(category, complexity, tier, estimate, _output_estimate(kwargs), attempt, estimated_cache_read_tokens)
-        call = _Call("converse", params, stream, route, list(exclude))
-        return await self._run(call)
+        return await self._run(converse_call(messages=messages, category=category, complexity=complexity, tier=tier,
+                                             estimated_input_tokens=estimated_input_tokens, exclude=exclude, attempt=attempt, stream=stream,
+                                             estimated_cache_read_tokens=estimated_cache_read_tokens, kwargs=kwargs))
 
     def routed(self, category: str | None = None, *, complexity: Complexity | None = None, tier: str | None = None,
                estimated_input_tokens: int | None = None, estimated_output_tokens: int | None = None, exclude: Iterable[str] = (),
                attempt: int = 1, estimated_cache_read_tokens: int | None = None) -> AsyncRoutedCall:
         """`async with sb.routed(...) as call:`; see `switchboard_client.routed`."""
-        return AsyncRoutedCall(self, {"category": category, "complexity": complexity, "tier": tier, "estimated_input_tokens": estimated_input_tokens,
-                                      "estimated_output_tokens": estimated_output_tokens, "exclude": tuple(exclude), "attempt": attempt,
-                                 "estimated_cache_read_tokens": estimated_cache_read_tokens})
+        return AsyncRoutedCall(self, routed_args(category=category, complexity=complexity, tier=tier,
+                                                 estimated_input_tokens=estimated_input_tokens, estimated_output_tokens=estimated_output_tokens,
+                                                 exclude=exclude, attempt=attempt, estimated_cache_read_tokens=estimated_cache_read_tokens))
 
-    async def _run(self, call: _Call) -> Any:
-        attempt = call.route.pop("attempt")
-        first_attempt = attempt
-        skipped = 0
-        last_error: Exception | None = None
+    async def _run(self, call: HelperCall) -> Any:
+        attempts = Attempts(call, self.max_attempts)
         while True:
             try:
-                decision = await self.route(**call.route, exclude=call.exclude, attempt=attempt)
+                decision = await self.route(**attempts.route_args())
             except Refused as refusal:
-                if last_error is None:
-                    raise
-                raise refusal from last_error  # the provider failures left nothing to try
+                raise attempts.refused(refusal)  # noqa: B904 (the cause is the last provider failure, if any)
             if not speaks(call.helper, decision.model):
-                skipped += 1
                 await self._quietly(self.release(decision), decision)
-                call.exclude.append(decision.model.key)
-                if skipped > MAX_SKIPPED:
-                    raise SwitchboardError(f"{call.helper}: Switchboard keeps choosing models this helper cannot call")
+                attempts.skip(decision)
                 continue
             try:
-                outcome = await self._invoke(decision, call)
+                response, observation = await self._invoke(decision, call)
             except Exception as exc:
                 failure = failure_for(exc)
                 await self._quietly(self.report_failure(decision, failure), decision)
-                if failure is None or attempt - first_attempt + 1 >= self.max_attempts:
+                if not attempts.retry(decision, failure, exc):
                     raise
-                call.exclude.append(decision.model.key)
-                attempt += 1
-                last_error = exc
                 continue
-            if isinstance(outcome, AsyncReportingStream):
-                return outcome
-            if isinstance(outcome, dict) and isinstance(outcome.get("stream"), AsyncReportingStream):
-                outcome["switchboard_decision"] = decision
-                return outcome
-            response, observation = outcome
-            return _attach(response, decision, await self._quietly(self.report_observation(decision, observation), decision))
+            if observation is None:  # a stream: it reports when it ends
+                return response
+            return attach(response, decision, await self._quietly(self.report_observation(decision, observation), decision))
 
     @staticmethod
     async def _quietly(report: Coroutine[Any, Any, dict[str, Any]], decision: Decision) -> dict[str, Any] | None:
@@ -404,18 +281,6 @@ class AsyncSwitchboard(AsyncRoutingAPI):
         except SwitchboardError as exc:
             logger.warning("switchboard_client: could not report decision %s: %s", decision.id, exc)
             return None
-
-    def _client(self, adapter: Any, model: Model) -> Any:
-        key = (model.kind, model.provider, model.base_url or model.region)
-        if key not in self._sdk_clients:
-            handed = handed_in(self._handed, model.provider, model.kind)
-            if adapter is bedrock:
-                if handed is None and self._session is None:
-                    self._session = bedrock.new_session()
-                self._sdk_clients[key] = bedrock.make_client(model, session=self._session, handed=handed)
-            else:
-                self._sdk_clients[key] = adapter.make_client(model, is_async=True, handed=handed)
-        return self._sdk_clients[key]
 
     def _finish(self, decision: Decision) -> Any:
         async def finish(observation: Observation, error: BaseException | None) -> dict[str, Any] | None:
@@ -426,38 +291,27 @@ class AsyncSwitchboard(AsyncRoutingAPI):
 
         return finish
 
-    async def _invoke(self, decision: Decision, call: _Call) -> Any:
+    async def _invoke(self, decision: Decision, call: HelperCall) -> tuple[Any, Observation | None]:
         model = decision.model
-        finish = self._finish(decision)
+        options = {"finish": self._finish(decision), "schedule": self._schedule}
         if model.kind in bedrock.KINDS:
-            client = self._client(bedrock, model)
-            request = anthropic_bedrock.to_converse(call.params) if call.helper == "messages" else call.params
+            client = self._sdk_clients.for_model(bedrock, model)
             if not call.stream:
-                response, observation = await bedrock.aconverse(client, model, request)
-                return (anthropic_bedrock.to_message(response, model.invoke_id) if call.helper == "messages" else response), observation
-            response = await bedrock.aopen_stream(client, model, request)
-            accumulator = bedrock.ConverseAccumulator(call.estimated_input)
+                response, observation = await bedrock.aconverse(client, model, call.bedrock_request())
+                return call.bedrock_answer(response, model), observation
+            response = await bedrock.aopen_stream(client, model, call.bedrock_request())
 
             async def close() -> None:
                 await asyncio.to_thread(bedrock.close, response)
 
-            if call.helper == "messages":
-                events = anthropic_bedrock.ato_message_events(bedrock.aevents(response), model.invoke_id, response, accumulator.feed)
-                return AsyncReportingStream(events, accumulator, decision=decision, finish=finish, close=close, response=response, feed=False,
-                                            schedule=self._schedule)
-            stream = AsyncReportingStream(bedrock.aevents(response), accumulator, decision=decision, finish=finish, close=close,
-                                          response=response, schedule=self._schedule)
-            return {**response, "stream": stream}
-        adapter = anthropic_adapter if call.helper == "messages" else openai_adapter
-        client = self._client(adapter, model)
+            return bedrock_stream(call, decision, response, AsyncReportingStream, bedrock.aevents, anthropic_bedrock.ato_message_events,
+                                  close=close, **options), None
+        adapter = call.sdk_adapter
+        client = self._sdk_clients.for_model(adapter, model)
         if not call.stream:
             return await adapter.acreate(client, model, call.params)
-        sdk_stream = await adapter.aopen_stream(client, model, call.params)
-        headers = sdk_stream.response.headers
-        accumulator = (anthropic_adapter.MessagesAccumulator(headers) if adapter is anthropic_adapter
-                       else openai_adapter.ChunkAccumulator(headers, call.estimated_input))
-        return AsyncReportingStream(sdk_stream.__aiter__(), accumulator, decision=decision, finish=finish, close=sdk_stream.close,
-                                    response=sdk_stream.response, schedule=self._schedule)
+        opened = await adapter.aopen_stream(client, model, call.params)
+        return sdk_stream(call, decision, opened, AsyncReportingStream, opened.__aiter__(), **options), None
 
 
 __all__ = ["AsyncSwitchboard", "Switchboard", "speaks"]

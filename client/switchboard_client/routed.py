@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchboard_client.api import Decision, ReportStatus
 from switchboard_client.errors import SwitchboardError
-from switchboard_client.usage import Failure, Observation, Usage, failure_for, observe
+from switchboard_client.usage import Observation, Usage, failure_for, observe
 
 if TYPE_CHECKING:
     from switchboard_client.client import AsyncSwitchboard, Switchboard
@@ -36,10 +36,12 @@ def _explicit(response: Any, usage: Usage | None, headers: Mapping[str, str] | N
     return Observation(usage or Usage(), None, dict(headers or {}))
 
 
-class RoutedCall:
-    """One routed call (sync). Created by `Switchboard.routed`; routes when the `with` block starts."""
+class _Routed:
+    """What a routed block holds, sync or async: the route it asks for, the decision once routed, the report once sent."""
 
-    def __init__(self, switchboard: Switchboard, route: dict[str, Any]) -> None:
+    block = "`with`"
+
+    def __init__(self, switchboard: Any, route: dict[str, Any]) -> None:
         self._switchboard = switchboard
         self._route = route
         self._decision: Decision | None = None
@@ -50,8 +52,33 @@ class RoutedCall:
     @property
     def decision(self) -> Decision:
         if self._decision is None:
-            raise RuntimeError("the call is routed when its `with` block starts")
+            raise RuntimeError(f"the call is routed when its {self.block} block starts")
         return self._decision
+
+    def _report_arguments(self, response: Any, usage: Usage | None, ratelimit_headers: Mapping[str, str] | None, status: ReportStatus,
+                          retry_after: int | None) -> tuple[Observation, dict[str, Any]]:
+        """What the response or the given usage said, and the report's arguments but the answering model."""
+        self.done = True
+        observation = _explicit(response, usage, ratelimit_headers)
+        arguments: dict[str, Any] = {"ratelimit_headers": observation.ratelimit_headers}
+        if status != "ok":
+            arguments.update(status=status, retry_after=retry_after)
+            arguments["usage"] = observation.usage if response is not None or usage else None
+        else:
+            arguments["usage"] = observation.usage
+        return observation, arguments
+
+    def _unreported(self) -> None:
+        logger.warning("switchboard_client: routed block for decision %s ended without a report: reported as used nothing", self.decision.id)
+
+    def _not_reported(self, exc: SwitchboardError) -> None:
+        logger.warning("switchboard_client: could not report decision %s: %s", self.decision.id, exc)
+
+
+class RoutedCall(_Routed):
+    """One routed call (sync). Created by `Switchboard.routed`; routes when the `with` block starts."""
+
+    _switchboard: Switchboard
 
     def __enter__(self) -> RoutedCall:
         self._decision = self._switchboard.route(**self._route)
@@ -62,52 +89,34 @@ class RoutedCall:
         """Reports the call: from an SDK response (anthropic `Message`, openai `ChatCompletion`, boto3's Converse dict, or
         a raw response from `.with_raw_response`, whose headers are read too), or from `usage` given. `model`: the
         Switchboard key of the model that answered, when you know it is not the decision's."""
-        self.done = True
-        observation = _explicit(response, usage, ratelimit_headers)
-        switchboard, decision = self._switchboard, self.decision
-        if status != "ok":
-            self.reported = switchboard.report(decision, observation.usage if response is not None or usage else None, status=status,
-                                               retry_after=retry_after, ratelimit_headers=observation.ratelimit_headers)
-        else:
-            answered = model or switchboard.answering_key(decision, observation.answered_by)
-            self.reported = switchboard.report(decision, observation.usage, model=answered, ratelimit_headers=observation.ratelimit_headers)
+        observation, arguments = self._report_arguments(response, usage, ratelimit_headers, status, retry_after)
+        if status == "ok":
+            arguments["model"] = model or self._switchboard.answering_key(self.decision, observation.answered_by)
+        self.reported = self._switchboard.report(self.decision, **arguments)
         return self.reported
 
     def fail(self, error: BaseException) -> dict[str, Any] | None:
         """Reports an exception as the call's outcome (see the module doc for the statuses) without raising it."""
         self.done = True
-        failure: Failure | None = failure_for(error)
         try:
-            self.reported = self._switchboard.report_failure(self.decision, failure)
+            self.reported = self._switchboard.report_failure(self.decision, failure_for(error))
         except SwitchboardError as exc:
-            logger.warning("switchboard_client: could not report decision %s: %s", self.decision.id, exc)
+            self._not_reported(exc)
         return self.reported
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if self.done or self._decision is None:
             return
-        if exc is not None:
-            self.fail(exc)
-            return
-        logger.warning("switchboard_client: routed block for decision %s ended without a report: reported as used nothing", self.decision.id)
-        self.fail(Exception("no report"))
+        if exc is None:
+            self._unreported()
+        self.fail(exc or Exception("no report"))
 
 
-class AsyncRoutedCall:
+class AsyncRoutedCall(_Routed):
     """One routed call (async): `async with sb.routed(...) as call:` and `await call.report(response)`."""
 
-    def __init__(self, switchboard: AsyncSwitchboard, route: dict[str, Any]) -> None:
-        self._switchboard = switchboard
-        self._route = route
-        self._decision: Decision | None = None
-        self.reported: dict[str, Any] | None = None
-        self.done = False
-
-    @property
-    def decision(self) -> Decision:
-        if self._decision is None:
-            raise RuntimeError("the call is routed when its `async with` block starts")
-        return self._decision
+    block = "`async with`"
+    _switchboard: AsyncSwitchboard
 
     async def __aenter__(self) -> AsyncRoutedCall:
         self._decision = await self._switchboard.route(**self._route)
@@ -116,7 +125,6 @@ class AsyncRoutedCall:
     async def report(self, response: Any = None, *, usage: Usage | None = None, status: ReportStatus = "ok", model: str | None = None,
                      retry_after: int | None = None, ratelimit_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """See `RoutedCall.report`; an async SDK's raw response is parsed here."""
-        self.done = True
         parse = getattr(response, "parse", None)
         if callable(parse) and hasattr(response, "headers"):
             parsed = parse()
@@ -124,15 +132,10 @@ class AsyncRoutedCall:
                 parsed = await parsed
             ratelimit_headers = {**observe(None, response.headers).ratelimit_headers, **(ratelimit_headers or {})}
             response = parsed
-        observation = _explicit(response, usage, ratelimit_headers)
-        switchboard, decision = self._switchboard, self.decision
-        if status != "ok":
-            self.reported = await switchboard.report(decision, observation.usage if response is not None or usage else None, status=status,
-                                                     retry_after=retry_after, ratelimit_headers=observation.ratelimit_headers)
-        else:
-            answered = model or await switchboard.answering_key(decision, observation.answered_by)
-            self.reported = await switchboard.report(decision, observation.usage, model=answered,
-                                                     ratelimit_headers=observation.ratelimit_headers)
+        observation, arguments = self._report_arguments(response, usage, ratelimit_headers, status, retry_after)
+        if status == "ok":
+            arguments["model"] = model or await self._switchboard.answering_key(self.decision, observation.answered_by)
+        self.reported = await self._switchboard.report(self.decision, **arguments)
         return self.reported
 
     async def fail(self, error: BaseException) -> dict[str, Any] | None:
@@ -141,17 +144,15 @@ class AsyncRoutedCall:
         try:
             self.reported = await self._switchboard.report_failure(self.decision, failure_for(error))
         except SwitchboardError as exc:
-            logger.warning("switchboard_client: could not report decision %s: %s", self.decision.id, exc)
+            self._not_reported(exc)
         return self.reported
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if self.done or self._decision is None:
             return
-        if exc is not None:
-            await self.fail(exc)
-            return
-        logger.warning("switchboard_client: routed block for decision %s ended without a report: reported as used nothing", self.decision.id)
-        await self.fail(Exception("no report"))
+        if exc is None:
+            self._unreported()
+        await self.fail(exc or Exception("no report"))
 
 
 __all__ = ["AsyncRoutedCall", "RoutedCall"]

@@ -29,18 +29,12 @@ class Accumulator(Protocol):
 Finish = Callable[[Observation, "BaseException | None"], "dict[str, Any] | None"]
 
 
-class ReportingStream(Generic[T]):
-    """Iterate it (or use it as a context manager) as you would the SDK's stream; it yields the SDK's own events.
+class _Reporting:
+    """What a reporting stream holds, sync or async: the routing decision, the report once sent, the provider's
+    response, and what the events said so far."""
 
-    `switchboard_decision` is the routing decision, `switchboard_report` the usage event once reported,
-    `response` the provider's HTTP response where the SDK exposes it. Call `close()` to stop early."""
-
-    def __init__(self, events: Iterator[T], accumulator: Accumulator, *, decision: Decision, finish: Finish,
-                 close: Callable[[], Any] | None = None, response: Any = None, feed: bool = True) -> None:
-        self._events = events
+    def __init__(self, accumulator: Accumulator, decision: Decision, response: Any, feed: bool) -> None:
         self._accumulator = accumulator
-        self._finish = finish
-        self._close = close
         self._feed = feed
         self._done = False
         self.switchboard_decision = decision
@@ -57,6 +51,25 @@ class ReportingStream(Generic[T]):
         """What the stream said so far: usage, answering model, rate-limit headers."""
         return self._accumulator.observation()
 
+    def _read(self, event: T) -> T:
+        if self._feed:
+            self._accumulator.feed(event)
+        return event
+
+
+class ReportingStream(_Reporting, Generic[T]):
+    """Iterate it (or use it as a context manager) as you would the SDK's stream; it yields the SDK's own events.
+
+    `switchboard_decision` is the routing decision, `switchboard_report` the usage event once reported,
+    `response` the provider's HTTP response where the SDK exposes it. Call `close()` to stop early."""
+
+    def __init__(self, events: Iterator[T], accumulator: Accumulator, *, decision: Decision, finish: Finish,
+                 close: Callable[[], Any] | None = None, response: Any = None, feed: bool = True) -> None:
+        super().__init__(accumulator, decision, response, feed)
+        self._events = events
+        self._finish = finish
+        self._close = close
+
     def __iter__(self) -> Iterator[T]:
         return self
 
@@ -71,9 +84,7 @@ class ReportingStream(Generic[T]):
         except BaseException as exc:
             self._end(exc)
             raise
-        if self._feed:
-            self._accumulator.feed(event)
-        return event
+        return self._read(event)
 
     def _end(self, error: BaseException | None) -> None:
         if self._done:
@@ -100,7 +111,7 @@ class ReportingStream(Generic[T]):
                 self._end(None)
 
 
-class AsyncReportingStream(Generic[T]):
+class AsyncReportingStream(_Reporting, Generic[T]):
     """The async `ReportingStream`: `async for`, `async with`, `await stream.close()`. A stream garbage collected
     unread is reported by a task on the running event loop (held by the AsyncSwitchboard until done)."""
 
@@ -108,24 +119,11 @@ class AsyncReportingStream(Generic[T]):
                  finish: Callable[[Observation, BaseException | None], Awaitable[dict[str, Any] | None]],
                  close: Callable[[], Awaitable[Any]] | None = None, response: Any = None, feed: bool = True,
                  schedule: Callable[[Coroutine[Any, Any, Any]], None] | None = None) -> None:
+        super().__init__(accumulator, decision, response, feed)
         self._events = events
-        self._accumulator = accumulator
         self._finish = finish
         self._close = close
-        self._feed = feed
         self._schedule = schedule
-        self._done = False
-        self.switchboard_decision = decision
-        self.switchboard_report: dict[str, Any] | None = None
-        self.response = response
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    @property
-    def observation(self) -> Observation:
-        return self._accumulator.observation()
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
@@ -141,9 +139,7 @@ class AsyncReportingStream(Generic[T]):
         except BaseException as exc:
             await self._end(exc)
             raise
-        if self._feed:
-            self._accumulator.feed(event)
-        return event
+        return self._read(event)
 
     async def _end(self, error: BaseException | None) -> None:
         if self._done:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -15,6 +16,6 @@ def credential_env(provider_slug: str) -> str | None:
     return os.environ.get(re.sub(r"[^A-Za-z0-9]", "_", provider_slug).upper() + "_API_KEY") or None
 
 
-def handed_in(clients: dict[str, Any], provider: str, kind: str) -> Any:
+def handed_in(clients: Mapping[str, Any], provider: str, kind: str) -> Any:
     """The SDK client the caller handed in for this provider slug, else for its kind, else None."""
     return clients.get(provider) or clients.get(kind)
