@@ -248,6 +248,8 @@ class Decision(models.Model):
             models.Index(fields=["category", "-created_at"]),
             # The overview's decisions left unreported: few, whatever the history holds.
             models.Index(fields=["created_at"], condition=UNREPORTED, name="decision_unreported"),
+            # The tuning's fallbacks: read through this small index even when the statistics lag behind a burst of primaries.
+            models.Index(fields=["created_at"], condition=Q(outcome=Outcome.FALLBACK), name="decision_fallbacks"),
         ]
 
     def __str__(self) -> str:
