@@ -17,12 +17,15 @@ Usage is taken per minute: a quota of a rolling minute is judged on whole minute
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-from django.db.models import BigIntegerField, Func, Sum
+from django.db import connection
+from django.db.models import BigIntegerField, Func, QuerySet, Sum
 
-from router.counting import COST_SCALE, LEDGER_FIELDS, Usage, amount
+from router.counting import COST_SCALE, LEDGER_FIELDS, USAGE_FIELDS, Usage, amount
 from router.models import Decision, LedgerHour, LedgerMinute
 from router.retention import MINIMUM_DAYS
 from router.snapshot import QuotaSpec, current_snapshot
@@ -76,6 +79,23 @@ def _counter_units(quota: QuotaSpec, value: float) -> int:
     return round(value * COST_SCALE) if quota.metric == Metric.COST_USD else round(value)
 
 
+def _sums(rows: QuerySet, period: str) -> Iterator[tuple[int, str, str, Usage]]:
+    """Each (second the `period` starts, model key, provider slug) of `rows` with its sums, read from the cursor as
+    the database sends them: a week of minutes is tens of thousands of rows, and converting each value of each
+    row through the ORM would cost more than the query."""
+    grouped = (rows.annotate(at=EpochSeconds(period)).values("at", "model_key", "provider_slug")
+               .annotate(entries=Sum("entries"), **SUMS).order_by())
+    with connection.cursor() as cursor:
+        cursor.execute(*grouped.query.sql_with_params())
+        names = [column[0] for column in cursor.description]
+        at, model_key, provider_slug, cost = (names.index(name) for name in ("at", "model_key", "provider_slug", "cost_usd"))
+        counts = [(name, names.index(name)) for name in USAGE_FIELDS if name != "cost_usd"]
+        for row in cursor:
+            # PostgreSQL sums integers as numeric, SQLite a decimal column as a float: the ORM's types, by hand.
+            sums = Usage(**{name: int(row[index]) for name, index in counts}, cost_usd=Decimal(str(row[cost])))
+            yield row[at], row[model_key], row[provider_slug], sums
+
+
 def _minute_usage(quotas: list[QuotaSpec], start: datetime, end: datetime) -> dict[int, list[int]]:
     """Per quota, what each minute from `start` to `end` counted against it (hours older than the kept minutes
     are put on their first minute)."""
@@ -84,26 +104,22 @@ def _minute_usage(quotas: list[QuotaSpec], start: datetime, end: datetime) -> di
     # Hours before the hour of the oldest minute kept, minutes from then on (a pruned part of that hour is missed).
     oldest = LedgerMinute.objects.order_by("minute").values_list("minute", flat=True).first() or end
     switch = min(oldest.replace(minute=0, second=0, microsecond=0), end)
-    outcomes = [*COUNTED_OUTCOMES, LedgerMinute.REPORTED]
+    counted = {"outcome__in": [*COUNTED_OUTCOMES, LedgerMinute.REPORTED], "entries__gt": 0}
     sources = [
-        ("minute", LedgerMinute.objects.filter(minute__gte=max(start, switch), minute__lte=end)),
-        ("hour", LedgerHour.objects.filter(hour__gte=start - timedelta(hours=1), hour__lt=switch)),
+        ("minute", LedgerMinute.objects.filter(minute__gte=max(start, switch), minute__lte=end, **counted)),
+        ("hour", LedgerHour.objects.filter(hour__gte=start - timedelta(hours=1), hour__lt=switch, **counted)),
     ]
     covering: dict[tuple[str, str], list[QuotaSpec]] = {}
     first_second = int(start.timestamp())
     for period, rows in sources:
-        grouped = (rows.filter(outcome__in=outcomes, entries__gt=0).annotate(at=EpochSeconds(period))
-                   .values("at", "model_key", "provider_slug").annotate(entries=Sum("entries"), **SUMS).order_by())
-        for row in grouped:
-            model = (row["model_key"], row["provider_slug"])
+        for at, model_key, provider_slug, sums in _sums(rows, period):
+            model = (model_key, provider_slug)
             if model not in covering:
                 covering[model] = [quota for quota in quotas
-                                   if (model[0] in quota.model_keys if quota.model_keys else model[1] == quota.provider)]
-            if covering[model]:
-                index = max(0, (row["at"] - first_second) // 60)
-                sums = Usage.of_sums(row)
-                for quota in covering[model]:
-                    usage[quota.id][index] += amount(quota, sums)
+                                   if (model_key in quota.model_keys if quota.model_keys else provider_slug == quota.provider)]
+            index = max(0, (at - first_second) // 60)
+            for quota in covering[model]:
+                usage[quota.id][index] += amount(quota, sums)
     return usage
 
 

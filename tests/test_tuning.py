@@ -2,6 +2,7 @@
 ratio that would have kept it under its hard limit, on histories whose answers are worked out by hand."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -58,6 +59,27 @@ def test_a_fallback_at_the_hard_limit_is_not_the_soft_limits(history):
     [row] = tune(days=7, now=NOW)
 
     assert row.fallbacks == 2
+
+
+def test_a_fallback_for_another_reason_is_not_the_soft_limits(history):
+    DecisionFactory(created_at=NOW - timedelta(hours=1), outcome="fallback", model_key="gpt-4o-mini",
+                    trace=[{"model": "gpt-4o", "verdict": "skipped", "reason": "cooldown"},
+                           {"model": "gpt-4o-mini", "verdict": "chosen", "reason": "within limits"}])
+
+    [row] = tune(days=7, now=NOW)
+
+    assert row.fallbacks == 2
+
+
+def test_a_cost_quota_is_judged_in_dollars(history):
+    QuotaFactory(provider=history.provider, name="budget-day", metric="cost_usd", window="day", limit=2, models=[])
+    DecisionFactory(created_at=NOW - timedelta(hours=3), cost_usd=Decimal("0.25"))
+    DecisionFactory(created_at=NOW - timedelta(hours=3), model_key="gpt-4o-mini", cost_usd=Decimal("1.25"))
+
+    rows = {row.quota.name: row for row in tune(days=7, now=NOW)}
+
+    assert rows["budget-day"].peak_ratio == 0.75
+    assert rows["tokens-hour"].peak_ratio == 0.95
 
 
 def test_a_quota_that_passed_its_hard_limit_gets_no_suggestion(history):
