@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
@@ -19,7 +19,7 @@ from router import decisions
 from router.counting import display_amount
 from router.decisions import Refusal, refusal
 from router.engine import RouteRequest
-from router.models import UNREPORTED, Category, Decision, LedgerMinute
+from router.models import UNREPORTED, Category, Decision, LedgerMinute, PolicyVersion
 from router.records import DecisionRecord
 from router.selectors import quota_status
 from router.snapshot import QuotaSpec, current_snapshot
@@ -260,6 +260,34 @@ def unreported_by_caller(now: datetime | None = None) -> list[Unreported]:
     rows = (Decision.objects.filter(UNREPORTED, created_at__gte=now - timedelta(days=1), created_at__lt=now - UNREPORTED_AFTER)
             .values("caller").annotate(decisions=Count("pk"), oldest=Min("created_at")).order_by("-decisions", "caller"))
     return [Unreported(**row) for row in rows]
+
+
+@dataclass
+class UnroutableGroup:
+    """Requests of one caller for one category or tier that the policy could not serve, for one reason."""
+
+    caller: str
+    category: str
+    tier: str
+    reason: str
+    requests: int
+    latest: datetime
+
+
+def unroutable_by_caller(now: datetime | None = None, limit: int = 10) -> list[UnroutableGroup]:
+    """The stored unroutable requests of the last day, grouped by caller, category or tier and reason, most
+    first: a policy edit that broke a route shows here within seconds (router.decisions stores at most
+    UNROUTABLE_STORED_PER_MINUTE a minute per caller and process; /metrics counts every one)."""
+    now = now or timezone.now()
+    rows = (Decision.objects.filter(outcome=Outcome.UNROUTABLE, created_at__gte=now - timedelta(days=1))
+            .values("caller", "category", "tier", "reason").annotate(requests=Count("pk"), latest=Max("created_at"))
+            .order_by("-requests", "-latest")[:limit])
+    return [UnroutableGroup(**row) for row in rows]
+
+
+def policy_versions() -> QuerySet[PolicyVersion]:
+    """The policy history, newest first."""
+    return PolicyVersion.objects.order_by("-number")
 
 
 def _trace_has(key: str, value: str) -> Q:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("fallbacks/", views.fallbacks, name="fallbacks"),
     path("what-if/", views.what_if, name="what-if"),
     path("tuning/", views.tuning, name="tuning"),
+    path("policy/history/", views.policy_history, name="policy-history"),
 ]

@@ -24,6 +24,7 @@ from router.tuning import DEFAULT_DAYS, tune
 
 VIEW_PERMISSION = "router.view_decision"
 HISTORY_PAGE_SIZE = 50
+POLICY_VERSIONS_PAGE_SIZE = 20
 # The history counts at most this many matches: an exact count of a long history is a full scan on every view.
 HISTORY_COUNT_CAP = 10_000
 REFRESH_SECONDS = 15
@@ -75,6 +76,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "chart": volume_chart(volume),
         "latest": selectors.latest_fallbacks(),
         "unreported": selectors.unreported_by_caller(),
+        "unroutable": selectors.unroutable_by_caller(),
         "generated_at": timezone.now(),
         "refresh_seconds": REFRESH_SECONDS,
     }
@@ -141,6 +143,13 @@ def what_if(request: HttpRequest) -> HttpResponse:
         except CountersUnavailable as exc:
             form.add_error(None, f"The quota counters cannot be read right now: {exc}")
     return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome})
+
+
+@dashboard_view
+def policy_history(request: HttpRequest) -> HttpResponse:
+    """Every policy change, newest first, with who made it, from where, why, and its diff."""
+    page = Paginator(selectors.policy_versions(), POLICY_VERSIONS_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "dashboard/policy_history.html", {"page": page, "can_roll_back": request.user.has_perm("router.change_policy")})
 
 
 @dashboard_view

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from providers.models import AvailabilityCheck, LLMModel, Provider, Quota
-from switchboard.admin import ReadOnlyAdmin
+from switchboard.admin import PlainNumbersAdmin, ReadOnlyAdmin, plain_number
 from switchboard.vocabulary import Availability
 
 LATEST_CHECKS_SHOWN = 10
@@ -23,6 +23,12 @@ class QuotaForm(forms.ModelForm):
     class Meta:
         model = Quota
         fields = ("provider", "name", "metric", "window", "reset", "limit", "soft_limit_ratio", "models")
+
+    def clean_soft_limit_ratio(self):
+        ratio = self.cleaned_data.get("soft_limit_ratio")
+        if ratio is not None and not 0 < ratio <= 1:
+            raise forms.ValidationError("Must be above 0 and at most 1: the share of the limit above which only critical work may use the quota.")
+        return ratio
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -39,6 +45,7 @@ class QuotaInline(admin.TabularInline):
 
     model = Quota
     form = QuotaForm
+    formfield_overrides = PlainNumbersAdmin.formfield_overrides
     extra = 0
     fields = ("name", "metric", "window", "reset", "limit", "soft_limit_ratio", "models", "source", "quota_code")
     readonly_fields = ("source", "quota_code")
@@ -173,12 +180,12 @@ class LLMModelForm(forms.ModelForm):
 
 
 @admin.register(LLMModel)
-class LLMModelAdmin(SimpleHistoryAdmin):
+class LLMModelAdmin(SimpleHistoryAdmin, PlainNumbersAdmin):
     """Models; what the availability refresh resolves (invoke id, availability) is shown read-only."""
 
     form = LLMModelForm
     list_display = ("key", "provider", "model_id", "invoke_id", "enabled", "availability", "checked_at", "context_window",
-                    "input_cost_per_mtok", "output_cost_per_mtok", "counted_burndown")
+                    "input_price", "output_price", "counted_burndown")
     list_filter = ("provider", "enabled", "availability")
     list_select_related = ("provider",)
     search_fields = ("key", "model_id", "invoke_id", "provider__slug")
@@ -190,6 +197,14 @@ class LLMModelAdmin(SimpleHistoryAdmin):
         ("How the provider counts it", {"fields": ("burndown_rate", "counted_burndown")}),
         ("From the availability refresh", {"fields": ("invoke_id", "availability", "availability_reason", "checked_at")}),
     ]
+
+    @admin.display(description="input $/Mtok", ordering="input_cost_per_mtok")
+    def input_price(self, obj: LLMModel) -> str:
+        return plain_number(obj.input_cost_per_mtok)
+
+    @admin.display(description="output $/Mtok", ordering="output_cost_per_mtok")
+    def output_price(self, obj: LLMModel) -> str:
+        return plain_number(obj.output_cost_per_mtok)
 
     @admin.display(description="output burndown")
     def counted_burndown(self, obj: LLMModel) -> str:
@@ -210,11 +225,11 @@ class LLMModelAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(Quota)
-class QuotaAdmin(SimpleHistoryAdmin):
+class QuotaAdmin(SimpleHistoryAdmin, PlainNumbersAdmin):
     """All quotas across providers; source and quota code are set by the AWS sync."""
 
     form = QuotaForm
-    list_display = ("__str__", "provider", "metric", "window", "reset", "limit", "soft_limit_ratio", "pool", "source")
+    list_display = ("__str__", "provider", "metric", "window", "reset", "limit_shown", "soft_ratio_shown", "pool", "source")
     list_filter = ("provider", "metric", "window", "reset", "source")
     list_select_related = ("provider",)
     search_fields = ("name", "provider__slug", "quota_code", "models__key")
@@ -224,6 +239,14 @@ class QuotaAdmin(SimpleHistoryAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("models")
+
+    @admin.display(description="limit", ordering="limit")
+    def limit_shown(self, obj: Quota) -> str:
+        return plain_number(obj.limit)
+
+    @admin.display(description="soft limit ratio", ordering="soft_limit_ratio")
+    def soft_ratio_shown(self, obj: Quota) -> str:
+        return plain_number(obj.soft_limit_ratio)
 
     @admin.display(description="pool")
     def pool(self, obj: Quota) -> str:

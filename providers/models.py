@@ -126,8 +126,10 @@ class LLMModel(models.Model):
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_BURNDOWN_RATE)],
         help_text="Bedrock: how many quota tokens one output token takes; empty: AWS's rate for the model (5 for Claude 4 and later, else 1).",
     )
-    context_window = models.PositiveIntegerField(validators=[MinValueValidator(1)])
-    enabled = models.BooleanField(default=True)
+    context_window = models.PositiveIntegerField(
+        validators=[MinValueValidator(1)],
+        help_text="Tokens of input and output together; a request whose estimate exceeds it passes this model over.")
+    enabled = models.BooleanField(default=True, help_text="A disabled model is passed over by every route and tier that lists it.")
     availability = models.CharField(max_length=16, choices=Availability.choices, default=Availability.UNKNOWN)
     availability_reason = models.TextField(blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
@@ -168,11 +170,16 @@ class Quota(models.Model):
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="quotas")
     name = models.CharField(max_length=100, validators=[MODEL_KEY])
-    metric = models.CharField(max_length=16, choices=Metric.choices)
+    metric = models.CharField(max_length=16, choices=Metric.choices, help_text="What the quota counts, as the provider counts it.")
     window = models.CharField(max_length=8, choices=Window.choices)
-    reset = models.CharField(max_length=8, choices=Reset.choices, default=Reset.ROLLING)
-    limit = models.DecimalField(max_digits=20, decimal_places=6, validators=[MinValueValidator(Decimal("0.000001"))])
-    soft_limit_ratio = models.DecimalField(max_digits=4, decimal_places=3, default=Decimal("0.8"))
+    reset = models.CharField(max_length=8, choices=Reset.choices, default=Reset.ROLLING,
+                             help_text="rolling: the last window up to now; calendar: the window restarts at 00:00 UTC (weeks on Monday).")
+    limit = models.DecimalField(max_digits=20, decimal_places=6, validators=[MinValueValidator(Decimal("0.000001"))],
+                                help_text="The hard limit: a request whose estimate would pass it is never given these models.")
+    soft_limit_ratio = models.DecimalField(
+        max_digits=4, decimal_places=3, default=Decimal("0.8"),
+        help_text="Above limit × ratio the router falls back to the next model; only categories that may use the headroom, "
+                  "and escalated tasks, go on up to the hard limit.")
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.MANUAL)
     quota_code = models.CharField(max_length=32, blank=True, help_text="AWS Service Quotas code, kept once matched.")
     # Declared last: from here on, `models` in this class body is the field, not django.db.models.

@@ -8,23 +8,31 @@ admin is shown with the cooldown the counters hold (the catalog itself cannot re
 import json
 from datetime import UTC, datetime
 
-from adminsortable2.admin import SortableAdminBase, SortableTabularInline
+from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, SortableTabularInline
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 from simple_history.admin import SimpleHistoryAdmin
 
-from providers.admin import LLMModelAdmin
-from providers.models import LLMModel
-from router.counting import LEDGER_FIELDS
+from providers.admin import LLMModelAdmin, ProviderAdmin, QuotaAdmin
+from providers.models import LLMModel, Provider, Quota
+from router.admin_guard import GuardedInline, PolicyEditAdmin, register_guarded
+from router.counters import CountersUnavailable
+from router.counters.connections import PoolExhausted
+from router.counting import LEDGER_FIELDS, display_amount
 from router.models import (
     ApiKey,
     Category,
     Decision,
     ModelChain,
     Policy,
+    PolicyVersion,
     Route,
     RouteEscalation,
     RouteModel,
@@ -33,8 +41,12 @@ from router.models import (
     TierModel,
     UsageEvent,
 )
-from router.selectors import model_cooldowns
-from switchboard.admin import ReadOnlyAdmin
+from router.policy.apply import Author, apply_version
+from router.policy.fields import PolicyError
+from router.policy.plan import plan_policy
+from router.policy.versions import describe, lock_policy
+from router.selectors import model_cooldowns, quota_status
+from switchboard.admin import ReadOnlyAdmin, plain_number
 from switchboard.vocabulary import Scope
 
 admin.site.site_header = "Switchboard"
@@ -46,7 +58,7 @@ if admin.site.is_registered(APIKey):
 
 
 @admin.register(Category)
-class CategoryAdmin(SimpleHistoryAdmin):
+class CategoryAdmin(PolicyEditAdmin, SimpleHistoryAdmin):
     """Task categories: whether they may fall back, and whether they may use the headroom above a soft limit."""
 
     list_display = ("slug", "fallback", "may_use_headroom", "description")
@@ -54,9 +66,24 @@ class CategoryAdmin(SimpleHistoryAdmin):
     search_fields = ("slug", "description")
 
 
-class OrderedModelsInline(SortableTabularInline):
+class ChainFormSet(CustomInlineFormSet):
+    """A model list that names the model listed twice (the default says only "Please correct the duplicate data")."""
+
+    def clean(self) -> None:
+        seen = set()
+        for form in self.forms:
+            model = form.cleaned_data.get("model") if form.cleaned_data and not form.cleaned_data.get("DELETE") else None
+            if model is not None and model in seen:
+                raise ValidationError(f"{model.key} is listed twice: a model can appear only once in a list.")
+            seen.add(model)
+        super().clean()
+
+
+class OrderedModelsInline(GuardedInline, SortableTabularInline):
     """A route's or tier's models, reordered by drag and drop (the hidden `position` field)."""
 
+    policy_field = "models"
+    formset = ChainFormSet
     fields = ("model",)
     extra = 0
     verbose_name = "model"
@@ -66,11 +93,12 @@ class OrderedModelsInline(SortableTabularInline):
 class EscalationInline(OrderedModelsInline):
     """The models a task walks instead once it has failed `escalate_after` times, in order."""
 
+    policy_field = "escalation"
     verbose_name = "escalation model"
     verbose_name_plural = "escalation: the models a task that keeps failing walks instead, in order (drag to reorder)"
 
 
-class ModelChainAdmin(SortableAdminBase, SimpleHistoryAdmin):
+class ModelChainAdmin(PolicyEditAdmin, SortableAdminBase, SimpleHistoryAdmin):
     """What the route and tier pages share: their ordered models and escalation, inline and in the list."""
 
     def get_queryset(self, request):
@@ -127,8 +155,10 @@ class TierAdmin(ModelChainAdmin):
 
 
 @admin.register(Policy)
-class PolicyAdmin(SimpleHistoryAdmin):
+class PolicyAdmin(PolicyEditAdmin, SimpleHistoryAdmin):
     """The one policy row: only the default tier is edited here; every policy edit bumps the version."""
+
+    clears_default_tier = True
 
     list_display = ("__str__", "version", "default_tier", "updated_at")
     fields = ("default_tier", "version", "updated_at")
@@ -141,8 +171,66 @@ class PolicyAdmin(SimpleHistoryAdmin):
         return False
 
     def save_model(self, request, obj: Policy, form, change: bool) -> None:
+        lock_policy()
         # The form's copy of `version` may be stale: never write it back.
         obj.save(update_fields=["default_tier", "updated_at"])
+
+
+class RollbackForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=500, label="Why (kept in the policy history)")
+
+
+@admin.register(PolicyVersion)
+class PolicyVersionAdmin(ReadOnlyAdmin):
+    """The policy history: every change from any source, newest first, with its diff; any version can be rolled back to."""
+
+    list_display = ("number", "created_at", "author", "source", "comment", "summary")
+    list_filter = ("source", "created_at")
+    search_fields = ("author", "comment", "=number")
+    fields = ("number", "created_at", "author", "source", "comment", "diff", "rollback")
+    readonly_fields = fields
+
+    @admin.display(description="changes")
+    def summary(self, obj: PolicyVersion) -> str:
+        lines = [describe(change) for change in obj.changes]
+        return "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+
+    @admin.display(description="what changed")
+    def diff(self, obj: PolicyVersion) -> str:
+        return format_html("<pre>{}</pre>", "\n".join(describe(change) for change in obj.changes) or "-")
+
+    @admin.display(description="roll back")
+    def rollback(self, obj: PolicyVersion) -> str:
+        url = reverse("admin:router_policyversion_rollback", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Restore the policy as it stood at version {}</a>', url, obj.number)
+
+    def get_urls(self):
+        return [path("<int:object_id>/rollback/", self.admin_site.admin_view(self.rollback_view), name="router_policyversion_rollback"),
+                *super().get_urls()]
+
+    def rollback_view(self, request, object_id: int):
+        """GET: what restoring this version would change; POST: restore it, as a new version."""
+        version = self.get_object(request, str(object_id))
+        if version is None:
+            return HttpResponseRedirect(reverse("admin:router_policyversion_changelist"))
+        if not request.user.has_perm("router.change_policy"):
+            raise PermissionDenied
+        form = RollbackForm(request.POST or None)
+        author = Author(request.user.get_username(), request.user)
+        try:
+            if request.method == "POST" and form.is_valid():
+                if apply_version(version.number, author, form.cleaned_data["comment"]):
+                    self.message_user(request, f"The policy stands as it did at version {version.number}: now version "
+                                               f"{Policy.current().version}.", messages.SUCCESS)
+                else:
+                    self.message_user(request, f"The policy already stands as it did at version {version.number}.", messages.INFO)
+                return HttpResponseRedirect(reverse("admin:router_policyversion_changelist"))
+            changes, problems = plan_policy(version.document, author), []
+        except PolicyError as exc:
+            changes, problems = [], exc.problems
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Roll back to version {version.number}",
+                   "version": version, "changes": [str(change) for change in changes], "problems": problems, "form": form}
+        return TemplateResponse(request, "admin/policy_rollback.html", context)
 
 
 @admin.register(Decision)
@@ -203,7 +291,7 @@ class ApiKeyAdmin(APIKeyModelAdmin):
         return (*super().get_readonly_fields(request, obj), "created", "last_used_at")
 
 
-class LLMModelWithCooldownAdmin(LLMModelAdmin):
+class LLMModelWithCooldownAdmin(PolicyEditAdmin, LLMModelAdmin):
     """The catalog's model admin (providers.admin), with the cooldown the router's counters hold now."""
 
     list_display = (*LLMModelAdmin.list_display, "cooldown")
@@ -229,5 +317,42 @@ class LLMModelWithCooldownAdmin(LLMModelAdmin):
         return f"until {until:%Y-%m-%d %H:%M:%S} UTC: {state.cooldown_reason} (reported by {state.cooldown_by or 'unknown'})"
 
 
+class QuotaWithUsageAdmin(PolicyEditAdmin, QuotaAdmin):
+    """The catalog's quota admin (providers.admin), with each quota's usage and ratio as the router counts them now."""
+
+    list_display = (*QuotaAdmin.list_display[:-1], "usage", "source")
+    readonly_fields = (*QuotaAdmin.readonly_fields, "usage")
+    fields = (*QuotaAdmin.fields, "usage")
+
+    # One read of the counters for the whole page, as the model admin reads its cooldowns.
+    def changelist_view(self, request, extra_context=None):
+        self.usage_by_quota = _quota_usage()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.usage_by_quota = _quota_usage()
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="used now")
+    def usage(self, obj: Quota) -> str:
+        status = getattr(self, "usage_by_quota", {}).get(obj.pk)
+        if status is None:
+            return "-"
+        quota = status.quota
+        used, soft, limit = (plain_number(display_amount(quota, amount)) for amount in (status.used, quota.soft_limit, quota.limit))
+        level = " (over the soft limit)" if status.used >= quota.soft_limit else ""
+        return f"{used} of {limit} ({status.ratio:.0%}; soft limit {soft}){level}"
+
+
+def _quota_usage() -> dict:
+    try:
+        return {status.quota.id: status for status in quota_status()}
+    except (CountersUnavailable, PoolExhausted):
+        return {}
+
+
 admin.site.unregister(LLMModel)
 admin.site.register(LLMModel, LLMModelWithCooldownAdmin)
+admin.site.unregister(Quota)
+admin.site.register(Quota, QuotaWithUsageAdmin)
+register_guarded(Provider, ProviderAdmin)

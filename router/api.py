@@ -27,16 +27,17 @@ from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, R
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
 from router.counting import display_amount
-from router.decisions import decide, refusal
+from router.decisions import UnroutableRequest, decide, refusal
 from router.engine import RouteRequest, UnknownChoice
 from router.errors import ApiError
 from router.exports import decisions_csv
-from router.models import Decision, Policy
+from router.models import Decision, Policy, PolicyVersion
 from router.policy.apply import Author, apply_policy
 from router.policy.document import dump_policy, parse_policy
 from router.policy.export import export_policy
 from router.policy.fields import PolicyError
 from router.policy.plan import plan_policy
+from router.policy.versions import UnknownVersion, version_document
 from router.records import DecisionRecord, UsageRecord
 from router.selectors import model_cooldowns, quota_status
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune
@@ -156,6 +157,11 @@ class RouteView(RoutingCallView):
         route_request, dry_run = call
         try:
             decision = decide(route_request, caller=caller.name, dry_run=dry_run)
+        except UnroutableRequest as exc:
+            stored = exc.decision
+            raise ApiError("unroutable", exc.cause.detail, cause=exc.cause.code, valid=exc.cause.valid, outcome=Outcome.UNROUTABLE,
+                           decision_id=str(stored.id) if stored else None,
+                           policy_version=stored.policy_version if stored else None) from exc
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except (CountersUnavailable, PoolExhausted) as exc:
@@ -320,60 +326,104 @@ class DecisionsView(KnownQueryParameters, generics.ListAPIView):
 YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 
 
+def _version_number(request) -> int | None:
+    """The `version` query parameter: a stored policy version's number, or None when absent."""
+    raw = request.query_params.get("version")
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise ApiError("invalid_request", "version must be a policy version number, e.g. version=12.")
+    return int(raw)
+
+
+def _stored_version(number: int) -> dict:
+    try:
+        return version_document(number)
+    except UnknownVersion as exc:
+        raise ApiError("unknown_version", str(exc), status.HTTP_404_NOT_FOUND) from exc
+
+
 class PolicyView(ApiView):
     """The whole policy, for an API key with the admin scope or a logged-in user of the admin (CSRF token for a PUT)."""
 
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [PolicyAccess]
-    query_parameters = ("format", "plan")
+    query_parameters = ("format", "plan", "version", "comment")
     max_body_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     parser_classes: list = []
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=["json", "yaml"])],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The whole policy in the policy file format")},
+        parameters=[OpenApiParameter("format", str, enum=["json", "yaml"]),
+                    OpenApiParameter("version", {"type": "integer", "minimum": 1},
+                                     description="A stored policy version instead of the current policy")],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The whole policy in the policy file format"),
+                   404: s.ErrorSerializer},
     )
     def get(self, request):
         if request.query_params.get("format") not in (None, "json", "yaml"):
             raise ApiError("invalid_request", "format must be json or yaml.")
+        if "comment" in request.query_params:
+            raise ApiError("invalid_request", "comment is taken by a PUT only.")
+        number = _version_number(request)
+        document = export_policy() if number is None else _stored_version(number)
         wants_yaml = request.query_params.get("format") == "yaml" or any(t in request.META.get("HTTP_ACCEPT", "") for t in YAML_TYPES)
         if wants_yaml:
-            return HttpResponse(dump_policy(export_policy(), "yaml"), content_type="application/yaml")
-        return Response(export_policy())
+            return HttpResponse(dump_policy(document, "yaml"), content_type="application/yaml")
+        return Response(document)
 
     @extend_schema(
         request={"application/json": OpenApiTypes.OBJECT, "application/yaml": OpenApiTypes.OBJECT},
         parameters=[OpenApiParameter("plan", str, enum=["true", "false"],
-                                     description="true: answer what the document would change (changes), and change nothing")],
+                                     description="true: answer what the document would change (changes), and change nothing"),
+                    OpenApiParameter("version", {"type": "integer", "minimum": 1},
+                                     description="Restore this stored policy version (a rollback, as a new version) instead of a document; "
+                                                 "send no body"),
+                    OpenApiParameter("comment", {"type": "string", "maxLength": 500}, description="Why: kept in the policy history")],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="{changed, policy_version}; with plan=true also changes: "
                                         "[{change: added|removed|changed, kind, name, fields: {name: {old, new}}}]"),
-                   400: s.ErrorSerializer},
+                   400: s.ErrorSerializer, 404: s.ErrorSerializer},
     )
     def put(self, request):
-        content_type = request.content_type.split(";")[0].strip().lower()
-        if content_type == "application/json":
-            fmt = "json"
-        elif content_type in YAML_TYPES:
-            fmt = "yaml"
-        else:
-            raise ApiError("unsupported_media_type", "Send the policy as application/json or application/yaml.",
-                           status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
-        try:
-            text = request.body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError("malformed_request", "The policy must be UTF-8 text.") from exc
-        caller = request.user
-        author = Author(f"API key '{caller.name}'") if isinstance(caller, Caller) else Author(caller.get_username(), caller)
+        number = _version_number(request)
         planning = request.query_params.get("plan")
         if planning not in (None, "true", "false"):
             raise ApiError("invalid_request", "plan must be true or false.")
+        comment = request.query_params.get("comment", "")
+        if len(comment) > 500 or not comment.isprintable():
+            raise ApiError("invalid_request", "comment must be printable text of at most 500 characters.")
+        caller = request.user
+        author = Author(f"API key '{caller.name}'") if isinstance(caller, Caller) else Author(caller.get_username(), caller)
         try:
-            document = parse_policy(text, fmt)
+            if number is None:
+                fmt = self.format(request)
+                document, source = parse_policy(self.text(request), fmt), PolicyVersion.Source.API
+            else:
+                if request.body:
+                    raise ApiError("invalid_request", "A rollback (version=N) takes no body: the stored version is the document.")
+                document, source = _stored_version(number), PolicyVersion.Source.ROLLBACK
+                comment = comment or f"rollback to version {number}"
             if planning == "true":
                 changes = plan_policy(document, author)
                 return Response({"changed": bool(changes), "changes": [change.as_dict() for change in changes],
                                  "policy_version": Policy.current().version})
-            changed = apply_policy(document, author)
+            changed = apply_policy(document, author, source, comment)
         except PolicyError as exc:
             raise ApiError("invalid_policy", "; ".join(exc.problems), problems=exc.problems) from exc
         return Response({"changed": changed, "policy_version": Policy.current().version})
+
+    @staticmethod
+    def format(request) -> str:
+        content_type = request.content_type.split(";")[0].strip().lower()
+        if content_type == "application/json":
+            return "json"
+        if content_type in YAML_TYPES:
+            return "yaml"
+        raise ApiError("unsupported_media_type", "Send the policy as application/json or application/yaml.",
+                       status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+
+    @staticmethod
+    def text(request) -> str:
+        try:
+            return request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError("malformed_request", "The policy must be UTF-8 text.") from exc

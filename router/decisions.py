@@ -3,6 +3,7 @@ refuse, and store that. A dry run and the dashboard's what-if walk the same cand
 counting or storing anything.
 """
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -12,13 +13,16 @@ from http import HTTPStatus
 from router import counters, metrics
 from router.counters import Counters, RedisUnreachable
 from router.counting import Usage, reservation
-from router.engine import Candidates, QuotaReading, Readings, RouteRequest, WalkResult, candidates_for, walk
+from router.engine import Candidates, QuotaReading, Readings, RouteRequest, Unroutable, WalkResult, candidates_for, walk
 from router.records import DecisionRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot
 from switchboard.vocabulary import STATIC_SKIP_REASONS, Outcome, RefusalCode
 
 # A decision that loses the race for the last of a quota reads again and walks again, this many times.
 MAX_RACES = 10
+# Unroutable requests each process stores per caller and minute; past it they are only counted in /metrics,
+# so that a caller stuck in a loop on a broken route cannot fill the ledger.
+UNROUTABLE_STORED_PER_MINUTE = 60
 
 @dataclass(frozen=True)
 class Refusal:
@@ -102,20 +106,77 @@ def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteReques
     raise RuntimeError("Could not settle a decision under heavy contention; retry.")
 
 
+class UnroutableRequest(Exception):
+    """A request the policy can never serve (router.engine.Unroutable), with the refusal stored for it (None when
+    its caller had already stored UNROUTABLE_STORED_PER_MINUTE of them this minute)."""
+
+    def __init__(self, cause: Unroutable, decision: DecisionRecord | None) -> None:
+        super().__init__(cause.detail)
+        self.cause = cause
+        self.decision = decision
+
+
+class _UnroutableBudget:
+    """How many unroutable requests this process has stored per caller in the current minute."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.minute = 0
+        self.stored: dict[str, int] = {}
+
+    def take(self, caller: str, now: float) -> bool:
+        with self.lock:
+            if int(now // 60) != self.minute:
+                self.minute, self.stored = int(now // 60), {}
+            if self.stored.get(caller, 0) >= UNROUTABLE_STORED_PER_MINUTE:
+                return False
+            self.stored[caller] = self.stored.get(caller, 0) + 1
+            return True
+
+
+_unroutable_budget = _UnroutableBudget()
+
+
+def _refuse_unroutable(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str, cause: Unroutable) -> None:
+    now = _now()
+    decision = DecisionRecord(
+        id=uuid.uuid4(), created_at=datetime.fromtimestamp(now, tz=UTC), caller=caller, category=request.category or "",
+        complexity=request.complexity if request.category else "", tier="" if request.category else (request.tier or snapshot.default_tier or ""),
+        outcome=Outcome.UNROUTABLE, model_key="", provider_slug="", primary_key="", reason=f"{cause.code}: {cause.detail}", trace=[],
+        policy_version=snapshot.version,
+    )
+    metrics.count_unroutable(cause.code)
+    stored = _unroutable_budget.take(caller, now)
+    if stored:
+        try:
+            backend.store_refusal(decision)
+        except RedisUnreachable as exc:
+            counters.fail_over(exc).store_refusal(decision)
+    raise UnroutableRequest(cause, decision if stored else None)
+
+
 def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> DecisionRecord:
     """Choose a model for the request; unless dry_run, count it against its quotas and store it.
 
-    Raises router.engine.UnknownChoice for a request the policy has no route for, and
-    router.counters.CountersUnavailable when Redis is down and ROUTER_REDIS_DOWN=refuse.
+    Raises UnroutableRequest for a request the policy can never serve (stored as a refusal unless dry_run),
+    router.engine.UnknownChoice for one the router cannot take, and router.counters.CountersUnavailable when
+    Redis is down and ROUTER_REDIS_DOWN=refuse.
     """
     snapshot = current_snapshot()
     if dry_run:
-        return what_if(request, caller=caller)[0]
+        try:
+            return what_if(request, caller=caller)[0]
+        except Unroutable as exc:
+            raise UnroutableRequest(exc, None) from exc
     backend = counters.current()
     try:
-        decision = _decide_on(backend, snapshot, request, caller)
-    except RedisUnreachable as exc:
-        decision = _decide_on(counters.fail_over(exc), snapshot, request, caller)
+        try:
+            decision = _decide_on(backend, snapshot, request, caller)
+        except RedisUnreachable as exc:
+            backend = counters.fail_over(exc)
+            decision = _decide_on(backend, snapshot, request, caller)
+    except Unroutable as exc:
+        _refuse_unroutable(backend, snapshot, request, caller, exc)
     metrics.count_decision(decision)
     return decision
 

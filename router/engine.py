@@ -15,13 +15,19 @@ DEFAULT_RETRY_AFTER = 60
 
 
 class UnknownChoice(Exception):
-    """The request names a category, complexity or tier the policy does not have."""
+    """The request is not one the router can take (both a category and a tier, an unknown model to exclude)."""
 
     def __init__(self, code: str, detail: str, valid: list[str]) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.valid = valid
+
+
+class Unroutable(UnknownChoice):
+    """The policy has nothing the request could ever use: an unknown category or tier, no route for its complexity,
+    no default tier, or an estimate beyond every candidate's context window. `code` says which; `detail` what
+    would make it routable. Stored as a refusal, so that a broken policy shows on the dashboard."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,13 @@ def _chain(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[ChainSpec, 
     if request.category:
         if request.category not in snapshot.categories:
             valid = sorted(snapshot.categories)
-            raise UnknownChoice("unknown_category", f"Unknown category '{request.category}'. Valid categories: {', '.join(valid)}.", valid)
+            raise Unroutable("unknown_category", f"Unknown category '{request.category}'. Valid categories: {', '.join(valid)}.", valid)
         route = snapshot.routes.get((request.category, request.complexity))
         if not (route and route.models):
             route = snapshot.routes.get((request.category, Complexity.ANY))
         if not (route and route.models):
             valid = sorted(c for (cat, c), chain in snapshot.routes.items() if cat == request.category and chain.models)
-            raise UnknownChoice(
+            raise Unroutable(
                 "no_route",
                 f"Category '{request.category}' has no route for complexity '{request.complexity}'. "
                 f"Routes exist for: {', '.join(valid) or 'none'}.",
@@ -137,13 +143,13 @@ def _chain(snapshot: PolicySnapshot, request: RouteRequest) -> tuple[ChainSpec, 
     tier = request.tier or snapshot.default_tier
     if not tier:
         valid = sorted(snapshot.categories)
-        raise UnknownChoice("no_default_tier", "The policy has no default tier: name a category or a tier.", valid)
+        raise Unroutable("no_default_tier", "The policy has no default tier: name a category or a tier.", valid)
     if tier not in snapshot.tiers:
         valid = sorted(snapshot.tiers)
-        raise UnknownChoice("unknown_tier", f"Unknown tier '{tier}'. Valid tiers: {', '.join(valid)}.", valid)
+        raise Unroutable("unknown_tier", f"Unknown tier '{tier}'. Valid tiers: {', '.join(valid)}.", valid)
     if not snapshot.tiers[tier].models:
         valid = sorted(t for t, chain in snapshot.tiers.items() if chain.models)
-        raise UnknownChoice("no_route", f"Tier '{tier}' lists no models. Tiers with models: {', '.join(valid) or 'none'}.", valid)
+        raise Unroutable("no_route", f"Tier '{tier}' lists no models. Tiers with models: {', '.join(valid) or 'none'}.", valid)
     return snapshot.tiers[tier], None
 
 
@@ -156,9 +162,26 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> Candidate
         raise UnknownChoice("unknown_model", f"Unknown model(s) to exclude: {', '.join(unknown)}. Valid models: {', '.join(valid)}.", valid)
     chain, category = _chain(snapshot, request)
     source = "route" if category else "tier"
+    _check_context_windows(snapshot, request, chain, category)
     if chain.escalation and chain.escalate_after is not None and request.attempt > chain.escalate_after:
         return Candidates(chain.escalation, chain, category, source, escalated=True)
     return Candidates(chain.models, chain, category, source)
+
+
+def _check_context_windows(snapshot: PolicySnapshot, request: RouteRequest, chain: ChainSpec, category: str | None) -> None:
+    """Raises Unroutable when the estimate exceeds the context window of every model the request could walk."""
+    needed = request.estimated_input_tokens + request.estimated_output_tokens
+    models = snapshot.models
+    if not needed or any(models[key].context_window >= needed for key in chain.models + chain.escalation if key in models):
+        return
+    windows = {key: models[key].context_window for key in chain.models + chain.escalation if key in models}
+    if not windows:
+        return
+    largest = max(windows, key=windows.get)
+    owner = f"route {category}/{request.complexity}" if category else f"tier {request.tier or snapshot.default_tier}"
+    raise Unroutable("context_window", f"The estimate of {needed:,} tokens exceeds the context window of every model of the {owner} "
+                     f"(the largest is {largest}'s, {windows[largest]:,} tokens): send a smaller request, or add a model with a "
+                     "larger context window to it.", sorted(windows))
 
 
 def charges_for(model: ModelSpec, request: RouteRequest, may_use_headroom: bool) -> list[Charge]:
@@ -261,16 +284,14 @@ def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: R
 
 
 def _retry_after(trace: list[dict], now: float) -> int | None:
-    """Seconds until the soonest passed-over candidate could be chosen again: the quota-blocked ones if
-    any, else those whose reason ends at a known time (a cooldown, a rate-limit reset); None if none does."""
-    quota_blocked = [entry for entry in trace if entry.get("reason") == SkipReason.QUOTA]
-    times = []
-    for entry in quota_blocked:
-        frees = [q["frees_at"] for q in entry["quotas"]]
-        # Nothing counted yet means the estimate alone exceeds the limit: waiting will not help soon.
-        times.append(max(frees) if all(f is not None for f in frees) else now + DEFAULT_RETRY_AFTER)
-    if not quota_blocked:
-        times = [entry["until"] for entry in trace if entry.get("until")]
+    """Seconds until the soonest passed-over candidate could be chosen again: when its quotas free up, its cooldown
+    ends or its rate limit resets; None if no reason ends at a known time."""
+    times = [entry["until"] for entry in trace if entry.get("until")]
+    for entry in trace:
+        if entry.get("reason") == SkipReason.QUOTA:
+            frees = [q["frees_at"] for q in entry["quotas"]]
+            # Nothing counted yet means the estimate alone exceeds the limit: waiting will not help soon.
+            times.append(max(frees) if all(f is not None for f in frees) else now + DEFAULT_RETRY_AFTER)
     return max(1, math.ceil(min(times) - now)) if times else None
 
 

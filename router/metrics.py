@@ -15,7 +15,9 @@ PASSED_OVER = Counter(
     "switchboard_fallbacks_total", "Candidates passed over in fallbacks and refusals, by reason.", ["reason"],
 )
 USAGE_REPORTS = Counter("switchboard_usage_reports_total", "Usage reports recorded, by status.", ["status"])
-PROCESS_COUNTERS = (DECISIONS, PASSED_OVER, USAGE_REPORTS)
+UNROUTABLE = Counter("switchboard_unroutable_total", "Route requests the policy cannot serve, by error (no_route, unknown_category, "
+                     "unknown_tier, no_default_tier, context_window), stored or not.", ["error"])
+PROCESS_COUNTERS = (DECISIONS, PASSED_OVER, USAGE_REPORTS, UNROUTABLE)
 
 
 def count_decision(decision: DecisionRecord) -> None:
@@ -24,6 +26,11 @@ def count_decision(decision: DecisionRecord) -> None:
         for entry in decision.trace:
             if entry["verdict"] == Verdict.SKIPPED:
                 PASSED_OVER.labels(entry["reason"]).inc()
+
+
+def count_unroutable(error: str) -> None:
+    DECISIONS.labels(Outcome.UNROUTABLE).inc()
+    UNROUTABLE.labels(error).inc()
 
 
 def count_usage(status: str) -> None:

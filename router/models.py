@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import connection, models
 from django.db.models import Q
@@ -21,7 +22,10 @@ class Category(models.Model):
         NEVER = "never"
 
     slug = models.SlugField(max_length=64, unique=True)
-    fallback = models.CharField(max_length=8, choices=Fallback.choices, default=Fallback.ALLOW)
+    fallback = models.CharField(
+        max_length=8, choices=Fallback.choices, default=Fallback.ALLOW,
+        help_text="allow: a passed-over primary falls back along its route. never: the request is refused instead "
+                  "(failed_fast), so critical work is never silently downgraded.")
     may_use_headroom = models.BooleanField(
         default=False,
         help_text="May keep using its primary between the soft and the hard limit (headroom reserved for critical work).",
@@ -76,14 +80,16 @@ class ChainEntry(models.Model):
         ordering = ["position"]
 
     def __str__(self) -> str:
-        return f"{self.position}: {self.model.key}"
+        owner = self.route if hasattr(self, "route_id") else self.tier
+        return f"{owner._meta.verbose_name} {owner}: {self.model.key}"
 
 
 class Route(ModelChain):
     """(category, complexity) -> ordered models: the first is the primary, the rest the fallback chain."""
 
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="routes")
-    complexity = models.CharField(max_length=8, choices=Complexity.choices, default=Complexity.ANY)
+    complexity = models.CharField(max_length=8, choices=Complexity.choices, default=Complexity.ANY,
+                                  help_text="The requests' complexity this route serves; 'any' serves each complexity without a route of its own.")
 
     history = HistoricalRecords()
 
@@ -184,6 +190,37 @@ class Policy(models.Model):
     def current(cls) -> "Policy":
         policy, _ = cls.objects.get_or_create(pk=1)
         return policy
+
+
+class PolicyVersion(models.Model):
+    """One change of the policy, from any source (the admin, PUT /api/v1/policy, import_policy, a rollback):
+    who made it, when, from where and why, what it changed, and the whole policy as it stood after it.
+
+    `number` is the policy version the change left (decisions name it as their `policy_version`); versions
+    the availability refresh bumps change no policy document and have no row here.
+    """
+
+    class Source(models.TextChoices):
+        ADMIN = "admin"
+        API = "api", "PUT /api/v1/policy"
+        COMMAND = "command", "import_policy"
+        ROLLBACK = "rollback"
+        BASELINE = "baseline", "the policy as it stood when its history began"
+
+    number = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    author = models.CharField(max_length=200, help_text="The user, API key or command that made the change.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    comment = models.CharField(max_length=500, blank=True)
+    changes = models.JSONField(default=list, help_text="What changed, as import_policy --plan lists it.")
+    document = models.JSONField(help_text="The whole policy after the change, in the policy file format.")
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"version {self.number}"
 
 
 class Installation(models.Model):

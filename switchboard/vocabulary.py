@@ -17,12 +17,14 @@ class Outcome(models.TextChoices):
     FAILED_FAST = "failed_fast", "failed fast"
     EXHAUSTED = "exhausted"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted", "attempts exhausted"
+    UNROUTABLE = "unroutable"  # the policy has nothing the request could ever use: no route, no such category or tier, too large
 
 
 # Decisions that chose a model, and so count against its quotas.
 COUNTED_OUTCOMES = (Outcome.PRIMARY, Outcome.FALLBACK, Outcome.ESCALATED)
 # Every downgrade, escalation and refusal: what the audit keeps longest and the fallback history shows.
-NOT_PRIMARY = (Outcome.FALLBACK, Outcome.ESCALATED, Outcome.FAILED_FAST, Outcome.EXHAUSTED, Outcome.ATTEMPTS_EXHAUSTED)
+NOT_PRIMARY = (Outcome.FALLBACK, Outcome.ESCALATED, Outcome.FAILED_FAST, Outcome.EXHAUSTED, Outcome.ATTEMPTS_EXHAUSTED,
+               Outcome.UNROUTABLE)
 
 
 class Verdict(models.TextChoices):
@@ -59,6 +61,7 @@ class RefusalCode(models.TextChoices):
     PRIMARY_UNAVAILABLE = "primary_unavailable"
     NO_CAPACITY = "no_capacity"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    UNROUTABLE = "unroutable"
 
 
 class Complexity(models.TextChoices):

@@ -4,6 +4,9 @@ import uuid
 import pytest
 from django.conf import settings
 
+# The real browser's fixtures (`browser`, `page`) for the page tests.
+pytest_plugins = ["tests.browser"]
+
 
 def _required_in_ci(what: str) -> None:
     """Outside CI a missing service skips the test; in CI it fails it."""

@@ -27,40 +27,11 @@ from router.decisions import what_if
 from router.engine import RouteRequest
 from router.models import Decision, UsageEvent
 from switchboard.vocabulary import Availability
+from tests.browser import PASSWORD, log_in
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 EXAMPLE_POLICY = Path(django_settings.BASE_DIR) / "policy.example.yaml"
-PASSWORD = "a-long-test-password-4711"
-TIMEOUT_MS = 10_000
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        message = f"chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running in this thread; the tests' own ORM calls are
-    # still synchronous, so Django's guard against ORM calls from async code does not apply.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture(autouse=True)
@@ -71,32 +42,12 @@ def dashboard_settings(settings):
 
 
 @pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True, base_url=live_server.url)
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    yield tab
-    context.close()
-
-
-@pytest.fixture
 def viewer() -> User:
     user = User.objects.create_user("ops-viewer", password=PASSWORD, is_staff=True)
     group, _ = Group.objects.get_or_create(name="policy viewers")
     group.permissions.add(Permission.objects.get(content_type__app_label="router", codename="view_decision"))
     user.groups.add(group)
     return user
-
-
-def log_in(page, user: User, next_url: str = "/") -> None:
-    """Through the admin's login page, as a person would."""
-    page.goto(next_url)
-    assert "/admin/login/" in page.url
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(lambda url: "/admin/login/" not in url)
-    assert page.url == page.context.pages[0].url and page.url.endswith(next_url)
 
 
 # Realistic data: the example policy, availability, usage, and a day of decisions ----------------------

@@ -86,10 +86,10 @@ def test_it_answers_400_naming_the_valid_categories_for_an_unknown_category(api,
 
     body = route(api, expect=400, category="genral")
 
-    assert body["error"] == "unknown_category"
+    assert (body["error"], body["cause"]) == ("unroutable", "unknown_category")
     assert "general" in body["detail"] and "security_auth_change" in body["detail"]
     assert body["valid"] == ["general", "security_auth_change"]
-    assert not stored_decisions().exists()
+    assert stored_decisions().get().outcome == "unroutable"
 
 
 def test_it_answers_400_naming_the_valid_tiers_for_an_unknown_tier(api, gpt4o, mini):
@@ -98,7 +98,7 @@ def test_it_answers_400_naming_the_valid_tiers_for_an_unknown_tier(api, gpt4o, m
 
     body = route(api, expect=400, tier="cheapest")
 
-    assert body["error"] == "unknown_tier"
+    assert (body["error"], body["cause"]) == ("unroutable", "unknown_tier")
     assert "cheap" in body["detail"] and "quality" in body["detail"]
     assert body["valid"] == ["cheap", "quality"]
 
@@ -118,7 +118,7 @@ def test_it_answers_400_naming_the_routes_of_a_category_without_one_for_the_comp
 
     body = route(api, expect=400, category="general", complexity="high")
 
-    assert body["error"] == "no_route"
+    assert (body["error"], body["cause"]) == ("unroutable", "no_route")
     assert body["valid"] == ["low"]
 
 
@@ -137,7 +137,7 @@ def test_it_answers_400_when_there_is_no_default_tier_and_nothing_is_named(api, 
 
     body = route(api, expect=400)
 
-    assert body["error"] == "no_default_tier"
+    assert (body["error"], body["cause"]) == ("unroutable", "no_default_tier")
     assert body["valid"] == ["general"]
 
 
@@ -147,7 +147,7 @@ def test_a_tier_without_models_is_answered_with_400_not_a_crash(api, gpt4o):
 
     body = route(api, expect=400, tier="empty")
 
-    assert body["error"] == "no_route"
+    assert (body["error"], body["cause"]) == ("unroutable", "no_route")
     assert body["valid"] == ["quality"]
 
 
@@ -158,7 +158,7 @@ def test_an_empty_default_tier_is_answered_with_400_not_a_crash(api, gpt4o):
 
     body = route(api, expect=400)
 
-    assert body["error"] == "no_route"
+    assert (body["error"], body["cause"]) == ("unroutable", "no_route")
 
 
 # The answer

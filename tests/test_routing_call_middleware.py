@@ -55,7 +55,7 @@ def test_an_error_the_service_raises_is_answered_here_in_the_api_error_shape(mid
 
     assert response.status_code == 400
     body = json.loads(response.content)
-    assert (body["error"], body["valid"]) == ("unknown_category", ["general"])
+    assert (body["error"], body["cause"], body["valid"]) == ("unroutable", "unknown_category", ["general"])
 
 
 @pytest.mark.parametrize("body, content_type, scopes", [

@@ -6,6 +6,8 @@ from decimal import Decimal
 from django import template
 from django.utils import timezone
 
+from router.policy.versions import describe
+
 register = template.Library()
 
 Number = int | float | Decimal
@@ -139,3 +141,9 @@ METRIC_LABELS = {"requests": "requests", "tokens": "tokens", "input_tokens": "in
 def metric_label(metric: str) -> str:
     """A quota metric in words: 'input_tokens' -> 'input tokens', 'cost_usd' -> 'spend (USD)'."""
     return METRIC_LABELS.get(metric, metric)
+
+
+@register.filter
+def policy_change(change: dict) -> str:
+    """A stored policy change as import_policy --plan prints it: '~ route general/low: models: [...] -> [...]'."""
+    return describe(change)

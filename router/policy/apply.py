@@ -11,7 +11,8 @@ from django.db.models.functions import Cast, Concat
 
 from providers.models import LLMModel, Provider, Quota
 from router import versioning
-from router.models import Category, Policy, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
+from router.models import Category, Policy, PolicyVersion, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
+from router.policy import versions
 from router.policy.export import entries
 from router.policy.fields import PolicyError, type_name
 from router.policy.validate import ChainPlan, Plan, Validator
@@ -162,17 +163,30 @@ class _Applier:
             self.save(entry_model(**{owner_field: owner, "model": models[key], "position": position}))
 
 
-def apply_policy(data: dict, author: Author = COMMAND) -> bool:
+def apply_policy(data: dict, author: Author = COMMAND, source: str = PolicyVersion.Source.COMMAND, comment: str = "") -> bool:
     """Validates a whole policy document, then makes the database equal to it in one transaction.
 
     Raises PolicyError listing every problem (and changes nothing) if the document is invalid.
-    Returns True if anything changed; the policy version is bumped once if so, and not at all otherwise.
+    Returns True if anything changed; the policy version is bumped once if so, and not at all otherwise,
+    and the change is stored in the policy's history (router.policy.versions) with its author, source and comment.
     """
     if not isinstance(data, dict):
         raise PolicyError([f"top level: must be a mapping, got {type_name(data)}"])
-    Policy.current()
-    with transaction.atomic(), versioning.one_version_bump():
-        # One import at a time: the second waits for the first, then sees its result.
-        Policy.objects.select_for_update().get(pk=1)
-        plan = Validator().validate(data)
-        return _Applier(plan, author).run()
+    with transaction.atomic():
+        with versioning.one_version_bump():
+            # One edit at a time: the second waits for the first, then sees its result.
+            versions.lock_policy()
+            plan = Validator().validate(data)
+            changed = _Applier(plan, author).run()
+        if changed:
+            versions.record_version(author.name, source, comment, author.user)
+        return changed
+
+
+def apply_version(number: int, author: Author, comment: str = "") -> bool:
+    """Restores the policy as it stood at version `number`, as a new version; False if it already stands so.
+
+    Raises versions.UnknownVersion, or PolicyError when that version no longer fits today's catalog (a quota
+    synced from AWS since, say); nothing is changed then. Stored provider secrets are never part of a version.
+    """
+    return apply_policy(versions.version_document(number), author, PolicyVersion.Source.ROLLBACK, comment or f"rollback to version {number}")

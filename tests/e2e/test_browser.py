@@ -11,8 +11,8 @@ import os
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import _required_in_ci
-from tests.test_browser_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 PAGES = {"/": "Overview", "/fallbacks/": "Fallback", "/what-if/": "What-if"}
 TIMEOUT_MS = 15_000
