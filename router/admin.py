@@ -130,6 +130,7 @@ class RouteAdmin(ModelChainAdmin):
     list_filter = ("category", "complexity")
     list_select_related = ("category",)
     search_fields = ("category__slug", "entries__model__key")
+    fields = ("category", "complexity", "escalate_after", "max_attempts")
     inlines = [RouteModelInline, RouteEscalationInline]
 
 
@@ -147,6 +148,7 @@ class TierAdmin(ModelChainAdmin):
 
     list_display = ("slug", "chain", "escalation_chain", "max_attempts", "is_default")
     search_fields = ("slug", "entries__model__key")
+    fields = ("slug", "escalate_after", "max_attempts")
     inlines = [TierModelInline, TierEscalationInline]
 
     @admin.display(boolean=True, description="default tier")

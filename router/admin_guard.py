@@ -165,8 +165,9 @@ class PolicyEditAdmin:
             return super().history_view(request, object_id, extra_context)
         kind, name = policy_label(obj)
         versions = []
+        whole_policy = kind == "policy"  # the policy row's history is every version
         for version in PolicyVersion.objects.order_by("-number")[:HISTORY_VERSIONS_READ]:
-            lines = [describe(change) for change in version.changes if (change["kind"], change["name"]) == (kind, name)]
+            lines = [describe(change) for change in version.changes if whole_policy or (change["kind"], change["name"]) == (kind, name)]
             if lines:
                 versions.append({"version": version, "lines": lines})
         context = {

@@ -178,7 +178,7 @@ def _check_context_windows(snapshot: PolicySnapshot, request: RouteRequest, chai
     if not windows:
         return
     largest = max(windows, key=windows.get)
-    owner = f"route {category}/{request.complexity}" if category else f"tier {request.tier or snapshot.default_tier}"
+    owner = f"route for {category}/{request.complexity}" if category else f"tier {request.tier or snapshot.default_tier}"
     raise Unroutable("context_window", f"The estimate of {needed:,} tokens exceeds the context window of every model of the {owner} "
                      f"(the largest is {largest}'s, {windows[largest]:,} tokens): send a smaller request, or add a model with a "
                      "larger context window to it.", sorted(windows))

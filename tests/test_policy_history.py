@@ -181,6 +181,15 @@ def test_an_admin_chain_edit_is_a_version_in_the_objects_history(admin_client, a
     assert "gpt-4o-mini is deprecated" in history and "None" not in history
 
 
+def test_the_policy_pages_history_lists_every_version(admin_client):
+    apply_policy(document(["gpt-4o", "gpt-4o-mini"]))
+    apply_policy(document(["gpt-4o"]))
+
+    page = admin_client.get(reverse("admin:router_policy_history", args=[1])).content.decode()
+
+    assert "+ provider openai" in page and "~ route general/low: models:" in page
+
+
 def test_the_admin_rolls_back_a_whole_version(admin_client):
     apply_policy(document(["gpt-4o", "gpt-4o-mini"]))
     first = newest()

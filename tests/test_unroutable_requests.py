@@ -42,7 +42,7 @@ def test_an_estimate_beyond_every_context_window_is_a_client_error_not_a_503(api
     body = route(api, expect=400, category="general", complexity="low", estimated_input_tokens=200_000, estimated_output_tokens=8_000)
 
     assert (body["error"], body["cause"]) == ("unroutable", "context_window")
-    assert "208,000 tokens exceeds the context window of every model of the route general/low" in body["detail"]
+    assert "208,000 tokens exceeds the context window of every model of the route for general/low" in body["detail"]
     assert "the largest is gpt-4o's, 128,000 tokens" in body["detail"]
     assert stored_decisions().get().outcome == "unroutable"
 
