@@ -171,10 +171,9 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> Candidate
 def _check_context_windows(snapshot: PolicySnapshot, request: RouteRequest, chain: ChainSpec, category: str | None) -> None:
     """Raises Unroutable when the estimate exceeds the context window of every model the request could walk."""
     needed = request.estimated_input_tokens + request.estimated_output_tokens
-    models = snapshot.models
-    if not needed or any(models[key].context_window >= needed for key in chain.models + chain.escalation if key in models):
+    if needed <= chain.largest_context_window:
         return
-    windows = {key: models[key].context_window for key in chain.models + chain.escalation if key in models}
+    windows = {key: snapshot.models[key].context_window for key in chain.models + chain.escalation if key in snapshot.models}
     if not windows:
         return
     largest = max(windows, key=windows.get)

@@ -88,6 +88,8 @@ class ChainSpec:
     escalation: tuple[str, ...] = ()
     escalate_after: int | None = None
     max_attempts: int | None = None
+    # The largest context window of its models and escalation models: a larger estimate is unroutable.
+    largest_context_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,10 @@ def _or(value, default):
 
 
 def _chain(chain: Route | Tier) -> ChainSpec:
+    entries = [*chain.entries.all(), *chain.escalation.all()]
     return ChainSpec(models=tuple(e.model.key for e in chain.entries.all()), escalation=tuple(e.model.key for e in chain.escalation.all()),
-                     escalate_after=chain.escalate_after, max_attempts=chain.max_attempts)
+                     escalate_after=chain.escalate_after, max_attempts=chain.max_attempts,
+                     largest_context_window=max((e.model.context_window for e in entries), default=0))
 
 
 def _fingerprint() -> tuple[int, datetime | None]:
