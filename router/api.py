@@ -1,5 +1,6 @@
 """REST API v1: thin views that validate, call a service, and shape the answer."""
 
+import time
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from providers.models import LLMModel
-from router import payloads
+from router import metrics, payloads
 from router import serializers as s
 from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
@@ -128,10 +129,20 @@ def _refusal(decision: DecisionRecord) -> HttpResponse:
 
 class RoutingCallView(ApiView, ABC):
     """The two calls made around every LLM call; also answered by router.middleware.RoutingCallMiddleware,
-    which calls the same `parse` and `answer`."""
+    which calls the same `parse` and `respond`."""
+
+    endpoint = ""
 
     def post(self, request):
-        return self.answer(self.parse(request.data), request.user)
+        return self.respond(self.parse(request.data), request.user)
+
+    def respond(self, call: Any, caller: Caller) -> HttpResponse:
+        """`answer`, timed into switchboard_request_duration_seconds."""
+        started = time.perf_counter()
+        try:
+            return self.answer(call, caller)
+        finally:
+            metrics.REQUEST_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
 
     @abstractmethod
     def parse(self, data: Any) -> Any:
@@ -149,6 +160,7 @@ class RoutingCallView(ApiView, ABC):
 ))
 class RouteView(RoutingCallView):
     permission_classes = [RouteScope]
+    endpoint = "route"
 
     def parse(self, data: Any) -> tuple[RouteRequest, bool]:
         return payloads.route_request(data)
@@ -189,6 +201,7 @@ class RouteView(RoutingCallView):
 ))
 class UsageView(RoutingCallView):
     permission_classes = [UsageScope]
+    endpoint = "usage"
 
     def parse(self, data: Any) -> UsageReport:
         return payloads.usage_report(data)

@@ -5,7 +5,7 @@ Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (an empty direc
 (router.ops renders them, with the gauges read from the shared state).
 """
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from router.records import DecisionRecord
 from switchboard.vocabulary import Outcome, Verdict
@@ -17,7 +17,11 @@ PASSED_OVER = Counter(
 USAGE_REPORTS = Counter("switchboard_usage_reports_total", "Usage reports recorded, by status.", ["status"])
 UNROUTABLE = Counter("switchboard_unroutable_total", "Route requests the policy cannot serve, by error (no_route, unknown_category, "
                      "unknown_tier, no_default_tier, context_window), stored or not.", ["error"])
-PROCESS_COUNTERS = (DECISIONS, PASSED_OVER, USAGE_REPORTS, UNROUTABLE)
+REQUEST_SECONDS = Histogram(
+    "switchboard_request_duration_seconds", "Time to answer POST /api/v1/route and /api/v1/usage in the web process, by endpoint.",
+    ["endpoint"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PROCESS_COUNTERS = (DECISIONS, PASSED_OVER, USAGE_REPORTS, UNROUTABLE, REQUEST_SECONDS)
 
 
 def count_decision(decision: DecisionRecord) -> None:

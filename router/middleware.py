@@ -11,7 +11,7 @@ A call takes this path only when the view would take it as it is:
 
 Anything else goes on down the chain to the view and DRF, which answer it as they answer every
 other endpoint. Both paths call the view's `parse(data)`, which validates the body into a call, and
-its `answer(call, caller)`, which runs the service and returns the response.
+its `respond(call, caller)`, which runs the service and returns the response (timed).
 """
 
 from collections.abc import Callable
@@ -45,7 +45,7 @@ class RoutingCallMiddleware:
         if call is None:
             return self.get_response(request)
         try:
-            response = view.answer(call, caller)
+            response = view.respond(call, caller)
         except ApiError as exc:
             response = json_response(error_body(exc), exc.status_code, headers=exc.headers)
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)

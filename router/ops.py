@@ -10,14 +10,13 @@ from django.db.models import Max
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
 from router import counters, metrics
-from router.selectors import quota_status
+from router.state_metrics import StateCollector
 
 
 def _check_database() -> dict:
@@ -108,34 +107,6 @@ class HealthView(APIView):
         body = {"status": state, "database": database, "redis": redis_state, "broker": broker,
                 "availability_refresh": _last_refresh() if database["ok"] else None, "warnings": _warnings(redis_state)}
         return Response(body, status=503 if state == "down" else 200)
-
-
-class StateCollector:
-    """Gauges read at scrape time from the shared state, so every worker reports the same values."""
-
-    def collect(self):
-        ratio = GaugeMetricFamily("switchboard_quota_ratio", "Used share of each quota's limit.", labels=["provider", "quota"])
-        used = GaugeMetricFamily("switchboard_quota_used", "Counted usage of each quota.", labels=["provider", "quota", "metric"])
-        try:
-            rows = quota_status()
-        except counters.CountersUnavailable:
-            rows = []  # Redis is down and ROUTER_REDIS_DOWN=refuse: the rest of the metrics still matter (health says why)
-        for row in rows:
-            ratio.add_metric([row.quota.provider, row.quota.name], row.ratio)
-            used.add_metric([row.quota.provider, row.quota.name, row.quota.metric], row.used)
-        yield ratio
-        yield used
-
-        age = GaugeMetricFamily(
-            "switchboard_availability_refresh_age_seconds", "Seconds since the last availability check.", labels=["provider"],
-        )
-        latest = (
-            AvailabilityCheck.objects.filter(kind=AvailabilityCheck.Kind.AVAILABILITY)
-            .values("provider__slug").annotate(last=Max("started_at"))
-        )
-        for row in latest:
-            age.add_metric([row["provider__slug"]], time.time() - row["last"].timestamp())
-        yield age
 
 
 def metrics_view(request) -> HttpResponse:
