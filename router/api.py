@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
@@ -27,7 +27,7 @@ from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, R
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
 from router.counting import display_amount
-from router.decisions import decide, refusal
+from router.decisions import Contended, decide, refusal
 from router.engine import RouteRequest, UnknownChoice
 from router.errors import ApiError
 from router.exports import decisions_csv
@@ -51,11 +51,6 @@ DRF_DEFAULT = JSONEncoder().default
 
 def _timestamp(value: float | None) -> str | None:
     return datetime.fromtimestamp(value, tz=UTC).isoformat() if value is not None else None
-
-
-def not_found(request, *args, **kwargs) -> JsonResponse:
-    """Unknown paths under /api/v1/ answer in the API's error shape, not with Django's HTML page."""
-    return JsonResponse({"error": "not_found", "detail": f"No API endpoint at {request.path}."}, status=404)
 
 
 class JSONOnly(DefaultContentNegotiation):
@@ -160,6 +155,9 @@ class RouteView(RoutingCallView):
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except (CountersUnavailable, PoolExhausted) as exc:
             raise counters_error(exc) from exc
+        except Contended as exc:
+            raise ApiError("counters_busy", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
+                           headers={"Retry-After": "1"}) from exc
         if decision.refused:
             return _refusal(decision)
         model = decision.model

@@ -20,6 +20,10 @@ from switchboard.vocabulary import STATIC_SKIP_REASONS, Outcome, RefusalCode
 # A decision that loses the race for the last of a quota reads again and walks again, this many times.
 MAX_RACES = 10
 
+class Contended(Exception):
+    """Every read and walk of a decision lost the race for the last of a quota to other processes."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     """How the API answers a decision that chose nothing (and how the what-if says it would)."""
@@ -99,14 +103,15 @@ def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteReques
         if backend.reserve(decision, now):
             return decision
         # Another process took the room between this read and this reservation: read again.
-    raise RuntimeError("Could not settle a decision under heavy contention; retry.")
+    raise Contended(f"Other calls took the room this decision was about to reserve {MAX_RACES} times in a row.")
 
 
 def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> DecisionRecord:
     """Choose a model for the request; unless dry_run, count it against its quotas and store it.
 
-    Raises router.engine.UnknownChoice for a request the policy has no route for, and
-    router.counters.CountersUnavailable when Redis is down and ROUTER_REDIS_DOWN=refuse.
+    Raises router.engine.UnknownChoice for a request the policy has no route for,
+    router.counters.CountersUnavailable when Redis is down and ROUTER_REDIS_DOWN=refuse, and Contended
+    when other processes kept taking the room it was about to reserve.
     """
     snapshot = current_snapshot()
     if dry_run:

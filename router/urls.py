@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from router import api, ops
+from router import api, errors, ops
 
 urlpatterns = [
     path("route", api.RouteView.as_view(), name="api-route"),
@@ -11,5 +11,5 @@ urlpatterns = [
     path("decisions", api.DecisionsView.as_view(), name="api-decisions"),
     path("policy", api.PolicyView.as_view(), name="api-policy"),
     path("health", ops.HealthView.as_view(), name="api-health"),
-    re_path(r"^", api.not_found),
+    re_path(r"^", errors.not_found),
 ]
