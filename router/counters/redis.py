@@ -296,15 +296,15 @@ class RedisCounters:
 
     def ensure_built(self, snapshot: PolicySnapshot, now: float) -> None:
         """Rebuild the counters from the ledger unless another process is doing it; then wait for it."""
-        lock = f"{self.prefix}rebuilding"
-        if self.client.set(lock, "1", nx=True, ex=120):
+        lock = self.client.lock(f"{self.prefix}rebuilding", timeout=120)
+        if lock.acquire(blocking=False):
             try:
                 # Another process may have finished a rebuild since this one found the marker missing;
                 # rebuilding again would wipe what was reserved after that process's drain.
                 if not self.client.exists(self.ready_key):
                     self.rebuild(snapshot, now)
             finally:
-                self.client.delete(lock)
+                ledger.release(lock)
             return
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.client.exists(self.ready_key):
