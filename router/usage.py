@@ -65,7 +65,7 @@ def _answering_model(snapshot: PolicySnapshot, report: UsageReport, decision: De
     """The model the report counts against: the one that answered (the report's), else its decision's."""
     if report.decision_id:
         if decision is None:
-            raise UsageRejected("unknown_decision", f"No decision with id {report.decision_id}.")
+            raise UsageRejected("unknown_decision", f"No decision with id {report.decision_id}.", status=404)
         if not decision.counted:
             raise UsageRejected("decision_refused", f"Decision {decision.id} was a refusal ({decision.outcome}): no call was routed.")
     key = report.model or (decision.model_key if decision else None)
