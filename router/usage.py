@@ -138,13 +138,21 @@ def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport,
     model = _answering_model(snapshot, report, decision)
     answered_instead = bool(decision and model.key != decision.model_key)
     now = datetime.now(tz=UTC)
-    reserved = decision.usage if decision and not answered_instead else None
+    if report.status == UsageStatus.NOT_SENT:
+        if answered_instead:
+            raise UsageRejected("invalid_request", f"A not_sent report gives back the reservation of decision {decision.id}, "
+                                                   f"which chose {decision.model_key}: leave the model out.")
+        # Nothing reached the provider, so nothing counts, whatever its rule (OpenAI's limiter refunds nothing it saw).
+        call_usage = Usage(entries=1)
+    else:
+        reserved = decision.usage if decision and not answered_instead else None
+        call_usage = used(model, report.input_tokens, report.output_tokens, report.cache_read_input_tokens,
+                          report.cache_write_input_tokens, reserved=reserved)
     usage = UsageRecord(
         id=uuid.uuid4(), created_at=now, caller=caller, model_key=model.key, provider_slug=model.provider,
         decision_id=report.decision_id, status=report.status, idempotency_key=report.idempotency_key or None,
         retry_after=report.retry_after, ratelimit_headers=report.ratelimit_headers, answered_instead=answered_instead,
-        usage=used(model, report.input_tokens, report.output_tokens, report.cache_read_input_tokens, report.cache_write_input_tokens,
-                   reserved=reserved),
+        usage=call_usage,
     )
     try:
         if decision and decision.reported:
