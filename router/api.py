@@ -1,5 +1,6 @@
 """REST API v1: thin views that validate, call a service, and shape the answer."""
 
+import uuid
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from providers.models import LLMModel
-from router import payloads
+from router import payloads, retries
 from router import serializers as s
 from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
@@ -39,6 +40,7 @@ from router.policy.fields import PolicyError
 from router.policy.plan import plan_policy
 from router.records import DecisionRecord, UsageRecord
 from router.selectors import model_cooldowns, quota_status
+from router.snapshot import current_snapshot
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune
 from router.usage import UsageRejected, UsageReport, record_usage
 from switchboard.vocabulary import Outcome
@@ -149,8 +151,20 @@ class RouteView(RoutingCallView):
 
     def answer(self, call: tuple[RouteRequest, bool], caller: Caller) -> HttpResponse:
         route_request, dry_run = call
+        if route_request.request_id is None or dry_run:
+            return self.decide(route_request, caller, dry_run)
         try:
-            decision = decide(route_request, caller=caller.name, dry_run=dry_run)
+            return retries.answer_once(caller.key_id, route_request, lambda decision_id: self.decide(route_request, caller, False, decision_id),
+                                       decision_answer)
+        except retries.RequestIdReused as exc:
+            raise ApiError("request_id_reused", f"request_id {route_request.request_id!r}: {exc}", status.HTTP_409_CONFLICT) from exc
+        except retries.RequestInProgress as exc:
+            raise ApiError("request_in_progress", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
+                           headers={"Retry-After": "1"}) from exc
+
+    def decide(self, route_request: RouteRequest, caller: Caller, dry_run: bool, decision_id: uuid.UUID | None = None) -> HttpResponse:
+        try:
+            decision = decide(route_request, caller=caller.name, dry_run=dry_run, decision_id=decision_id)
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except (CountersUnavailable, PoolExhausted) as exc:
@@ -158,20 +172,25 @@ class RouteView(RoutingCallView):
         except Contended as exc:
             raise ApiError("counters_busy", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
                            headers={"Retry-After": "1"}) from exc
-        if decision.refused:
-            return _refusal(decision)
-        model = decision.model
-        return json_response({
-            "decision_id": decision.id,
-            "outcome": decision.outcome,
-            "reason": decision.reason,
-            "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
-                      "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region},
-            "primary": decision.primary_key,
-            "trace": decision.trace,
-            "policy_version": decision.policy_version,
-            "dry_run": dry_run,
-        })
+        return decision_answer(decision, dry_run)
+
+
+def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> HttpResponse:
+    """The answer to a routing request: the decision, or its refusal."""
+    if decision.refused:
+        return _refusal(decision)
+    model = decision.model or current_snapshot().models[decision.model_key]
+    return json_response({
+        "decision_id": decision.id,
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+        "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
+                  "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region},
+        "primary": decision.primary_key,
+        "trace": decision.trace,
+        "policy_version": decision.policy_version,
+        "dry_run": dry_run,
+    })
 
 
 @extend_schema_view(post=extend_schema(

@@ -87,16 +87,17 @@ def _likely_choice(snapshot: PolicySnapshot, request: RouteRequest, route: Candi
     return result
 
 
-def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str) -> DecisionRecord:
+def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str,
+               decision_id: uuid.UUID | None) -> DecisionRecord:
     route, models, quotas = _candidates(snapshot, request)
     for _ in range(MAX_RACES):
         now = _now()
         likely = _likely_choice(snapshot, request, route, now)
-        choice = _record(likely, request, snapshot, caller, now, uuid.uuid4()) if likely else None
+        choice = _record(likely, request, snapshot, caller, now, decision_id or uuid.uuid4()) if likely else None
         readings, reserved = backend.read_and_reserve(snapshot, quotas, models, now, choice)
         if reserved:
             return choice
-        decision = _record(walk(snapshot, request, route, readings, now), request, snapshot, caller, now, uuid.uuid4())
+        decision = _record(walk(snapshot, request, route, readings, now), request, snapshot, caller, now, decision_id or uuid.uuid4())
         if decision.refused:
             backend.store_refusal(decision)
             return decision
@@ -106,8 +107,9 @@ def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteReques
     raise Contended(f"Other calls took the room this decision was about to reserve {MAX_RACES} times in a row.")
 
 
-def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> DecisionRecord:
-    """Choose a model for the request; unless dry_run, count it against its quotas and store it.
+def decide(request: RouteRequest, *, caller: str, dry_run: bool = False, decision_id: uuid.UUID | None = None) -> DecisionRecord:
+    """Choose a model for the request; unless dry_run, count it against its quotas and store it (under `decision_id`,
+    or a new one).
 
     Raises router.engine.UnknownChoice for a request the policy has no route for,
     router.counters.CountersUnavailable when Redis is down and ROUTER_REDIS_DOWN=refuse, and Contended
@@ -118,9 +120,9 @@ def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> Deci
         return what_if(request, caller=caller)[0]
     backend = counters.current()
     try:
-        decision = _decide_on(backend, snapshot, request, caller)
+        decision = _decide_on(backend, snapshot, request, caller, decision_id)
     except RedisUnreachable as exc:
-        decision = _decide_on(counters.fail_over(exc), snapshot, request, caller)
+        decision = _decide_on(counters.fail_over(exc), snapshot, request, caller, decision_id)
     metrics.count_decision(decision)
     return decision
 
