@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from providers.models import LLMModel
 from router import payloads, retries
 from router import serializers as s
-from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
+from router.auth import AdminScope, ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
 from router.counting import display_amount
@@ -140,7 +140,8 @@ class RoutingCallView(ApiView, ABC):
 
 @extend_schema_view(post=extend_schema(
     request=s.RouteRequestSerializer,
-    responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 429: s.RefusalSerializer, 503: s.RefusalSerializer},
+    responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer, 429: s.RefusalSerializer,
+               503: s.RefusalSerializer},
     summary="Which model, at which provider, under which id, right now",
 ))
 class RouteView(RoutingCallView):
@@ -195,7 +196,8 @@ def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> HttpResp
 
 @extend_schema_view(post=extend_schema(
     request=s.UsageRequestSerializer,
-    responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+    responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 404: s.ErrorSerializer,
+               409: s.ErrorSerializer},
     summary="Report what a call used (counted once per idempotency key)",
 ))
 class UsageView(RoutingCallView):
@@ -283,6 +285,23 @@ class ModelsView(KnownQueryParameters, generics.ListAPIView):
 
     def get_serializer_context(self) -> dict:
         return super().get_serializer_context() | {"cooldowns": model_cooldowns()}
+
+
+class ClearNotFoundView(ApiView):
+    """Brings a model a real call reported not found back into routing (availability unknown until the next refresh),
+    as the admin's action does; a model not reported not found is left as it is."""
+
+    permission_classes = [AdminScope]
+
+    @extend_schema(request=None, responses={200: s.ModelCatalogSerializer, 404: s.ErrorSerializer},
+                   summary="Bring back a model a call reported not found")
+    def post(self, request, key: str):
+        model = LLMModel.objects.select_related("provider").filter(key=key).first()
+        if model is None:
+            raise ApiError("not_found", f"No model {key[:100]!r}.", status.HTTP_404_NOT_FOUND)
+        LLMModel.clear_not_found([model.key], by=f"API key '{request.user.name}'")
+        model.refresh_from_db()
+        return Response(s.ModelCatalogSerializer(model, context={"cooldowns": model_cooldowns()}).data)
 
 
 class UTCDateTimeField(IsoDateTimeField):

@@ -254,7 +254,7 @@ class ModelCatalogSerializer(serializers.ModelSerializer):
     class Meta:
         model = LLMModel
         fields = ["key", "provider", "model_id", "invoke_id", "region", "availability", "availability_reason", "checked_at",
-                  "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
+                  "not_found_at", "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
                   "cache_write_cost_per_mtok", "burndown_rate", "cooldown"]
 
     @extend_schema_field(CooldownSerializer(allow_null=True))

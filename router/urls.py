@@ -8,6 +8,7 @@ urlpatterns = [
     path("quotas", api.QuotasView.as_view(), name="api-quotas"),
     path("quotas/tuning", api.TuningView.as_view(), name="api-quotas-tuning"),
     path("models", api.ModelsView.as_view(), name="api-models"),
+    path("models/<str:key>/clear-not-found", api.ClearNotFoundView.as_view(), name="api-model-clear-not-found"),
     path("decisions", api.DecisionsView.as_view(), name="api-decisions"),
     path("policy", api.PolicyView.as_view(), name="api-policy"),
     path("health", ops.HealthView.as_view(), name="api-health"),

@@ -4,7 +4,8 @@ A report naming its decision replaces the estimate the decision reserved with wh
 one without counts as reported. When another model answered than the one the decision chose (a
 provider's server-side fallback), the report counts against the model that answered and the
 decision's reservation is released. A known idempotency key answers the first report again,
-counted once. A `not_found` report takes the model out of service until the next availability refresh.
+counted once. A `not_found` report takes the model out of service until a one-token probe answers or a person
+clears it; a `not_sent` report gives its decision's whole reservation back.
 """
 
 import logging
@@ -168,15 +169,16 @@ def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport,
 
 
 def _mark_unavailable(usage: UsageRecord) -> None:
-    """A key that cannot reach the model: out of service at once, until an availability refresh finds it again.
+    """A key that cannot reach the model: out of service at once, and until a one-token probe of the availability
+    refresh answers or a person clears it (LLMModel.clear_not_found); a listing naming it does not bring it back.
 
     Setting `checked_at` moves the policy snapshot's fingerprint, so every other process sees it within
     ROUTER_POLICY_RECHECK_SECONDS, and this one at its next decision.
     """
     reason = (f"{usage.caller or 'a service'} reported it not found at {usage.created_at:%Y-%m-%d %H:%M:%S} UTC;"
-              " waiting for the next availability refresh")
+              " out of routing until a one-token probe answers or a person clears it")
     LLMModel.objects.filter(key=usage.model_key).update(
-        availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at,
+        availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at, not_found_at=usage.created_at,
     )
     forget_snapshot()
 
