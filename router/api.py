@@ -162,6 +162,8 @@ class RouteView(RoutingCallView):
         except retries.RequestInProgress as exc:
             raise ApiError("request_in_progress", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
                            headers={"Retry-After": "1"}) from exc
+        except PoolExhausted as exc:
+            raise counters_error(exc) from exc
 
     def decide(self, route_request: RouteRequest, caller: Caller, dry_run: bool, decision_id: uuid.UUID | None = None) -> HttpResponse:
         try:
