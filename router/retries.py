@@ -11,7 +11,9 @@ repeat finds it by primary key and a copy arriving at the same time cannot store
 under the same id is, there, another request.
 """
 
+import contextlib
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -28,9 +30,13 @@ from router.engine import RouteRequest
 from router.models import Decision
 from router.records import DecisionRecord
 
+logger = logging.getLogger(__name__)
+
 NAMESPACE = uuid.UUID("5d0c62f4-4a8e-4f55-9a3f-2f7b1c8e9d11")
 # How long a copy waits for the answer of the copy that is deciding before asking its caller to retry.
 WAIT_SECONDS = 2.0
+# How long a claim outlives a process that died deciding: then a copy decides.
+CLAIM_SECONDS = 30
 
 
 class RequestIdReused(Exception):
@@ -66,7 +72,7 @@ def answer_once(key_id: str, request: RouteRequest, decide: Callable[[uuid.UUID 
 
 def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], HttpResponse]) -> HttpResponse:
     deadline = time.monotonic() + WAIT_SECONDS
-    while not client.set(key, orjson.dumps({"fingerprint": body}), nx=True, ex=DECISION_MEMORY_SECONDS):
+    while not client.set(key, orjson.dumps({"fingerprint": body}), nx=True, ex=CLAIM_SECONDS):
         stored = client.get(key)
         if stored is None:
             continue  # the copy that claimed it failed before deciding and let go: this one decides
@@ -82,10 +88,15 @@ def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], 
     try:
         response = decide(None)
     except BaseException:
-        client.delete(key)  # nothing was decided (an error answer): a retry decides afresh
+        with contextlib.suppress(*RedisUnreachable):
+            client.delete(key)  # nothing was decided (an error answer): a retry decides afresh
         raise
-    client.set(key, orjson.dumps({"fingerprint": body, "status": response.status_code, "body": response.content.decode(),
-                                  "retry_after": response.get("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
+    try:
+        client.set(key, orjson.dumps({"fingerprint": body, "status": response.status_code, "body": response.content.decode(),
+                                      "retry_after": response.get("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
+    except RedisUnreachable as exc:
+        # Decided (on the database, if Redis went meanwhile) but not remembered: a copy sent later decides again.
+        logger.warning("The answer to a routing request_id could not be kept (%s)", exc.__class__.__name__)
     return response
 
 
