@@ -35,6 +35,7 @@ ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "est
                 "exclude", "attempt", "dry_run", "request_id")
 USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "status",
                 "decision_id", "idempotency_key", "retry_after", "ratelimit_headers")
+USAGE_STATUSES = tuple(UsageStatus.values)  # read once: the enum builds the list anew on every access
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -152,7 +153,7 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     exclude = fields.model_keys("exclude", MAX_EXCLUDED)
     attempt = fields.integer("attempt", MAX_ATTEMPT, default=1, minimum=1)
     dry_run = fields.value("dry_run")
-    request_id = fields.text("request_id", MAX_REQUEST_ID)
+    request_id = fields.text("request_id", MAX_REQUEST_ID) if "request_id" in data else None
     if dry_run is not None and not isinstance(dry_run, bool):
         fields.errors["dry_run"] = ["Must be a valid boolean."]
     fields.check()
@@ -175,7 +176,7 @@ def usage_report(data: Any) -> UsageReport:
     fields = _Fields(data, USAGE_FIELDS)
     model = fields.value("model")
     model = None if model is None else fields.model_key("model", model)
-    status = fields.choice("status", tuple(UsageStatus.values), UsageStatus.OK)
+    status = fields.choice("status", USAGE_STATUSES, UsageStatus.OK)
     # A call that failed may have used nothing: its counts are needed only when it succeeded.
     input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=status == UsageStatus.OK, default=None)
     output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=status == UsageStatus.OK, default=None)
