@@ -189,14 +189,20 @@ class LLMModelAdmin(SimpleHistoryAdmin, PlainNumbersAdmin):
     list_filter = ("provider", "enabled", "availability")
     list_select_related = ("provider",)
     search_fields = ("key", "model_id", "invoke_id", "provider__slug")
-    readonly_fields = ("invoke_id", "availability", "availability_reason", "checked_at", "counted_burndown")
+    readonly_fields = ("invoke_id", "availability", "availability_reason", "checked_at", "not_found_at", "counted_burndown")
     fieldsets = [
         (None, {"fields": ("key", "provider", "model_id", "enabled")}),
         ("Limits and prices", {"fields": ("context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
                                           "cache_write_cost_per_mtok")}),
         ("How the provider counts it", {"fields": ("burndown_rate", "counted_burndown")}),
-        ("From the availability refresh", {"fields": ("invoke_id", "availability", "availability_reason", "checked_at")}),
+        ("From the availability refresh", {"fields": ("invoke_id", "availability", "availability_reason", "checked_at", "not_found_at")}),
     ]
+    actions = ["clear_not_found"]
+
+    @admin.action(description="Bring back into routing models a call reported not found", permissions=["change"])
+    def clear_not_found(self, request, queryset) -> None:
+        cleared = LLMModel.clear_not_found(list(queryset.values_list("key", flat=True)), by=request.user.get_username())
+        self.message_user(request, f"{cleared} model(s) brought back into routing; the next availability refresh checks them again.")
 
     @admin.display(description="input $/Mtok", ordering="input_cost_per_mtok")
     def input_price(self, obj: LLMModel) -> str:

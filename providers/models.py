@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from providers import secrets
@@ -133,8 +134,11 @@ class LLMModel(models.Model):
     availability = models.CharField(max_length=16, choices=Availability.choices, default=Availability.UNKNOWN)
     availability_reason = models.TextField(blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
+    # Set when a real call reported the model not found: it stays unavailable, whatever a listing says, until a
+    # one-token probe answers (providers.refresh) or a person clears it (clear_not_found).
+    not_found_at = models.DateTimeField(null=True, blank=True)
 
-    history = HistoricalRecords(excluded_fields=["invoke_id", "availability", "availability_reason", "checked_at"])
+    history = HistoricalRecords(excluded_fields=["invoke_id", "availability", "availability_reason", "checked_at", "not_found_at"])
 
     class Meta:
         ordering = ["key"]
@@ -151,6 +155,16 @@ class LLMModel(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    @classmethod
+    def clear_not_found(cls, keys: list[str], by: str) -> int:
+        """Brings models a call reported not found back into routing (availability unknown until the next refresh);
+        returns how many were cleared. Moving `checked_at` makes every process reload the policy snapshot."""
+        now = timezone.now()
+        return cls.objects.filter(key__in=keys, not_found_at__isnull=False).update(
+            not_found_at=None, availability=Availability.UNKNOWN, checked_at=now,
+            availability_reason=f"'not found' cleared by {by} at {now:%Y-%m-%d %H:%M:%S} UTC; waiting for the next availability refresh",
+        )
 
     @property
     def effective_invoke_id(self) -> str:

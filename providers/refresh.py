@@ -4,7 +4,9 @@ Model rows are written with `QuerySet.update()`, not `save()`: an availability c
 observation, not a policy edit, so it creates no edit-history row and does not bump the policy
 version (the router notices a refresh through the newest `checked_at`). A provider that cannot be
 asked leaves its models as they were (or `unknown` if never checked): a flaky list call must not
-take every model out of service. Every run is stored as an `AvailabilityCheck`.
+take every model out of service. A model a real call reported not found (`not_found_at`) comes back only
+when a one-token probe answers (providers.adapters.base.Adapter.confirm), never because a listing names it.
+Every run is stored as an `AvailabilityCheck`.
 """
 
 import logging
@@ -16,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from providers.adapters import adapter_for
-from providers.adapters.base import UNKNOWN, AccessReport, ModelAccess, ProviderError, known_secret, redact
+from providers.adapters.base import AVAILABLE, UNKNOWN, AccessReport, ModelAccess, ProviderError, known_secret, redact
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from switchboard.vocabulary import ProviderKind
 
@@ -120,6 +122,8 @@ def _apply(models: list[LLMModel], report: AccessReport, error: str, now: dateti
             fields = {"checked_at": now}
         invoke_id = access.invoke_id or model.invoke_id
         fields.update(availability=access.availability, availability_reason=access.reason, invoke_id=invoke_id)
+        if access.probed and access.availability == AVAILABLE:
+            fields["not_found_at"] = None
         LLMModel.objects.filter(pk=model.pk).update(**fields)
         if access.availability != model.availability or invoke_id != model.invoke_id:
             changes.append({

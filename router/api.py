@@ -1,6 +1,7 @@
 """REST API v1: thin views that validate, call a service, and shape the answer."""
 
 import time
+import uuid
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
@@ -22,13 +23,13 @@ from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from providers.models import LLMModel
-from router import metrics, payloads
+from router import metrics, payloads, retries
 from router import serializers as s
-from router.auth import ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
+from router.auth import AdminScope, ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
 from router.counting import display_amount
-from router.decisions import UnroutableRequest, decide, refusal
+from router.decisions import Contended, UnroutableRequest, decide, refusal
 from router.engine import RouteRequest, UnknownChoice
 from router.errors import ApiError
 from router.exports import decisions_csv
@@ -41,6 +42,7 @@ from router.policy.plan import plan_policy
 from router.policy.versions import UnknownVersion, version_document
 from router.records import DecisionRecord, UsageRecord
 from router.selectors import model_cooldowns, quota_status
+from router.snapshot import current_snapshot
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune
 from router.usage import UsageRejected, UsageReport, record_usage
 from switchboard.vocabulary import Outcome
@@ -53,11 +55,6 @@ DRF_DEFAULT = JSONEncoder().default
 
 def _timestamp(value: float | None) -> str | None:
     return datetime.fromtimestamp(value, tz=UTC).isoformat() if value is not None else None
-
-
-def not_found(request, *args, **kwargs) -> JsonResponse:
-    """Unknown paths under /api/v1/ answer in the API's error shape, not with Django's HTML page."""
-    return JsonResponse({"error": "not_found", "detail": f"No API endpoint at {request.path}."}, status=404)
 
 
 class JSONOnly(DefaultContentNegotiation):
@@ -155,7 +152,8 @@ class RoutingCallView(ApiView, ABC):
 
 @extend_schema_view(post=extend_schema(
     request=s.RouteRequestSerializer,
-    responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 429: s.RefusalSerializer, 503: s.RefusalSerializer},
+    responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer, 429: s.RefusalSerializer,
+               503: s.RefusalSerializer},
     summary="Which model, at which provider, under which id, right now",
 ))
 class RouteView(RoutingCallView):
@@ -167,36 +165,64 @@ class RouteView(RoutingCallView):
 
     def answer(self, call: tuple[RouteRequest, bool], caller: Caller) -> HttpResponse:
         route_request, dry_run = call
+        if route_request.request_id is None or dry_run:
+            return self.decide(route_request, caller, dry_run)
         try:
-            decision = decide(route_request, caller=caller.name, dry_run=dry_run)
+            return retries.answer_once(caller.key_id, route_request, lambda decision_id: self.decide(route_request, caller, False, decision_id),
+                                       decision_answer)
+        except retries.RequestIdReused as exc:
+            raise ApiError("request_id_reused", f"request_id {route_request.request_id!r}: {exc}", status.HTTP_409_CONFLICT) from exc
+        except retries.RequestInProgress as exc:
+            raise ApiError("request_in_progress", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
+                           headers={"Retry-After": "1"}) from exc
+        except PoolExhausted as exc:
+            raise counters_error(exc) from exc
+
+    def decide(self, route_request: RouteRequest, caller: Caller, dry_run: bool, decision_id: uuid.UUID | None = None) -> HttpResponse:
+        try:
+            decision = decide(route_request, caller=caller.name, dry_run=dry_run, decision_id=decision_id)
         except UnroutableRequest as exc:
             stored = exc.decision
-            raise ApiError("unroutable", exc.cause.detail, cause=exc.cause.code, valid=exc.cause.valid, outcome=Outcome.UNROUTABLE,
-                           decision_id=str(stored.id) if stored else None,
-                           policy_version=stored.policy_version if stored else None) from exc
+            raise unroutable_error(exc.cause.code, exc.cause.detail, exc.cause.valid, stored) from exc
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
         except (CountersUnavailable, PoolExhausted) as exc:
             raise counters_error(exc) from exc
-        if decision.refused:
-            return _refusal(decision)
-        model = decision.model
-        return json_response({
-            "decision_id": decision.id,
-            "outcome": decision.outcome,
-            "reason": decision.reason,
-            "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
-                      "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region},
-            "primary": decision.primary_key,
-            "trace": decision.trace,
-            "policy_version": decision.policy_version,
-            "dry_run": dry_run,
-        })
+        except Contended as exc:
+            raise ApiError("counters_busy", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
+                           headers={"Retry-After": "1"}) from exc
+        return decision_answer(decision, dry_run)
+
+
+def unroutable_error(cause: str, detail: str, valid: list[str], stored: DecisionRecord | None) -> ApiError:
+    """400 unroutable: what the policy lacks for the request (`cause`), what would make it routable, and the refusal stored
+    for it (none past the caller's bound, router.decisions.UNROUTABLE_STORED_PER_MINUTE)."""
+    return ApiError("unroutable", detail, cause=cause, valid=valid, outcome=Outcome.UNROUTABLE,
+                    decision_id=str(stored.id) if stored else None, policy_version=stored.policy_version if stored else None)
+
+
+def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> HttpResponse:
+    """The answer to a routing request: the decision, or its refusal."""
+    if decision.refused:
+        return _refusal(decision)
+    model = decision.model or current_snapshot().models[decision.model_key]
+    return json_response({
+        "decision_id": decision.id,
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+        "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
+                  "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region},
+        "primary": decision.primary_key,
+        "trace": decision.trace,
+        "policy_version": decision.policy_version,
+        "dry_run": dry_run,
+    })
 
 
 @extend_schema_view(post=extend_schema(
     request=s.UsageRequestSerializer,
-    responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer},
+    responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 404: s.ErrorSerializer,
+               409: s.ErrorSerializer},
     summary="Report what a call used (counted once per idempotency key)",
 ))
 class UsageView(RoutingCallView):
@@ -285,6 +311,23 @@ class ModelsView(KnownQueryParameters, generics.ListAPIView):
 
     def get_serializer_context(self) -> dict:
         return super().get_serializer_context() | {"cooldowns": model_cooldowns()}
+
+
+class ClearNotFoundView(ApiView):
+    """Brings a model a real call reported not found back into routing (availability unknown until the next refresh),
+    as the admin's action does; a model not reported not found is left as it is."""
+
+    permission_classes = [AdminScope]
+
+    @extend_schema(request=None, responses={200: s.ModelCatalogSerializer, 404: s.ErrorSerializer},
+                   summary="Bring back a model a call reported not found")
+    def post(self, request, key: str):
+        model = LLMModel.objects.select_related("provider").filter(key=key).first()
+        if model is None:
+            raise ApiError("not_found", f"No model {key[:100]!r}.", status.HTTP_404_NOT_FOUND)
+        LLMModel.clear_not_found([model.key], by=f"API key '{request.user.name}'")
+        model.refresh_from_db()
+        return Response(s.ModelCatalogSerializer(model, context={"cooldowns": model_cooldowns()}).data)
 
 
 class UTCDateTimeField(IsoDateTimeField):

@@ -24,6 +24,10 @@ MAX_RACES = 10
 # so that a caller stuck in a loop on a broken route cannot fill the ledger.
 UNROUTABLE_STORED_PER_MINUTE = 60
 
+class Contended(Exception):
+    """Every read and walk of a decision lost the race for the last of a quota to other processes."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     """How the API answers a decision that chose nothing (and how the what-if says it would)."""
@@ -87,23 +91,24 @@ def _likely_choice(snapshot: PolicySnapshot, request: RouteRequest, route: Candi
     return result
 
 
-def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str) -> DecisionRecord:
+def _decide_on(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str,
+               decision_id: uuid.UUID | None) -> DecisionRecord:
     route, models, quotas = _candidates(snapshot, request)
     for _ in range(MAX_RACES):
         now = _now()
         likely = _likely_choice(snapshot, request, route, now)
-        choice = _record(likely, request, snapshot, caller, now, uuid.uuid4()) if likely else None
+        choice = _record(likely, request, snapshot, caller, now, decision_id or uuid.uuid4()) if likely else None
         readings, reserved = backend.read_and_reserve(snapshot, quotas, models, now, choice)
         if reserved:
             return choice
-        decision = _record(walk(snapshot, request, route, readings, now), request, snapshot, caller, now, uuid.uuid4())
+        decision = _record(walk(snapshot, request, route, readings, now), request, snapshot, caller, now, decision_id or uuid.uuid4())
         if decision.refused:
             backend.store_refusal(decision)
             return decision
         if backend.reserve(decision, now):
             return decision
         # Another process took the room between this read and this reservation: read again.
-    raise RuntimeError("Could not settle a decision under heavy contention; retry.")
+    raise Contended(f"Other calls took the room this decision was about to reserve {MAX_RACES} times in a row.")
 
 
 class UnroutableRequest(Exception):
@@ -138,6 +143,8 @@ _unroutable_budget = _UnroutableBudget()
 
 
 def _refuse_unroutable(backend: Counters, snapshot: PolicySnapshot, request: RouteRequest, caller: str, cause: Unroutable) -> None:
+    """Stores the refusal (under an id of its own: a retry of the same request_id after the policy is fixed decides afresh),
+    counts it, and raises UnroutableRequest."""
     now = _now()
     decision = DecisionRecord(
         id=uuid.uuid4(), created_at=datetime.fromtimestamp(now, tz=UTC), caller=caller, category=request.category or "",
@@ -155,12 +162,14 @@ def _refuse_unroutable(backend: Counters, snapshot: PolicySnapshot, request: Rou
     raise UnroutableRequest(cause, decision if stored else None)
 
 
-def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> DecisionRecord:
-    """Choose a model for the request; unless dry_run, count it against its quotas and store it.
+def decide(request: RouteRequest, *, caller: str, dry_run: bool = False, decision_id: uuid.UUID | None = None) -> DecisionRecord:
+    """Choose a model for the request; unless dry_run, count it against its quotas and store it (under `decision_id`,
+    or a new one).
 
     Raises UnroutableRequest for a request the policy can never serve (stored as a refusal unless dry_run),
-    router.engine.UnknownChoice for one the router cannot take, and router.counters.CountersUnavailable when
-    Redis is down and ROUTER_REDIS_DOWN=refuse.
+    router.engine.UnknownChoice for one the router cannot take, router.counters.CountersUnavailable when
+    Redis is down and ROUTER_REDIS_DOWN=refuse, and Contended when other processes kept taking the room it
+    was about to reserve.
     """
     snapshot = current_snapshot()
     if dry_run:
@@ -171,10 +180,10 @@ def decide(request: RouteRequest, *, caller: str, dry_run: bool = False) -> Deci
     backend = counters.current()
     try:
         try:
-            decision = _decide_on(backend, snapshot, request, caller)
+            decision = _decide_on(backend, snapshot, request, caller, decision_id)
         except RedisUnreachable as exc:
             backend = counters.fail_over(exc)
-            decision = _decide_on(backend, snapshot, request, caller)
+            decision = _decide_on(backend, snapshot, request, caller, decision_id)
     except Unroutable as exc:
         _refuse_unroutable(backend, snapshot, request, caller, exc)
     metrics.count_decision(decision)

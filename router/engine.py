@@ -40,6 +40,7 @@ class RouteRequest:
     estimated_cache_read_tokens: int = 0  # the part of the input the service expects the provider's prompt cache to hold
     exclude: frozenset[str] = frozenset()
     attempt: int = 1  # the how-manieth try of the same task
+    request_id: str | None = None  # a retry with the same id answers the same decision (router.retries); the walk ignores it
 
 
 @dataclass(frozen=True)

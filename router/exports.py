@@ -1,8 +1,10 @@
 """Exports of the audit: decisions as CSV, for the API (/api/v1/decisions?format=csv) and the fallback history.
 
-A cell that a spreadsheet would read as a formula (it starts with =, +, -, @, a tab or a carriage
-return) is written with a leading apostrophe, as OWASP's "CSV Injection" advice says: an API key's
-name or a caller is text typed by someone, and opening the export must not run it.
+A cell that a spreadsheet would read as a formula is written with a leading apostrophe, as OWASP's
+"CSV Injection" advice says: an API key's name or a caller is text typed by someone, and opening the
+export must not run it. Spreadsheets find a formula behind leading quotes, separators and spaces
+(`;=1+1`, `"=1+1`), and take the full-width signs (`＝1+1`) as the ASCII ones, so those are looked
+through too.
 """
 
 import csv
@@ -14,7 +16,9 @@ from router.counting import LEDGER_FIELDS
 
 CSV_COLUMNS = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
                "answered_by", "reason", "policy_version", "reported", *LEDGER_FIELDS, "trace"]
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\t\r")
+# What a spreadsheet may skip before the sign: quotes, separators and spaces (ASCII and full-width).
+LEADING = "\"'`;,|:\t\r\n \u00a0\u3000\uff02\uff07\uff1b\uff0c\uff5c\uff1a"
 
 
 class _Echo:
@@ -25,7 +29,7 @@ class _Echo:
 def cell(value) -> str:
     """A value as a CSV cell that a spreadsheet shows as text."""
     text = str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + text if text[:1] in FORMULA_SIGNS or text.lstrip(LEADING)[:1] in FORMULA_SIGNS else text
 
 
 def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpResponse:
@@ -40,6 +44,6 @@ def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpRes
                       *(getattr(d, name) for name in LEDGER_FIELDS), json.dumps(d.trace, separators=(",", ":"))]
             yield writer.writerow([cell(value) for value in values])
 
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

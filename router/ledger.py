@@ -11,12 +11,13 @@ accepted is lost on a restart either. docs/operations.md, "Consistency contract"
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
 import redis
 from django.db import connection, transaction
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from router.counting import LEDGER_FIELDS
 from router.models import Decision, UsageEvent
@@ -140,12 +141,9 @@ def drain(client: redis.Redis, stream: str, lock: str, take_back: Callable[[list
     `wait_seconds` (else LedgerBusy), and then drains what is left, so that after `drain` returns
     the database holds everything accepted before the call.
     """
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + wait_seconds
-    while not client.set(lock, token, nx=True, px=LOCK_MILLISECONDS):
-        if time.monotonic() >= deadline:
-            raise LedgerBusy(f"Another process has been writing the ledger to the database for more than {wait_seconds:.0f} s.")
-        time.sleep(0.005)
+    drainer = client.lock(lock, timeout=LOCK_MILLISECONDS / 1000, sleep=0.005, blocking_timeout=wait_seconds)
+    if not drainer.acquire():
+        raise LedgerBusy(f"Another process has been writing the ledger to the database for more than {wait_seconds:.0f} s.")
     moved = 0
     try:
         # A batch shorter than BATCH_SIZE held everything the stream had: the rows accepted since are
@@ -159,12 +157,24 @@ def drain(client: redis.Redis, stream: str, lock: str, take_back: Callable[[list
                                row["id"], row["idempotency_key"])
                 take_back(row["charges"])
             client.xdel(stream, *[entry_id for entry_id, _ in entries])
-            client.pexpire(lock, LOCK_MILLISECONDS)
             moved += len(entries)
+            try:
+                drainer.reacquire()
+            except LockNotOwnedError:
+                # The lock expired during the batch and another drainer took the stream: it writes the rest.
+                logger.warning("The drain lock %s expired during a batch; leaving the stream to the drainer holding it", lock)
+                return moved
     finally:
-        if client.get(lock) == token.encode():
-            client.delete(lock)
+        release(drainer)
     return moved
+
+
+def release(lock: Lock) -> None:
+    """Let go of a lock unless it expired and another process took it meanwhile (redis-py's compare-and-delete)."""
+    try:
+        lock.release()
+    except LockNotOwnedError:
+        pass  # it expired: what it guarded is another holder's now, or nobody's
 
 
 def backlog(client: redis.Redis, stream: str) -> dict:

@@ -17,15 +17,25 @@ from rest_framework.exceptions import ValidationError
 from providers.models import MODEL_KEY
 from router.engine import RouteRequest
 from router.errors import ApiError
-from router.serializers import CACHE_READ_OVER_INPUT, HEADER_NAME, MAX_ATTEMPT, MAX_EXCLUDED, MAX_RATELIMIT_HEADERS, MAX_TOKENS_PER_CALL
+from router.serializers import (
+    CACHE_READ_OVER_INPUT,
+    HEADER_NAME,
+    MAX_ATTEMPT,
+    MAX_EXCLUDED,
+    MAX_RATELIMIT_HEADERS,
+    MAX_REQUEST_ID,
+    MAX_TOKENS_PER_CALL,
+    not_sent_problem,
+)
 from router.usage import UsageReport
 from switchboard.validators import invisible_character
 from switchboard.vocabulary import REQUEST_COMPLEXITIES, UsageStatus
 
 ROUTE_FIELDS = ("category", "complexity", "tier", "estimated_input_tokens", "estimated_output_tokens", "estimated_cache_read_tokens",
-                "exclude", "attempt", "dry_run")
+                "exclude", "attempt", "dry_run", "request_id")
 USAGE_FIELDS = ("model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "status",
                 "decision_id", "idempotency_key", "retry_after", "ratelimit_headers")
+USAGE_STATUSES = tuple(UsageStatus.values)  # read once: the enum builds the list anew on every access
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
 SURROGATE = re.compile("[\ud800-\udfff]")
@@ -143,6 +153,7 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
     exclude = fields.model_keys("exclude", MAX_EXCLUDED)
     attempt = fields.integer("attempt", MAX_ATTEMPT, default=1, minimum=1)
     dry_run = fields.value("dry_run")
+    request_id = fields.text("request_id", MAX_REQUEST_ID) if "request_id" in data else None
     if dry_run is not None and not isinstance(dry_run, bool):
         fields.errors["dry_run"] = ["Must be a valid boolean."]
     fields.check()
@@ -156,7 +167,7 @@ def route_request(data: Any) -> tuple[RouteRequest, bool]:
         raise ValidationError({"estimated_cache_read_tokens": [CACHE_READ_OVER_INPUT]})
     request = RouteRequest(category=category, complexity=complexity, tier=tier, estimated_input_tokens=input_tokens,
                            estimated_output_tokens=output_tokens, estimated_cache_read_tokens=cache_read, exclude=exclude,
-                           attempt=attempt)
+                           attempt=attempt, request_id=request_id)
     return request, bool(dry_run)
 
 
@@ -165,7 +176,7 @@ def usage_report(data: Any) -> UsageReport:
     fields = _Fields(data, USAGE_FIELDS)
     model = fields.value("model")
     model = None if model is None else fields.model_key("model", model)
-    status = fields.choice("status", tuple(UsageStatus.values), UsageStatus.OK)
+    status = fields.choice("status", USAGE_STATUSES, UsageStatus.OK)
     # A call that failed may have used nothing: its counts are needed only when it succeeded.
     input_tokens = fields.integer("input_tokens", MAX_TOKENS_PER_CALL, required=status == UsageStatus.OK, default=None)
     output_tokens = fields.integer("output_tokens", MAX_TOKENS_PER_CALL, required=status == UsageStatus.OK, default=None)
@@ -183,6 +194,8 @@ def usage_report(data: Any) -> UsageReport:
     fields.check()
     if not model and not decision_id:
         raise ValidationError({"non_field_errors": ["Name the model, or the decision_id of the routing decision."]})
+    if status == UsageStatus.NOT_SENT:
+        not_sent_problem(decision_id, [input_tokens, output_tokens, cache_read, cache_write])
     return UsageReport(model=model, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0, cache_read_input_tokens=cache_read,
                        cache_write_input_tokens=cache_write, status=status, decision_id=decision_id, idempotency_key=idempotency_key,
                        retry_after=retry_after, ratelimit_headers=headers)

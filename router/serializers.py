@@ -19,6 +19,7 @@ MAX_RATELIMIT_HEADERS = 50
 MAX_EXCLUDED = 50
 # No task is tried a thousand times: a larger attempt is a mistake.
 MAX_ATTEMPT = 1000
+MAX_REQUEST_ID = 200
 CACHE_READ_OVER_INPUT = "The cache reads are part of the input: at most estimated_input_tokens."
 # An HTTP header name (RFC 9110 token); also keeps NUL, which PostgreSQL's jsonb refuses, out of the stored headers.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
@@ -108,6 +109,11 @@ class RouteRequestSerializer(StrictSerializer):
                                  help_text="The how-manieth try of the same task: past the route's escalate_after it escalates, "
                                            "past its max_attempts it is refused with 429 attempts_exhausted.")
     dry_run = StrictBooleanField(default=False)
+    request_id = StrictCharField(
+        max_length=MAX_REQUEST_ID, required=False,
+        help_text="Any printable text naming this request: a retry with the same request_id within an hour answers the "
+                  "same decision, counted once; another body under it answers 409 request_id_reused.",
+    )
 
     def validate(self, attrs):
         if attrs.get("category") and attrs.get("tier"):
@@ -170,7 +176,10 @@ class UsageRequestSerializer(StrictSerializer):
     output_tokens = _tokens(required=False, help_text="Required when status is ok.")
     cache_read_input_tokens = _tokens(default=0)
     cache_write_input_tokens = _tokens(default=0)
-    status = serializers.ChoiceField(choices=UsageStatus.values, default=UsageStatus.OK)
+    status = serializers.ChoiceField(
+        choices=UsageStatus.values, default=UsageStatus.OK,
+        help_text="not_sent: the call never reached the provider; the decision's whole reservation is given back on every quota.",
+    )
     decision_id = StrictUUIDField(required=False)
     idempotency_key = StrictCharField(max_length=200, required=False)
     retry_after = StrictIntegerField(min_value=0, max_value=86_400, required=False)
@@ -190,7 +199,20 @@ class UsageRequestSerializer(StrictSerializer):
             raise serializers.ValidationError({name: ["This field is required."] for name in missing})
         if not attrs.get("model") and not attrs.get("decision_id"):
             raise serializers.ValidationError("Name the model, or the decision_id of the routing decision.")
+        if attrs["status"] == UsageStatus.NOT_SENT:
+            not_sent_problem(attrs.get("decision_id"), [attrs.get(name, 0) for name in TOKEN_FIELDS])
         return {"input_tokens": 0, "output_tokens": 0} | attrs
+
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
+
+
+def not_sent_problem(decision_id, tokens: list[int]) -> None:
+    """A `not_sent` report gives a decision's reservation back: it names the decision and used no tokens."""
+    if not decision_id:
+        raise serializers.ValidationError({"decision_id": ["A not_sent report gives back a decision's reservation: name the decision."]})
+    if any(tokens):
+        raise serializers.ValidationError({"status": ["A call that was not sent used no tokens: send none, or another status."]})
 
 
 class CountedSerializer(serializers.Serializer):
@@ -232,7 +254,7 @@ class ModelCatalogSerializer(serializers.ModelSerializer):
     class Meta:
         model = LLMModel
         fields = ["key", "provider", "model_id", "invoke_id", "region", "availability", "availability_reason", "checked_at",
-                  "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
+                  "not_found_at", "enabled", "context_window", "input_cost_per_mtok", "output_cost_per_mtok", "cache_read_cost_per_mtok",
                   "cache_write_cost_per_mtok", "burndown_rate", "cooldown"]
 
     @extend_schema_field(CooldownSerializer(allow_null=True))

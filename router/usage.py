@@ -4,7 +4,8 @@ A report naming its decision replaces the estimate the decision reserved with wh
 one without counts as reported. When another model answered than the one the decision chose (a
 provider's server-side fallback), the report counts against the model that answered and the
 decision's reservation is released. A known idempotency key answers the first report again,
-counted once. A `not_found` report takes the model out of service until the next availability refresh.
+counted once. A `not_found` report takes the model out of service until a one-token probe answers or a person
+clears it; a `not_sent` report gives its decision's whole reservation back.
 """
 
 import logging
@@ -65,7 +66,7 @@ def _answering_model(snapshot: PolicySnapshot, report: UsageReport, decision: De
     """The model the report counts against: the one that answered (the report's), else its decision's."""
     if report.decision_id:
         if decision is None:
-            raise UsageRejected("unknown_decision", f"No decision with id {report.decision_id}.")
+            raise UsageRejected("unknown_decision", f"No decision with id {report.decision_id}.", status=404)
         if not decision.counted:
             raise UsageRejected("decision_refused", f"Decision {decision.id} was a refusal ({decision.outcome}): no call was routed.")
     key = report.model or (decision.model_key if decision else None)
@@ -138,13 +139,21 @@ def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport,
     model = _answering_model(snapshot, report, decision)
     answered_instead = bool(decision and model.key != decision.model_key)
     now = datetime.now(tz=UTC)
-    reserved = decision.usage if decision and not answered_instead else None
+    if report.status == UsageStatus.NOT_SENT:
+        if answered_instead:
+            raise UsageRejected("invalid_request", f"A not_sent report gives back the reservation of decision {decision.id}, "
+                                                   f"which chose {decision.model_key}: leave the model out.")
+        # Nothing reached the provider, so nothing counts, whatever its rule (OpenAI's limiter refunds nothing it saw).
+        call_usage = Usage(entries=1)
+    else:
+        reserved = decision.usage if decision and not answered_instead else None
+        call_usage = used(model, report.input_tokens, report.output_tokens, report.cache_read_input_tokens,
+                          report.cache_write_input_tokens, reserved=reserved)
     usage = UsageRecord(
         id=uuid.uuid4(), created_at=now, caller=caller, model_key=model.key, provider_slug=model.provider,
         decision_id=report.decision_id, status=report.status, idempotency_key=report.idempotency_key or None,
         retry_after=report.retry_after, ratelimit_headers=report.ratelimit_headers, answered_instead=answered_instead,
-        usage=used(model, report.input_tokens, report.output_tokens, report.cache_read_input_tokens, report.cache_write_input_tokens,
-                   reserved=reserved),
+        usage=call_usage,
     )
     try:
         if decision and decision.reported:
@@ -160,15 +169,16 @@ def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport,
 
 
 def _mark_unavailable(usage: UsageRecord) -> None:
-    """A key that cannot reach the model: out of service at once, until an availability refresh finds it again.
+    """A key that cannot reach the model: out of service at once, and until a one-token probe of the availability
+    refresh answers or a person clears it (LLMModel.clear_not_found); a listing naming it does not bring it back.
 
     Setting `checked_at` moves the policy snapshot's fingerprint, so every other process sees it within
     ROUTER_POLICY_RECHECK_SECONDS, and this one at its next decision.
     """
     reason = (f"{usage.caller or 'a service'} reported it not found at {usage.created_at:%Y-%m-%d %H:%M:%S} UTC;"
-              " waiting for the next availability refresh")
+              " out of routing until a one-token probe answers or a person clears it")
     LLMModel.objects.filter(key=usage.model_key).update(
-        availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at,
+        availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at, not_found_at=usage.created_at,
     )
     forget_snapshot()
 

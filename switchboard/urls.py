@@ -10,3 +10,8 @@ urlpatterns = [
     path("", include("router.urls_ops")),
     path("", include("dashboard.urls")),
 ]
+
+handler400 = "router.errors.bad_request"
+handler403 = "router.errors.permission_denied"
+handler404 = "router.errors.page_not_found"
+handler500 = "router.errors.server_error"

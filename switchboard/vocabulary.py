@@ -123,7 +123,8 @@ class UsageStatus(models.TextChoices):
     OK = "ok"
     RATE_LIMITED = "rate_limited", "rate limited"
     ERROR = "error"
-    NOT_FOUND = "not_found", "not found"  # the key cannot reach the model: unavailable until a refresh says otherwise
+    NOT_FOUND = "not_found", "not found"  # the key cannot reach the model: out of routing until a probe answers
+    NOT_SENT = "not_sent", "not sent"  # the call never reached the provider: the decision's whole reservation is given back
 
 
 # Reports of a failed call: enough of them in a row put a model in cooldown.

@@ -29,3 +29,24 @@ def decide_many(env: dict, start, count: int, estimate: int, pause: float, resul
             outcomes.append("unavailable")
         time.sleep(pause)
     results.put({"outcomes": outcomes, "started": started, "finished": time.time()})
+
+
+def route_copy(env: dict, start, raw_key: str, body: dict, results) -> None:
+    """Waits at the `start` barrier with the other copies, then POSTs `body` to /api/v1/route as a service
+    retrying it would; puts on `results` the status and body of the answer."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.test.utils import setup_test_environment
+    from rest_framework.test import APIClient
+
+    from router.snapshot import current_snapshot
+
+    setup_test_environment()
+    current_snapshot()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    start.wait(timeout=120)
+    response = client.post("/api/v1/route", body, format="json")
+    results.put((response.status_code, response.json()))

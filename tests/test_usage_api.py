@@ -112,8 +112,8 @@ def test_the_model_may_be_left_out_when_the_decision_is_named(api, counters, gpt
     assert quotas_used(api)["tokens"] == 50
 
 
-def test_an_unknown_decision_is_refused_with_400(api, gpt4o):
-    body = report(api, expect=400, decision_id=str(uuid.uuid4()), input_tokens=1, output_tokens=1)
+def test_an_unknown_decision_is_refused_with_404(api, gpt4o):
+    body = report(api, expect=404, decision_id=str(uuid.uuid4()), input_tokens=1, output_tokens=1)
 
     assert body["error"] == "unknown_decision"
     assert not stored_reports().exists()

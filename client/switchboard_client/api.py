@@ -5,6 +5,11 @@ model catalog that maps a provider's model id to its Switchboard key. Sync (`Rou
 Every request is retried a bounded number of times with exponential backoff when Switchboard cannot be reached or
 answers 5xx without a decision (e.g. 503 `counters_unavailable`); then `Unavailable` is raised. A refusal (429/503
 with a decision id) is never retried here: it is raised as one of the `Refused` errors.
+
+A POST is sent again after a transport error (a read timeout included: the first copy may have been answered) only
+because it names itself: every route call carries a new `request_id` and every usage report its decision's
+idempotency key, so Switchboard answers a copy with the first answer, counted once. A POST without either would be
+sent again only when it surely never left (the connection could not be made).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,7 +32,7 @@ from switchboard_client.usage import Failure, Observation, Usage, retry_after
 logger = logging.getLogger("switchboard_client")
 
 Complexity = Literal["low", "medium", "high"]
-ReportStatus = Literal["ok", "rate_limited", "error", "not_found"]
+ReportStatus = Literal["ok", "rate_limited", "error", "not_found", "not_sent"]
 GEO_PREFIXES = ("us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov.")
 
 
@@ -79,7 +85,7 @@ class Decision:
 
 def route_body(*, category: str | None, complexity: str | None, tier: str | None, estimated_input_tokens: int | None,
                estimated_output_tokens: int | None, exclude: Iterable[str], attempt: int, dry_run: bool,
-               estimated_cache_read_tokens: int | None = None) -> dict[str, Any]:
+               estimated_cache_read_tokens: int | None = None, request_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if category is not None:
         body["category"] = category
@@ -100,7 +106,21 @@ def route_body(*, category: str | None, complexity: str | None, tier: str | None
         body["attempt"] = attempt
     if dry_run:
         body["dry_run"] = True
+    if request_id is not None:
+        body["request_id"] = request_id
     return body
+
+
+def new_request_id() -> str:
+    """A routing request's own id: a copy sent again after a transport error answers the same decision."""
+    return f"switchboard-client:{uuid.uuid4().hex}"
+
+
+def _may_resend(body: Mapping[str, Any] | None, exc: httpx2.TransportError) -> bool:
+    """Whether a request that met a transport error may be sent again: it names itself (a GET, a route call's
+    request_id, a report's idempotency key), or it never left."""
+    names_itself = body is None or "request_id" in body or "idempotency_key" in body
+    return names_itself or isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)
 
 
 def report_body(decision: Decision, usage: Usage | None, *, status: ReportStatus, model: str | None, retry_after: int | None,
@@ -231,6 +251,8 @@ class RoutingAPI(_Base):
                 response = self._http.request(method, url, json=body, headers=self._headers, timeout=self.timeout)
             except httpx2.TransportError as exc:
                 error = self._unreachable(exc)
+                if not _may_resend(body, exc):
+                    break
                 continue
             error = _retryable_error(response)
             if error is None:
@@ -245,7 +267,7 @@ class RoutingAPI(_Base):
         error (e.g. `NoCapacity`, `QuotaExceeded`) when none may be, `RequestError` for bad input and `Unavailable` when Switchboard cannot answer."""
         body = route_body(category=category, complexity=complexity, tier=tier, estimated_input_tokens=estimated_input_tokens,
                           estimated_output_tokens=estimated_output_tokens, exclude=exclude, attempt=attempt, dry_run=dry_run,
-                          estimated_cache_read_tokens=estimated_cache_read_tokens)
+                          estimated_cache_read_tokens=estimated_cache_read_tokens, request_id=new_request_id())
         return Decision.from_answer(self._result(self._send("POST", "/api/v1/route", body)), attempt)
 
     def report(self, decision: Decision, usage: Usage | None = None, *, status: ReportStatus = "ok", model: str | None = None,
@@ -257,9 +279,9 @@ class RoutingAPI(_Base):
         return self._result(self._send("POST", "/api/v1/usage", body))
 
     def release(self, decision: Decision) -> dict[str, Any]:
-        """Reports that the decision's call used nothing (it was not made, or failed through the caller's fault):
-        its reservation is released and no cooldown is fed."""
-        return self.report(decision, Usage())
+        """Reports that the decision's call was never sent to the provider (`status: not_sent`): its whole reservation
+        is given back on every quota, whatever the provider's rule, and no cooldown is fed."""
+        return self.report(decision, status="not_sent")
 
     def answering_key(self, decision: Decision, answered_id: str | None) -> str | None:
         """The Switchboard key of the model a provider says answered, when it is not the decision's model (None
@@ -327,6 +349,8 @@ class AsyncRoutingAPI(_Base):
                 response = await self._http.request(method, url, json=body, headers=self._headers, timeout=self.timeout)
             except httpx2.TransportError as exc:
                 error = self._unreachable(exc)
+                if not _may_resend(body, exc):
+                    break
                 continue
             error = _retryable_error(response)
             if error is None:
@@ -339,7 +363,7 @@ class AsyncRoutingAPI(_Base):
         """See `RoutingAPI.route`."""
         body = route_body(category=category, complexity=complexity, tier=tier, estimated_input_tokens=estimated_input_tokens,
                           estimated_output_tokens=estimated_output_tokens, exclude=exclude, attempt=attempt, dry_run=dry_run,
-                          estimated_cache_read_tokens=estimated_cache_read_tokens)
+                          estimated_cache_read_tokens=estimated_cache_read_tokens, request_id=new_request_id())
         return Decision.from_answer(self._result(await self._send("POST", "/api/v1/route", body)), attempt)
 
     async def report(self, decision: Decision, usage: Usage | None = None, *, status: ReportStatus = "ok", model: str | None = None,
@@ -350,7 +374,7 @@ class AsyncRoutingAPI(_Base):
 
     async def release(self, decision: Decision) -> dict[str, Any]:
         """See `RoutingAPI.release`."""
-        return await self.report(decision, Usage())
+        return await self.report(decision, status="not_sent")
 
     async def answering_key(self, decision: Decision, answered_id: str | None) -> str | None:
         """See `RoutingAPI.answering_key`."""

@@ -5,8 +5,8 @@ The loop of every helper (`messages`, `chat_completions`, `converse`):
 
 1. route (`estimated_input_tokens`: given, else about 4 characters a token of the request's text;
    `estimated_output_tokens`: the request's max tokens);
-2. a model whose API this helper cannot speak (e.g. an OpenAI model for `messages`) is released (reported as used
-   nothing) and routed past with `exclude`; that is not an attempt;
+2. a model whose API this helper cannot speak (e.g. an OpenAI model for `messages`) is released (reported as
+   `not_sent`: its whole reservation given back) and routed past with `exclude`; that is not an attempt;
 3. call it; on success report usage, cache tokens, the answering model and the rate-limit headers, and return the
    SDK's own response with `switchboard_decision` (and `switchboard_report`, the usage event) attached as attributes
    (keys of the dict for boto3's Converse response);

@@ -47,7 +47,7 @@ MODELS = {
     "claude-off": ("anthropic", "claude-off"), "claude-quota": ("anthropic", "claude-quota"), "claude-quota-b": ("anthropic", "claude-quota-b"),
     "claude-quota-never": ("anthropic", "claude-quota-never"), "claude-rl": ("anthropic", "claude-rl"),
     **{key: ("openai", key) for key in OPENAI_STANDIN if key != "glm-a"},
-    "glm-a": ("glm", "glm-a"), "gpt-routed-nf": ("openai", "gpt-routed-nf"),
+    "glm-a": ("glm", "glm-a"), "gpt-routed-nf": ("openai", "gpt-routed-nf"), "gpt-release": ("openai", "gpt-release"),
     "bedrock-sonnet": ("bedrock", SONNET), "bedrock-haiku": ("bedrock", HAIKU), "bedrock-router": ("bedrock", ROUTER),
     "nova-pro": ("bedrock", NOVA), "bedrock-missing": ("bedrock", "us.anthropic.claude-missing-v1:0"),
 }
@@ -87,6 +87,8 @@ ROUTES = {
     "quota_never": ["claude-quota-never"],
     "quota_allow": ["claude-quota", "claude-quota-b"],
     "attempts": ["claude-d", "claude-b"],
+    "safe_retries": ["claude-d"],
+    "release": ["gpt-release"],
 }
 NEVER = {"disabled_never", "quota_never"}
 # Routes that limit attempts (`max_attempts`): a route past it is refused with 429 attempts_exhausted.
@@ -104,7 +106,10 @@ def policy(urls: dict[str, str]) -> dict[str, Any]:
                 {**one_request, "name": "quota-allow", "models": ["claude-quota"]},
                 {**one_request, "name": "quota-allow-b", "models": ["claude-quota-b"]},
             ]},
-            {"slug": "openai", "kind": "openai", "base_url": urls["openai"] + "/v1", "credential_env": "OPENAI_API_KEY", "quotas": []},
+            {"slug": "openai", "kind": "openai", "base_url": urls["openai"] + "/v1", "credential_env": "OPENAI_API_KEY", "quotas": [
+                {"name": "release-tpm", "metric": "tokens", "window": "minute", "limit": 1_000_000, "soft_limit_ratio": 1.0,
+                 "models": ["gpt-release"]},
+            ]},
             {"slug": "glm", "kind": "openai_compatible", "base_url": urls["openai"] + "/v1", "credential_env": "GLM_API_KEY", "quotas": []},
             {"slug": "bedrock", "kind": "bedrock", "region": "us-east-1", "quotas": []},
         ],

@@ -32,7 +32,7 @@ def test_a_404_is_reported_as_not_found(sb, admin):
     assert reply.switchboard_decision.model.key == "claude-b"
     first = decisions(admin, "retry_404")[-2]
     assert first["model"] == "claude-nf" and first["reported"]
-    # not_found took the model out of service until the next availability refresh.
+    # not_found took the model out of service until a one-token probe answers or a person brings it back.
     decision = sb.route("retry_404", dry_run=True)
     assert decision.model.key == "claude-b" and decision.trace[0]["reason"].startswith("unavailable")
 

@@ -30,11 +30,13 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class ModelAccess:
-    """What one check found out about one model. An empty `invoke_id` leaves the stored one as it is."""
+    """What one check found out about one model. An empty `invoke_id` leaves the stored one as it is; `probed`: a
+    one-token call answered, which alone brings back a model a real call reported not found."""
 
     availability: str
     reason: str
     invoke_id: str = ""
+    probed: bool = False
 
 
 @dataclass
@@ -55,6 +57,22 @@ class Adapter(ABC):
     @abstractmethod
     def check(self, models: Sequence[LLMModel]) -> AccessReport:
         """What the account can use, per model id; raises ProviderError when the provider cannot be asked."""
+
+    @abstractmethod
+    def probe(self, model_id: str) -> bool:
+        """Sends a one-token request: True if answered, False if the model is not found; raises ProviderError otherwise."""
+
+    def confirm(self, model: LLMModel, access: ModelAccess) -> ModelAccess:
+        """What a check found, for a model a real call reported not found: only a one-token probe brings it back."""
+        if model.not_found_at is None or access.availability != AVAILABLE or access.probed:
+            return access
+        if not model.enabled:
+            return ModelAccess(UNAVAILABLE, model.availability_reason)
+        invoke_id = access.invoke_id or model.effective_invoke_id
+        if self.probe(invoke_id):
+            return ModelAccess(AVAILABLE, f"answered a one-token probe after a call reported it not found ({access.reason})",
+                               access.invoke_id, probed=True)
+        return ModelAccess(UNAVAILABLE, "a call reported it not found, and so did a one-token probe")
 
     def api_key(self) -> str:
         try:
@@ -83,16 +101,12 @@ class ListingAdapter(Adapter):
         """The listed model that `model_id` is an alias of, where the API resolves aliases."""
         return None
 
-    @abstractmethod
-    def probe(self, model_id: str) -> bool:
-        """Sends a one-token request: True if answered, False on a 404; raises ProviderError otherwise."""
-
     def check(self, models: Sequence[LLMModel]) -> AccessReport:
         listed = self.list_model_ids()
         report = AccessReport()
         for model in models:
             try:
-                report.models[model.model_id] = self._access(model, listed)
+                report.models[model.model_id] = self.confirm(model, self._access(model, listed))
             except ProviderError as exc:
                 report.errors.append(f"{model.key}: {exc}")
         return report
@@ -107,7 +121,7 @@ class ListingAdapter(Adapter):
         if not (self.provider.probe_models and model.enabled):
             return ModelAccess(UNAVAILABLE, "not listed by the provider's models API for this key")
         if self.probe(model_id):
-            return ModelAccess(AVAILABLE, "answered a one-token probe", model_id)
+            return ModelAccess(AVAILABLE, "answered a one-token probe", model_id, probed=True)
         return ModelAccess(UNAVAILABLE, "not available to this key (404 on a one-token probe)")
 
 

@@ -21,6 +21,9 @@ from providers.adapters import base
 from providers.models import LLMModel
 
 GLOBAL_PREFIX = "global."
+# What Bedrock answers a call for a model this account cannot reach under that id (the client reports these not_found).
+NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "AccessDeniedException"})
+NOT_FOUND_MESSAGES = ("on-demand throughput isn", "model identifier is invalid", "does not support chat")
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,28 @@ class BedrockAdapter(base.Adapter):
     def check(self, models: Sequence[LLMModel]) -> base.AccessReport:
         catalog = self.catalog()
         allow_global = self.provider.allow_global_profile
-        return base.AccessReport(models={model.model_id: catalog.access(model.model_id, allow_global) for model in models})
+        report = base.AccessReport()
+        for model in models:
+            try:
+                report.models[model.model_id] = self.confirm(model, catalog.access(model.model_id, allow_global))
+            except base.ProviderError as exc:
+                report.errors.append(f"{model.key}: {exc}")
+        return report
+
+    def probe(self, model_id: str) -> bool:
+        """A one-token Converse call in the provider's region under `model_id` (the invoke id)."""
+        try:
+            self.client("bedrock-runtime").converse(modelId=model_id, messages=[{"role": "user", "content": [{"text": "ping"}]}],
+                                                    inferenceConfig={"maxTokens": 1})
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            message = str(error.get("Message", "")).lower()
+            if error.get("Code") in NOT_FOUND_CODES or any(text in message for text in NOT_FOUND_MESSAGES):
+                return False
+            raise aws_error(exc) from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc) from exc
+        return True
 
     def service_quotas(self) -> list[ServiceQuota]:
         """Bedrock's applied quota values in the provider's region, every page."""

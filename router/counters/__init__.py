@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from django.conf import settings
-from redis import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router import ledger
 from router.counters.connections import client_for
@@ -33,9 +34,10 @@ from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
 
 logger = logging.getLogger(__name__)
 
-# What the Redis backend raises when Redis cannot be reached or fails a command: the caller fails over. (A pool
-# with no free connection raises connections.PoolExhausted instead: a fault on this side, never a failover.)
-RedisUnreachable = RedisError
+# What the Redis backend raises when Redis cannot be reached (a refused or dropped connection, a timeout): the
+# caller fails over. A command or script error (redis.ResponseError) is a bug and reaches the caller as a 500;
+# a pool with no free connection raises connections.PoolExhausted: a fault on this side, never a failover.
+RedisUnreachable = (RedisConnectionError, RedisTimeoutError)
 # How long a process that lost Redis counts as ROUTER_REDIS_DOWN says before trying Redis again.
 RETRY_SECONDS = 1.0
 

@@ -188,7 +188,14 @@ class RedisCounters:
         return answer == 0
 
     def store_refusal(self, decision: DecisionRecord) -> None:
-        self.client.xadd(self.stream_key, {"kind": "decision", "row": decision.row()})
+        """Append the refusal's ledger row, and remember it as a counted decision is remembered, so that a report
+        naming it is told it was a refusal before the drain has written it."""
+        key = self.decision_key(decision.id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.stream_key, {"kind": "decision", "row": decision.row()})
+        pipe.hset(key, "decision", decision.memory())
+        pipe.expire(key, DECISION_MEMORY_SECONDS)
+        pipe.execute()
 
     def lookup(self, idempotency_key: str | None, decision_id: uuid.UUID | None) -> tuple[UsageRecord | None, DecisionRecord | None]:
         if not idempotency_key and not decision_id:
@@ -206,8 +213,8 @@ class RedisCounters:
             return existing, None
         if memory:
             return existing, DecisionRecord.from_memory(decision_id, memory)
-        # Not remembered (older, or a refusal): it is in the database once the ledger is drained.
-        self.drain()
+        # Not remembered: older than the memory, so the drain has written it long ago, or unknown. Never drained
+        # here: a report must not wait for another process's drain (router.usage answers an unknown one 404).
         return existing, DatabaseCounters().lookup(None, decision_id)[1]
 
     def record_usage(self, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None,
@@ -296,15 +303,15 @@ class RedisCounters:
 
     def ensure_built(self, snapshot: PolicySnapshot, now: float) -> None:
         """Rebuild the counters from the ledger unless another process is doing it; then wait for it."""
-        lock = f"{self.prefix}rebuilding"
-        if self.client.set(lock, "1", nx=True, ex=120):
+        lock = self.client.lock(f"{self.prefix}rebuilding", timeout=120)
+        if lock.acquire(blocking=False):
             try:
                 # Another process may have finished a rebuild since this one found the marker missing;
                 # rebuilding again would wipe what was reserved after that process's drain.
                 if not self.client.exists(self.ready_key):
                     self.rebuild(snapshot, now)
             finally:
-                self.client.delete(lock)
+                ledger.release(lock)
             return
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.client.exists(self.ready_key):

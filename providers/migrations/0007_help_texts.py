@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('providers', '0005_max_retry_after'),
+        ('providers', '0006_model_not_found_at'),
     ]
 
     operations = [

@@ -1,0 +1,113 @@
+"""Safe retries of POST /api/v1/route: the same `request_id` from the same API key answers the same decision.
+
+A service that got no answer (a read timeout, a dropped connection) sends its request again with the same
+request_id; within the decision memory (an hour) it gets the first answer again, counted once. The same id
+with another body is the caller's bug: 409 `request_id_reused`. Without a request_id none of this runs.
+
+With Redis counters the memory is one Redis key per (API key, request_id), claimed before deciding, so that
+two copies arriving together make one decision: the second waits for the first one's answer. With database
+counters the memory is the decision row itself: its id is derived from (API key, request_id, body), so a
+repeat finds it by primary key and a copy arriving at the same time cannot store a second one; another body
+under the same id is, there, another request.
+"""
+
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from django.db import IntegrityError
+from django.http import HttpResponse
+
+from router import counters
+from router.counters import RedisUnreachable
+from router.counters.redis import DECISION_MEMORY_SECONDS
+from router.engine import RouteRequest
+from router.models import Decision
+from router.records import DecisionRecord
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = uuid.UUID("5d0c62f4-4a8e-4f55-9a3f-2f7b1c8e9d11")
+# How long a copy waits for the answer of the copy that is deciding before asking its caller to retry.
+WAIT_SECONDS = 2.0
+# How long a claim outlives a process that died deciding: then a copy decides.
+CLAIM_SECONDS = 30
+
+
+class RequestIdReused(Exception):
+    """The request_id was used for another body, or longer ago than the decision memory."""
+
+
+class RequestInProgress(Exception):
+    """A copy of this request is still being decided."""
+
+
+def fingerprint(request: RouteRequest) -> str:
+    """What makes two routing requests the same request: every field but the request_id."""
+    fields = [request.category, request.complexity, request.tier, request.estimated_input_tokens, request.estimated_output_tokens,
+              request.estimated_cache_read_tokens, sorted(request.exclude), request.attempt]
+    return hashlib.sha256(orjson.dumps(fields)).hexdigest()[:32]
+
+
+def answer_once(key_id: str, request: RouteRequest, decide: Callable[[uuid.UUID | None], HttpResponse],
+                replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
+    """The answer to `request`: the stored one if its request_id was answered before, else `decide(decision_id)`'s
+    (a decision_id of None lets the decision pick its own); `replay` answers a stored decision again.
+    Raises RequestIdReused and RequestInProgress."""
+    body = fingerprint(request)
+    backend = counters.current(refuse=False)
+    named = f"{key_id}\n{request.request_id}"
+    if backend.name == "redis":
+        try:
+            return _on_redis(backend.client, f"{backend.prefix}request:{uuid.uuid5(NAMESPACE, named).hex}", body, decide)
+        except RedisUnreachable as exc:
+            counters.fail_over(exc, refuse=False)
+    return _on_database(uuid.uuid5(NAMESPACE, f"{named}\n{body}"), decide, replay)
+
+
+def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], HttpResponse]) -> HttpResponse:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not client.set(key, orjson.dumps({"fingerprint": body}), nx=True, ex=CLAIM_SECONDS):
+        stored = client.get(key)
+        if stored is None:
+            continue  # the copy that claimed it failed before deciding and let go: this one decides
+        earlier = orjson.loads(stored)
+        if earlier["fingerprint"] != body:
+            raise RequestIdReused("It was used within the last hour for a routing request with another body.")
+        if "status" in earlier:
+            headers = {"Retry-After": earlier["retry_after"]} if earlier["retry_after"] else None
+            return HttpResponse(earlier["body"], status=earlier["status"], headers=headers, content_type="application/json")
+        if time.monotonic() >= deadline:
+            raise RequestInProgress("A copy of this request is still being decided.")
+        time.sleep(0.01)
+    try:
+        response = decide(None)
+    except BaseException:
+        with contextlib.suppress(*RedisUnreachable):
+            client.delete(key)  # nothing was decided (an error answer): a retry decides afresh
+        raise
+    try:
+        client.set(key, orjson.dumps({"fingerprint": body, "status": response.status_code, "body": response.content.decode(),
+                                      "retry_after": response.get("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
+    except RedisUnreachable as exc:
+        # Decided (on the database, if Redis went meanwhile) but not remembered: a copy sent later decides again.
+        logger.warning("The answer to a routing request_id could not be kept (%s)", exc.__class__.__name__)
+    return response
+
+
+def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], HttpResponse],
+                 replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
+    stored = Decision.objects.filter(pk=decision_id).first()
+    if stored is None:
+        try:
+            return decide(decision_id)
+        except IntegrityError:
+            stored = Decision.objects.get(pk=decision_id)  # a copy arriving at the same time stored it first
+    if stored.created_at < datetime.now(tz=UTC) - timedelta(seconds=DECISION_MEMORY_SECONDS):
+        raise RequestIdReused("It was used more than an hour ago: use a new one for a new request.")
+    return replay(DecisionRecord.from_model(stored))
