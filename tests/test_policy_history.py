@@ -234,3 +234,18 @@ def test_a_key_without_the_admin_scope_cannot_roll_back():
     response = reader.put(f"/api/v1/policy?version={newest().number}")
 
     assert (response.status_code, response.json()["error"]) == (403, "forbidden")
+
+
+def test_policy_viewers_read_the_history_and_cannot_roll_back(client):
+    from django.contrib.auth.models import Group, User
+
+    apply_policy(document(["gpt-4o"]))
+    viewer = User.objects.create_user("viewer", password="a-long-test-password-4711", is_staff=True)
+    viewer.groups.add(Group.objects.get(name="policy viewers"))
+    client.force_login(viewer)
+
+    listing = client.get(reverse("admin:router_policyversion_changelist"))
+    rollback = client.get(reverse("admin:router_policyversion_rollback", args=[newest().pk]))
+
+    assert listing.status_code == 200 and f">{newest().number}<" in listing.content.decode()
+    assert rollback.status_code == 403

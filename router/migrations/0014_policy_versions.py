@@ -1,6 +1,19 @@
 import django.db.models.deletion
 from django.conf import settings
+from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
+
+
+def let_the_groups_read_the_history(apps, schema_editor):
+    """Policy viewers and editors read the policy history (editors roll back through their change permission on the policy)."""
+    router = apps.get_app_config("router")
+    router.models_module = True
+    create_permissions(router, apps=apps, verbosity=0)
+    router.models_module = None
+    Permission = apps.get_model("auth", "Permission")
+    read = Permission.objects.filter(content_type__app_label="router", codename="view_policyversion")
+    for group in apps.get_model("auth", "Group").objects.filter(name__in=["policy viewers", "policy editors"]):
+        group.permissions.add(*read)
 
 
 class Migration(migrations.Migration):
@@ -53,4 +66,5 @@ class Migration(migrations.Migration):
                 'ordering': ['-number'],
             },
         ),
+        migrations.RunPython(let_the_groups_read_the_history, migrations.RunPython.noop),
     ]
