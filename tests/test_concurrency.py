@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connections
 
@@ -96,12 +97,17 @@ def test_a_burst_admits_at_most_the_quota_when_redis_stops_in_the_middle(one_mod
     server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always").start()
     settings.REDIS_URL, settings.ROUTER_REDIS_DOWN = server.url, on_failure
 
-    def stop_redis_a_moment_into_the_burst() -> None:
-        time.sleep(0.05)
+    def stop_redis_once_it_has_admitted_some() -> None:
+        # Waits for Redis to hold a few accepted decisions in its ledger stream (not for a fixed time, which a
+        # loaded machine may spend before any decider got in), then kills it in the middle of the burst.
+        client = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(client.xlen(key) >= 5 for key in client.scan_iter(_type="STREAM")):
+            time.sleep(0.002)
         server.kill()
 
     try:
-        outcomes = run_deciders(count=100, pause=0.005, once_started=stop_redis_a_moment_into_the_burst)
+        outcomes = run_deciders(count=100, pause=0.005, once_started=stop_redis_once_it_has_admitted_some)
         server.start()  # with everything it accepted (appendonly): the ledger gets its rows
         flush_ledger()
     finally:
