@@ -4,6 +4,7 @@ import redis
 from django.conf import settings
 from django.core.checks import Error, Info, Warning, register
 
+from router.counters.connections import client_for
 from router.counters.redis import persistence
 from router.retention import Retention, RetentionError
 
@@ -24,13 +25,14 @@ def redis_keeps_its_data(app_configs, **kwargs) -> list:
     """Redis holds the counters and the ledger rows not yet in the database: without appendonly a restart loses them."""
     if not settings.REDIS_URL:
         return []
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    client = client_for(settings.REDIS_URL, max_connections=1, timeout=2, sentinels=settings.REDIS_SENTINELS,
+                        sentinel_master=settings.REDIS_SENTINEL_MASTER, sentinel_password=settings.REDIS_SENTINEL_PASSWORD)
     try:
         kept = persistence(client)
     except redis.RedisError as exc:
         return [Info(f"Could not ask Redis how it keeps its data ({exc.__class__.__name__}).", id="router.I001")]
     finally:
-        client.close()
+        client.connection_pool.disconnect()
     if kept in ("none", "snapshots"):
         how = "keeps no data" if kept == "none" else "keeps only snapshots"
         return [Warning(

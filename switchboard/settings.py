@@ -36,6 +36,17 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
 
 
+def env_addresses(name: str) -> list[tuple[str, int]]:
+    """host:port,host:port,... as (host, port) pairs."""
+    addresses = []
+    for item in filter(None, (part.strip() for part in os.environ.get(name, "").split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ImproperlyConfigured(f"{name} must list host:port pairs separated by commas, got {item!r}")
+        addresses.append((host, int(port)))
+    return addresses
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -201,6 +212,14 @@ ROUTER_REDIS_DOWN = os.environ.get("ROUTER_REDIS_DOWN", "db")
 if ROUTER_REDIS_DOWN not in {"db", "refuse"}:
     raise ImproperlyConfigured(f"ROUTER_REDIS_DOWN must be 'db' or 'refuse', got {ROUTER_REDIS_DOWN!r}")
 # Each process's Redis connections for the counters, and how long a caller waits for a free one.
+# Sentinel: the counters ask these Sentinels (host:port,...) for the primary of REDIS_SENTINEL_MASTER on every new
+# connection, and so follow it across a failover; REDIS_URL still gives the database, the user, password and TLS.
+REDIS_SENTINELS = env_addresses("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "")
+REDIS_SENTINEL_PASSWORD = os.environ.get("REDIS_SENTINEL_PASSWORD", "")
+if REDIS_SENTINELS and not (REDIS_SENTINEL_MASTER and REDIS_URL):
+    raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the primary's name in Sentinel) and REDIS_URL "
+                               "(the database number, user, password and TLS; its host is the one Sentinel names).")
 ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
 ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.
@@ -224,6 +243,11 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith("sentinel://"):
+    # Kombu's Sentinel transport: CELERY_BROKER_URL=sentinel://host1:26379;sentinel://host2:26379, the primary's name here.
+    if not os.environ.get("CELERY_BROKER_SENTINEL_MASTER"):
+        raise ImproperlyConfigured("A sentinel:// CELERY_BROKER_URL needs CELERY_BROKER_SENTINEL_MASTER (the primary's name in Sentinel).")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"master_name": os.environ["CELERY_BROKER_SENTINEL_MASTER"]}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

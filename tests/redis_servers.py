@@ -54,3 +54,44 @@ class RedisServer:
     def restart(self) -> None:
         self.shutdown()
         self.start()
+
+
+class SentinelServer:
+    """A Redis Sentinel (redis-server --sentinel) on a free port, watching the primary at `primary_port` as `master`."""
+
+    def __init__(self, directory: Path, master: str, primary_port: int) -> None:
+        if not shutil.which("redis-server"):
+            _required_in_ci("redis-server")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.master = master
+        self.config = directory / "sentinel.conf"  # Sentinel rewrites its file as it learns: it must be its own
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {master} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {master} 500\n"
+            f"sentinel failover-timeout {master} 5000\n"
+            f"sentinel parallel-syncs {master} 1\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "SentinelServer":
+        self.process = subprocess.Popen(["redis-server", str(self.config), "--sentinel"], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server --sentinel did not start")
+
+    def primary_port(self) -> int | None:
+        """The port of the primary this Sentinel names now."""
+        address = redis.Redis(port=self.port).sentinel_get_master_addr_by_name(self.master)
+        return int(address[1]) if address else None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)

@@ -101,7 +101,7 @@ class _Outage:
 
 
 outage = _Outage()
-_redis: dict[tuple[str, str, str], RedisCounters] = {}
+_redis: dict[tuple, RedisCounters] = {}
 _installation: list[str] = []
 
 
@@ -118,11 +118,13 @@ def forget_installation() -> None:
 
 
 def redis_counters() -> RedisCounters:
-    key = (settings.REDIS_URL, settings.ROUTER_REDIS_PREFIX, installation_id())
+    key = (settings.REDIS_URL, tuple(settings.REDIS_SENTINELS), settings.REDIS_SENTINEL_MASTER, settings.ROUTER_REDIS_PREFIX,
+           installation_id())
     if key not in _redis:
         client = client_for(settings.REDIS_URL, max_connections=settings.ROUTER_REDIS_MAX_CONNECTIONS,
-                            timeout=settings.ROUTER_REDIS_POOL_TIMEOUT)
-        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[2])
+                            timeout=settings.ROUTER_REDIS_POOL_TIMEOUT, sentinels=settings.REDIS_SENTINELS,
+                            sentinel_master=settings.REDIS_SENTINEL_MASTER, sentinel_password=settings.REDIS_SENTINEL_PASSWORD)
+        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[-1])
     return _redis[key]
 
 

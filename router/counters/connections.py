@@ -13,6 +13,7 @@ import weakref
 
 from redis import BlockingConnectionPool, Connection, Redis
 from redis.exceptions import ConnectionError, TimeoutError
+from redis.sentinel import Sentinel, SentinelConnectionPoolProxy, SentinelManagedConnection, SentinelManagedSSLConnection
 
 # What redis-py's BlockingConnectionPool says when its wait for a free connection ran out.
 NO_CONNECTION_AVAILABLE = "No connection available."
@@ -32,9 +33,21 @@ class CountersPool(BlockingConnectionPool):
             raise
 
 
-def client_for(url: str, *, max_connections: int, timeout: float) -> Redis:
-    pool = CountersPool.from_url(url, max_connections=max_connections, timeout=timeout, socket_timeout=0.5,
-                                 socket_connect_timeout=0.5, health_check_interval=30)
+def client_for(url: str, *, max_connections: int, timeout: float, sentinels: list[tuple[str, int]] | None = None,
+               sentinel_master: str = "", sentinel_password: str = "") -> Redis:
+    """A client with this process's bounded pool. With `sentinels`, each new connection asks them for the primary of
+    `sentinel_master` (redis-py's Sentinel-managed connections): after a failover the next connection reaches the
+    new primary, with no restart; the host in `url` is not used then."""
+    options = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": 0.5, "socket_connect_timeout": 0.5,
+               "health_check_interval": 30}
+    if not sentinels:
+        return Redis(connection_pool=CountersPool.from_url(url, **options))
+    managed = SentinelManagedSSLConnection if url.startswith("rediss://") else SentinelManagedConnection
+    pool = CountersPool.from_url(url, connection_class=managed, **options)
+    sentinel_options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "password": sentinel_password or None}
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_options)
+    pool.connection_kwargs["connection_pool"] = SentinelConnectionPoolProxy(
+        connection_pool=pool, is_master=True, check_connection=False, service_name=sentinel_master, sentinel_manager=manager)
     return Redis(connection_pool=pool)
 
 

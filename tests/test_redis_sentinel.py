@@ -1,0 +1,67 @@
+"""With REDIS_SENTINELS the counters find the Redis primary through Sentinel and follow it across a failover,
+with no restart: a primary killed, its replica promoted, and decisions counted on the new primary."""
+
+import time
+
+import pytest
+import redis
+
+from router import counters
+from tests.calls import quotas_used, route
+from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+from tests.redis_servers import RedisServer, SentinelServer
+
+MASTER = "switchboard-test"
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def sentinel_redis(tmp_path, settings):
+    """A primary, its replica and three Sentinels of this test's own; the settings point the counters at them."""
+    primary = RedisServer(tmp_path, "--appendonly", "yes", "--dbfilename", "primary.rdb", "--appendfilename", "primary.aof").start()
+    replica = RedisServer(tmp_path, "--appendonly", "yes", "--dbfilename", "replica.rdb", "--appendfilename", "replica.aof",
+                          "--replicaof", "127.0.0.1", str(primary.port)).start()
+    sentinels = [SentinelServer(tmp_path / f"sentinel-{i}", MASTER, primary.port).start() for i in range(3)]
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # its host is never used: Sentinel names the primary
+    settings.REDIS_SENTINELS = [("127.0.0.1", sentinel.port) for sentinel in sentinels]
+    settings.REDIS_SENTINEL_MASTER = MASTER
+    yield primary, replica, sentinels
+    for server in (*sentinels, replica, primary):
+        server.kill()
+
+
+@pytest.fixture
+def general(db):
+    provider = ProviderFactory(slug="openai", kind="openai")
+    model = LLMModelFactory(key="gpt-4o", provider=provider)
+    QuotaFactory(provider=provider, name="requests-minute", metric="requests", window="minute", limit=1000, soft_limit_ratio=1,
+                 models=[model])
+    make_route("general", [model])
+
+
+def test_the_counters_follow_the_primary_across_a_failover(api, general, sentinel_redis, monkeypatch):
+    primary, replica, sentinels = sentinel_redis
+    clock = [0.0]
+    monkeypatch.setattr(counters.outage, "clock", lambda: clock[0])
+
+    before = [route(api, category="general") for _ in range(3)]
+    assert api.get("/api/v1/health").json()["redis"]["counters"] == "redis"
+    assert redis.Redis(port=primary.port).wait(1, 5000) == 1  # the replica has all of it
+
+    primary.kill()
+    wait_until(lambda: sentinels[0].primary_port() == replica.port, 30, "Sentinel to promote the replica")
+    during = route(api, category="general")  # the old connection is dead: counted on the database meanwhile
+    clock[0] += counters.RETRY_SECONDS + 1  # the outage's wait before Redis is tried again
+    after = [route(api, category="general") for _ in range(3)]
+
+    assert all(answer["outcome"] == "primary" for answer in [*before, during, *after])
+    assert api.get("/api/v1/health").json()["redis"]["counters"] == "redis"
+    assert quotas_used(api)["requests-minute"] == 7
+    new_primary = redis.Redis(port=replica.port)
+    assert new_primary.role()[0] == b"master" and any(new_primary.scan_iter(match="*", count=1000))
