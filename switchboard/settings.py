@@ -47,8 +47,16 @@ if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set: in the environment, or in .env (`make run` writes one on its first start).")
 
 # Provider secrets are encrypted with this key (Fernet). Changing it makes stored secrets unreadable.
+# Derived from SECRET_KEY when unset, which `check --deploy` warns about (providers.W001): one leaked
+# key would then open both.
+SECRETS_ENCRYPTION_KEY_DERIVED = not os.environ.get("SECRETS_ENCRYPTION_KEY")
 _encryption_source = os.environ.get("SECRETS_ENCRYPTION_KEY") or SECRET_KEY
 SECRETS_ENCRYPTION_KEY = base64.urlsafe_b64encode(hashlib.sha256(_encryption_source.encode()).digest())
+
+# Which environment variables a provider's credential_env may name, and whether its base_url may be
+# plain http or a private host (providers.egress; link-local and metadata addresses are always refused).
+PROVIDER_CREDENTIAL_ENV_PATTERN = os.environ.get("PROVIDER_CREDENTIAL_ENV_PATTERN") or r"[A-Z][A-Z0-9_]*_API_KEY"
+PROVIDER_ALLOW_PRIVATE_BASE_URLS = env_bool("PROVIDER_ALLOW_PRIVATE_BASE_URLS", False)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")

@@ -8,7 +8,7 @@ What it starts, once per session each (session-scoped fixtures):
 - `production`: docs/operations.md "Running in production": the block's `export` with the test's own
   values for the names it sets (a PostgreSQL database created for this run and dropped after it, Redis
   db 12 with a key prefix of its own for the counters, another Redis db, claimed for this run, as the
-  broker, a generated SECRET_KEY, ALLOWED_HOSTS=127.0.0.1, a temporary PROMETHEUS_MULTIPROC_DIR), plus
+  broker, a generated SECRET_KEY and SECRETS_ENCRYPTION_KEY, ALLOWED_HOSTS=127.0.0.1, a temporary PROMETHEUS_MULTIPROC_DIR), plus
   SECURE_SSL_REDIRECT=0 so that plain-HTTP requests are answered, then the block's commands in order:
   the one-shot commands (migrate, collectstatic, import_policy) in one shell, and gunicorn, the Celery
   worker and beat each in a shell of its own (`exec <the line>`, as a supervisor runs them, so that the
@@ -214,7 +214,7 @@ def claim_broker_database(redis_server) -> tuple[str, Callable[[], None]]:
 
 
 # The names the production block may set, with this suite's values for them (the `values` below).
-PRODUCTION_SETTINGS = {"DJANGO_DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
+PRODUCTION_SETTINGS = {"DJANGO_DEBUG", "SECRET_KEY", "SECRETS_ENCRYPTION_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
                        "PROMETHEUS_MULTIPROC_DIR", "SECURE_PROXY_SSL_HEADER_ENABLED"}
 SERVER_COMMAND = re.compile(r"(^|/)gunicorn\s|(^|/)celery\s.*\s(worker|beat)(\s|$)|manage\.py\s+runserver")
 
@@ -243,6 +243,7 @@ def production(e2e_dir, operations_blocks, curl, postgres_database, redis_server
     values = {
         "DJANGO_DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECRETS_ENCRYPTION_KEY": secrets.token_urlsafe(32),
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": postgres_database,
         "REDIS_URL": counters.url,
