@@ -130,6 +130,9 @@ class RoutingCallView(ApiView, ABC):
     which calls the same `parse` and `answer`."""
 
     def post(self, request):
+        if request.META.get("CONTENT_LENGTH", "") in ("", "0"):
+            # DRF reads no body as {}: which would be a call with every default, not the call that was meant.
+            raise ApiError("invalid_request", "The request body is empty: send a JSON object ({} for every default).")
         return self.answer(self.parse(request.data), request.user)
 
     @abstractmethod

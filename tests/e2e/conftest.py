@@ -15,6 +15,8 @@ What it starts, once per session each (session-scoped fixtures):
   SIGTERM reaches the process itself). Only in CI or when DATABASE_URL and REDIS_URL are set: outside
   CI it skips without them, under CI=true it fails (tests.conftest._required_in_ci).
 - `deployment`: each test that takes it runs once against each of the two.
+- `proxy`: deploy/nginx.conf served by Debian's nginx (ports, upstream port and a self-signed certificate
+  replaced, processes.Nginx) in front of the production deployment's gunicorn.
 
 How the docs' commands run. Every fenced block is read from README.md and docs/operations.md when the
 suite starts, so the suite follows the docs. A block runs in a new `bash -c` started by `env -i` with
@@ -41,6 +43,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -58,6 +61,7 @@ from tests.e2e.processes import (
     Block,
     CurlRecorder,
     Deployment,
+    Nginx,
     RedisKeys,
     block_in,
     clean_copy,
@@ -280,3 +284,15 @@ def production(e2e_dir, operations_blocks, curl, postgres_database, redis_server
 def deployment(request) -> Deployment:
     """Each of the two ways the docs run Switchboard, started once per session."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def proxy(e2e_dir, production) -> Nginx:
+    """deploy/nginx.conf (Debian's nginx) in front of the production deployment's gunicorn."""
+    if not shutil.which("nginx"):
+        _required_in_ci("nginx (Debian's package, which .ci/run installs)")
+    nginx = Nginx(e2e_dir / "nginx", production.port).start()
+    try:
+        yield nginx
+    finally:
+        nginx.stop()
