@@ -1,8 +1,14 @@
 """One JSON shape for every API error: {"error": "<code>", "detail": "<what to do>", ...}."""
 
+import logging
+
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from router.database_outage import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(exceptions.APIException):
@@ -19,6 +25,15 @@ class ApiError(exceptions.APIException):
 
 def error_body(exc: ApiError) -> dict:
     return {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
+
+
+def database_unavailable(exc: Exception) -> ApiError:
+    """503 for a call that needs the database while it cannot be reached (router.database_outage)."""
+    if not isinstance(exc, DatabaseUnavailable):
+        logger.warning("Database unavailable: %s: %s", exc.__class__.__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        exc = DatabaseUnavailable()
+    return ApiError("database_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE,
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _flatten(detail, prefix: str = "") -> list[str]:
@@ -58,6 +73,8 @@ def exception_handler(exc, context):
         # The JSON parser recurses once per nesting level: "[[[[…" is a malformed body, not a server error.
         return Response({"error": "malformed_request", "detail": "JSON parse error - the document is nested too deeply."},
                         status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        exc = database_unavailable(exc)
     if isinstance(exc, ApiError):
         return Response(error_body(exc), status=exc.status_code, headers=exc.headers)
     response = drf_exception_handler(exc, context)

@@ -16,17 +16,22 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
-from router import counters, metrics
+from router import counters, database_outage, metrics
 from router.selectors import quota_status
+from router.snapshot import snapshot_trusted
 
 
 def _check_database() -> dict:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        database_outage.outage.end()
         return {"ok": True, "vendor": connection.vendor}
     except Exception as exc:  # any failure here is what health exists to report
-        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
+        database_outage.outage.begin()
+        # Routing goes on from the policy and API keys this process holds, for ROUTER_DATABASE_DOWN_SECONDS.
+        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__, "down_since": database_outage.outage.since,
+                "routing_from_memory": snapshot_trusted()}
 
 
 # Rows older than this still waiting in Redis mean the drain task (Celery worker and beat, every
@@ -99,9 +104,11 @@ class HealthView(APIView):
     def get(self, request):
         database, redis_state, broker = _check_database(), _check_redis(), _check_broker()
         refusing = redis_state.get("counters") == "refusing"
-        if not database["ok"] or refusing:
+        # Without the database, routing goes on only on Redis counters and a policy snapshot still trusted.
+        routing_without_database = database.get("routing_from_memory") and redis_state.get("counters") == "redis"
+        if (not database["ok"] and not routing_without_database) or refusing:
             state = "down"
-        elif redis_state["ok"] is False or not broker["ok"] or redis_state.get("ledger_backlog", {}).get("stale"):
+        elif not database["ok"] or redis_state["ok"] is False or not broker["ok"] or redis_state.get("ledger_backlog", {}).get("stale"):
             state = "degraded"
         else:
             state = "ok"

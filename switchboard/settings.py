@@ -85,6 +85,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "router.middleware.RoutingCallMiddleware",
+    "switchboard.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "switchboard.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -129,6 +130,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that tests can share the database with the processes they start.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
+    # A database that does not answer fails a call in seconds rather than holding a worker (router.database_outage).
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 5)
     # One test database per test run, so that runs side by side on one server do not drop each other's.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -213,6 +216,9 @@ ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
 ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.
 ROUTER_POLICY_RECHECK_SECONDS = float(os.environ.get("ROUTER_POLICY_RECHECK_SECONDS", "1"))
+# While the database cannot be reached, how long after it last answered a process goes on routing with
+# the policy and API keys it holds (router.database_outage).
+ROUTER_DATABASE_DOWN_SECONDS = float(os.environ.get("ROUTER_DATABASE_DOWN_SECONDS", "600"))
 # When set, /metrics answers only a scrape that sends it as a bearer token.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # Days the ledger keeps primary decisions and usage reports, and fallbacks, escalations and refusals
