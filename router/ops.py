@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
 from router import counters, database_outage, metrics
+from router.counters import marks
 from router.selectors import quota_status
 from router.snapshot import snapshot_trusted
 
@@ -61,6 +62,11 @@ def _check_redis() -> dict:
         body["other_installations"] = [{"id": key, "last_seen": seen} for key, seen in sorted(others.items())]
     if counters.outage.since is not None:
         body["down_since"] = counters.outage.since
+    if ok:
+        try:
+            body["data_lost"] = marks.last_loss(redis_counters.prefix)
+        except database_outage.DATABASE_ERRORS:
+            pass  # the database's own check says it is down
     return body
 
 
@@ -89,6 +95,9 @@ def _warnings(redis_state: dict) -> list[str]:
     if redis_state.get("persistence") in ("none", "snapshots"):
         warnings.append("Redis does not keep its data with appendonly: a restart loses the decisions and usage reports "
                         "it accepted since the last write to the database (docs/operations.md, Consistency contract).")
+    if lost := redis_state.get("data_lost"):
+        warnings.append(f"Redis came back without the data it held: decisions and usage reports answered between {lost['from']} and "
+                        f"{lost['until']} that were not yet written to the database may be lost (docs/operations.md, Redis persistence).")
     if redis_state.get("other_installations"):
         warnings.append("Other installations (another database) keep counters on this Redis under the same prefix; "
                         "each keeps to its own, but check that REDIS_URL and ROUTER_REDIS_PREFIX are meant to be shared.")
@@ -143,6 +152,13 @@ class StateCollector:
         for row in latest:
             age.add_metric([row["provider__slug"]], time.time() - row["last"].timestamp())
         yield age
+
+        if settings.REDIS_URL:
+            lost = marks.loss_timestamps(counters.redis_counters().prefix)
+            for bound, value in (("from", lost[0] if lost else 0), ("until", lost[1] if lost else 0)):
+                yield GaugeMetricFamily(f"switchboard_redis_data_lost_{bound}_timestamp_seconds",
+                                        f"Start and end of the last period whose answered rows Redis may have lost ({bound}; 0: never).",
+                                        value=value)
 
 
 def metrics_view(request) -> HttpResponse:
