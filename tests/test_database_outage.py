@@ -35,20 +35,22 @@ routes: []
 @pytest.fixture
 def stack(tmp_path, request):
     """PostgreSQL and Redis of the test's own, migrated, a policy without quotas imported; gunicorn (2 workers) on them,
-    with the settings a test passes as the fixture's parameter."""
+    with the settings (and "workers") a test passes as the fixture's parameter."""
+    settings = dict(getattr(request, "param", {}))
+    workers = int(settings.pop("workers", 2))
     postgres = PostgresServer().start()
     redis_server = RedisServer(tmp_path, "--appendonly", "yes").start()
     gunicorn = None
     try:
         postgres.create_database()
         env = production_env(tmp_path, DATABASE_URL=postgres.url, REDIS_URL=redis_server.url, ALLOWED_HOSTS="127.0.0.1",
-                             **getattr(request, "param", {}))
+                             **settings)
         manage(env, "migrate", "--no-input")
         (tmp_path / "policy.yaml").write_text(POLICY)
         manage(env, "import_policy", str(tmp_path / "policy.yaml"))
         keys = {name: manage(env, "create_api_key", name, "--scopes", "route,usage,read").strip().splitlines()[-1]
                 for name in ("service", "newcomer", "revoked-later")}
-        gunicorn = Gunicorn(env, tmp_path / "gunicorn.log").start()
+        gunicorn = Gunicorn(env, tmp_path / "gunicorn.log", workers=workers).start()
         yield postgres, gunicorn, keys
     finally:
         if gunicorn:
@@ -110,7 +112,7 @@ def warm_up(gunicorn: Gunicorn, key: str) -> None:
         for _ in range(10):
             assert gunicorn.http(key).post("/api/v1/route", json_body=ROUTE).status == 200
 
-    threads = [threading.Thread(target=calls) for _ in range(4)]
+    threads = [threading.Thread(target=calls) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -174,7 +176,8 @@ def test_routing_and_usage_go_on_through_a_database_outage_and_nothing_answered_
     assert {revoked.post("/api/v1/route", json_body=ROUTE).status for _ in range(10)} == {401}
 
 
-@pytest.mark.parametrize("stack", [{"ROUTER_DATABASE_DOWN_SECONDS": "4"}], indirect=True)
+# One worker: the one that verified the key is the one asked.
+@pytest.mark.parametrize("stack", [{"ROUTER_DATABASE_DOWN_SECONDS": "4", "workers": "1"}], indirect=True)
 def test_routing_from_memory_ends_after_the_bound(stack):
     postgres, gunicorn, keys = stack
     service = gunicorn.http(keys["service"])
