@@ -33,8 +33,8 @@ def _read(raw: bytes | None) -> tuple[str, float] | None:
 
 
 def keep_mark(client: redis.Redis, key: str, store: str, found: bytes | None, drained_at: datetime) -> bool:
-    """After a drain that started at `drained_at`, with the mark `found` in Redis before it: compare the mark with the
-    database's and move both to `drained_at`. Returns True when Redis lost data (the caller rebuilds the counters)."""
+    """After a drain that started at `drained_at`, with the mark `found` in Redis once it finished: compare the mark with
+    the database's and move both to `drained_at`. Returns True when Redis lost data (the caller rebuilds the counters)."""
     row = RedisMark.objects.filter(store=store).first()
     mark = _read(found)
     if row is None:
