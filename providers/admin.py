@@ -10,6 +10,7 @@ from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from providers.egress import EgressRefused, check_base_url, check_credential_env
 from providers.models import AvailabilityCheck, LLMModel, Provider, Quota
 from switchboard.admin import PlainNumbersAdmin, ReadOnlyAdmin, plain_number
 from switchboard.vocabulary import Availability
@@ -91,6 +92,15 @@ class AvailabilityCheckInline(admin.TabularInline):
         return False
 
 
+def _egress_checked(check, value: str) -> str:
+    """The value if providers.egress allows it, else the form error naming why."""
+    try:
+        check(value)
+    except EgressRefused as exc:
+        raise forms.ValidationError(str(exc)) from exc
+    return value
+
+
 class ProviderForm(forms.ModelForm):
     """The provider form, with a write-only secret: typed in, encrypted, never rendered back."""
 
@@ -107,6 +117,12 @@ class ProviderForm(forms.ModelForm):
         fields = ("slug", "kind", "enabled", "base_url", "region", "aws_profile", "credential_env", "allow_global_profile",
                   "probe_models", "request_timeout_seconds", "cooldown_failures", "cooldown_window_seconds", "cooldown_seconds",
                   "max_retry_after_seconds")
+
+    def clean_credential_env(self) -> str:
+        return _egress_checked(check_credential_env, self.cleaned_data.get("credential_env", ""))
+
+    def clean_base_url(self) -> str:
+        return _egress_checked(check_base_url, self.cleaned_data.get("base_url", ""))
 
     def clean(self) -> dict:
         cleaned = super().clean()

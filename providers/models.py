@@ -261,3 +261,18 @@ class AvailabilityCheck(models.Model):
             provider=provider, kind=kind, started_at=started_at, duration_ms=round((time.monotonic() - started) * 1000),
             ok=not error, error=error, models_changed=models_changed, changes=changes,
         )
+
+
+class RedisMark(models.Model):
+    """What the ledger's drain last found in the Redis that holds an installation's counters: the mark it keeps
+    there and when it had written out every row Redis had accepted; and the last period whose rows Redis lost
+    (router.counters.marks). Kept in the database, because a Redis that lost its data cannot say so itself."""
+
+    store = models.CharField(max_length=200, unique=True, help_text="The key prefix of the installation's Redis keys.")
+    mark = models.CharField(max_length=64)
+    drained_at = models.DateTimeField(help_text="Every row Redis accepted before this time was written to the database.")
+    lost_from = models.DateTimeField(null=True, blank=True)
+    lost_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Redis mark of {self.store}"

@@ -131,6 +131,9 @@ class RoutingCallView(ApiView, ABC):
     endpoint = ""
 
     def post(self, request):
+        if request.META.get("CONTENT_LENGTH", "") in ("", "0"):
+            # DRF reads no body as {}: which would be a call with every default, not the call that was meant.
+            raise ApiError("invalid_request", "The request body is empty: send a JSON object ({} for every default).")
         return self.respond(self.parse(request.data), request.user)
 
     def respond(self, call: Any, caller: Caller) -> HttpResponse:

@@ -16,6 +16,8 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from router import database_outage
+from router.database_outage import DATABASE_ERRORS, DatabaseUnavailable
 from router.models import ApiKey
 from switchboard.vocabulary import Scope
 
@@ -36,7 +38,8 @@ class Caller:
         return self.name
 
 
-_cache: dict[str, tuple[float, Caller | None]] = {}
+# sha256 of the key -> (trusted until, the caller or None for an unknown key, when the database last said so).
+_cache: dict[str, tuple[float, Caller | None, float]] = {}
 _cache_lock = threading.Lock()
 _last_used_written: dict[str, float] = {}
 
@@ -56,21 +59,37 @@ def _touch(caller: Caller) -> None:
     if now - _last_used_written.get(caller.key_id, -1e9) < LAST_USED_WRITE_INTERVAL.total_seconds():
         return
     _last_used_written[caller.key_id] = now
-    ApiKey.objects.filter(id=caller.key_id).update(last_used_at=timezone.now())
+    try:
+        ApiKey.objects.filter(id=caller.key_id).update(last_used_at=timezone.now())
+    except DATABASE_ERRORS:
+        pass  # a convenience for the admin, written again a minute later
 
 
 def caller_for_key(raw_key: str) -> Caller | None:
+    """The key's caller, None for an unknown, revoked or expired key.
+
+    While the database cannot be reached, what it last said about this key, for ROUTER_DATABASE_DOWN_SECONDS
+    after it said it; a key this process has not verified in that time raises DatabaseUnavailable. The
+    database is asked again every ROUTER_POLICY_RECHECK_SECONDS, so a revocation applies as soon as it answers.
+    """
     digest = hashlib.sha256(raw_key.encode()).hexdigest()
     now = time.monotonic()
     cached = _cache.get(digest)
     if cached and cached[0] > now:
         caller = cached[1]
     else:
-        caller = _lookup(raw_key)
+        try:
+            caller, verified_at = _lookup(raw_key), now
+            database_outage.outage.end()
+        except DATABASE_ERRORS as exc:
+            database_outage.outage.begin()
+            if cached is None or not database_outage.still_trusted(cached[2]):
+                raise DatabaseUnavailable("The database cannot be reached to verify this API key.") from exc
+            caller, verified_at = cached[1], cached[2]
         with _cache_lock:
             if len(_cache) > 10_000:
                 _cache.clear()
-            _cache[digest] = (now + settings.ROUTER_POLICY_RECHECK_SECONDS, caller)
+            _cache[digest] = (now + settings.ROUTER_POLICY_RECHECK_SECONDS, caller, verified_at)
     if caller:
         _touch(caller)
     return caller

@@ -19,6 +19,7 @@ from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from router import metrics
+from router.database_outage import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/"
@@ -42,6 +43,15 @@ def error_body(exc: ApiError) -> dict:
 
 def json_error(body: dict, status_code: int, headers: dict[str, str] | None = None) -> HttpResponse:
     return HttpResponse(orjson.dumps(body), status=status_code, headers=headers, content_type="application/json")
+
+
+def database_unavailable(exc: Exception) -> ApiError:
+    """503 for a call that needs the database while it cannot be reached (router.database_outage)."""
+    if not isinstance(exc, DatabaseUnavailable):
+        logger.warning("Database unavailable: %s: %s", exc.__class__.__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        exc = DatabaseUnavailable()
+    return ApiError("database_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE,
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _flatten(detail, prefix: str = "") -> list[str]:
@@ -85,6 +95,8 @@ def exception_handler(exc, context) -> HttpResponse | None:
         # The JSON parser recurses once per nesting level: "[[[[…" is a malformed body, not a server error.
         return json_error({"error": "malformed_request", "detail": "JSON parse error - the document is nested too deeply."},
                           status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        exc = database_unavailable(exc)
     if isinstance(exc, ApiError):
         return json_error(error_body(exc), exc.status_code, exc.headers)
     response = drf_exception_handler(exc, context)

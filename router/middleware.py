@@ -25,7 +25,8 @@ from rest_framework.exceptions import ValidationError
 
 from router.api import RouteView, RoutingCallView, UsageView, json_response
 from router.auth import Caller, bearer_key, caller_for_key
-from router.errors import ApiError, error_body
+from router.database_outage import DATABASE_UNAVAILABLE
+from router.errors import ApiError, database_unavailable, error_body
 
 JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
 
@@ -40,14 +41,17 @@ class RoutingCallMiddleware:
         if view is None:
             return self.get_response(request)
         request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it further down
-        caller = _caller(request, view)
-        call = _call(request, view) if caller else None
-        if call is None:
-            return self.get_response(request)
         try:
-            response = view.respond(call, caller)
+            caller = _caller(request, view)
+            call = _call(request, view) if caller else None
+            response = view.respond(call, caller) if call is not None else None
+        except DATABASE_UNAVAILABLE as exc:
+            exc = database_unavailable(exc)
+            response = json_response(error_body(exc), exc.status_code, headers=exc.headers)
         except ApiError as exc:
             response = json_response(error_body(exc), exc.status_code, headers=exc.headers)
+        if response is None:
+            return self.get_response(request)
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         return response
 

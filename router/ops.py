@@ -15,7 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
-from router import counters, metrics
+from router import counters, database_outage, metrics
+from router.counters import marks
+from router.snapshot import snapshot_trusted
 from router.state_metrics import StateCollector
 
 
@@ -23,9 +25,13 @@ def _check_database() -> dict:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        database_outage.outage.end()
         return {"ok": True, "vendor": connection.vendor}
     except Exception as exc:  # any failure here is what health exists to report
-        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
+        database_outage.outage.begin()
+        # Routing goes on from the policy and API keys this process holds, for ROUTER_DATABASE_DOWN_SECONDS.
+        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__, "down_since": database_outage.outage.since,
+                "routing_from_memory": snapshot_trusted()}
 
 
 # Rows older than this still waiting in Redis mean the drain task (Celery worker and beat, every
@@ -55,6 +61,11 @@ def _check_redis() -> dict:
         body["other_installations"] = [{"id": key, "last_seen": seen} for key, seen in sorted(others.items())]
     if counters.outage.since is not None:
         body["down_since"] = counters.outage.since
+    if ok:
+        try:
+            body["data_lost"] = marks.last_loss(redis_counters.prefix)
+        except database_outage.DATABASE_ERRORS:
+            pass  # the database's own check says it is down
     return body
 
 
@@ -83,6 +94,9 @@ def _warnings(redis_state: dict) -> list[str]:
     if redis_state.get("persistence") in ("none", "snapshots"):
         warnings.append("Redis does not keep its data with appendonly: a restart loses the decisions and usage reports "
                         "it accepted since the last write to the database (docs/operations.md, Consistency contract).")
+    if lost := redis_state.get("data_lost"):
+        warnings.append(f"Redis came back without the data it held: decisions and usage reports answered between {lost['from']} and "
+                        f"{lost['until']} that were not yet written to the database may be lost (docs/operations.md, Redis persistence).")
     if redis_state.get("other_installations"):
         warnings.append("Other installations (another database) keep counters on this Redis under the same prefix; "
                         "each keeps to its own, but check that REDIS_URL and ROUTER_REDIS_PREFIX are meant to be shared.")
@@ -98,9 +112,11 @@ class HealthView(APIView):
     def get(self, request):
         database, redis_state, broker = _check_database(), _check_redis(), _check_broker()
         refusing = redis_state.get("counters") == "refusing"
-        if not database["ok"] or refusing:
+        # Without the database, routing goes on only on Redis counters and a policy snapshot still trusted.
+        routing_without_database = database.get("routing_from_memory") and redis_state.get("counters") == "redis"
+        if (not database["ok"] and not routing_without_database) or refusing:
             state = "down"
-        elif redis_state["ok"] is False or not broker["ok"] or redis_state.get("ledger_backlog", {}).get("stale"):
+        elif not database["ok"] or redis_state["ok"] is False or not broker["ok"] or redis_state.get("ledger_backlog", {}).get("stale"):
             state = "degraded"
         else:
             state = "ok"

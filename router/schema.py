@@ -10,6 +10,7 @@ COMMON_ERRORS = {
     "403": "The key lacks the scope this call needs.",
     "404": "Nothing there: a page past the end of a list.",
     "405": "The path does not take this method.",
+    "411": "A chunked body this server cannot read: send it with a Content-Length.",
     "406": "The API answers JSON (and, where offered, CSV or YAML) only.",
     "413": "The body is larger than allowed.",
     "415": "The body is not JSON (or YAML where offered).",

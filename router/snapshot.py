@@ -15,6 +15,8 @@ from django.db.models import Max
 
 from providers.burndown import default_burndown_rate
 from providers.models import LLMModel, Provider, Quota
+from router import database_outage
+from router.database_outage import DATABASE_ERRORS, DatabaseUnavailable
 from router.models import Category, Policy, Route, Tier
 from switchboard.vocabulary import Metric
 
@@ -179,19 +181,37 @@ def load_snapshot() -> PolicySnapshot:
 _lock = threading.Lock()
 _current: PolicySnapshot | None = None
 _checked_at = 0.0
+_verified_at = 0.0  # when the database last confirmed the snapshot (time.monotonic())
 
 
 def current_snapshot() -> PolicySnapshot:
-    """The policy as this process knows it, at most ROUTER_POLICY_RECHECK_SECONDS old."""
-    global _current, _checked_at
+    """The policy as this process knows it, at most ROUTER_POLICY_RECHECK_SECONDS old.
+
+    While the database cannot be reached, the snapshot it last confirmed, for ROUTER_DATABASE_DOWN_SECONDS;
+    then (or with none held) DatabaseUnavailable.
+    """
+    global _current, _checked_at, _verified_at
     now = time.monotonic()
     if _current is not None and now - _checked_at < settings.ROUTER_POLICY_RECHECK_SECONDS:
         return _current
     with _lock:
-        if _current is None or _fingerprint() != _current.fingerprint:
-            _current = load_snapshot()
-        _checked_at = time.monotonic()
+        try:
+            if _current is None or _fingerprint() != _current.fingerprint:
+                _current = load_snapshot()
+        except DATABASE_ERRORS as exc:
+            database_outage.outage.begin()
+            _checked_at = time.monotonic()  # tried again after the recheck interval, not on every call
+            if _current is not None and database_outage.still_trusted(_verified_at):
+                return _current
+            raise DatabaseUnavailable("The database cannot be reached and this process holds no recent copy of the policy.") from exc
+        database_outage.outage.end()
+        _checked_at = _verified_at = time.monotonic()
         return _current
+
+
+def snapshot_trusted() -> bool:
+    """Whether this process holds a policy snapshot it may still route on."""
+    return _current is not None and database_outage.still_trusted(_verified_at)
 
 
 def forget_snapshot() -> None:

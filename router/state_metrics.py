@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from providers.models import AvailabilityCheck
 from router import counters
+from router.counters import marks
 from router.selectors import model_cooldowns, quota_status
 from router.snapshot import current_snapshot
 from switchboard.vocabulary import Availability
@@ -94,6 +95,12 @@ def _counting_families() -> Iterator[GaugeMetricFamily]:
     backlog.add_metric([], waiting["oldest_seconds"])
     rows.add_metric([], waiting["rows"])
     yield from (backend, backlog, rows)
+    if settings.REDIS_URL:
+        lost = marks.loss_timestamps(counters.redis_counters().prefix)
+        for bound, value in (("from", lost[0] if lost else 0), ("until", lost[1] if lost else 0)):
+            yield GaugeMetricFamily(f"switchboard_redis_data_lost_{bound}_timestamp_seconds",
+                                    f"Start and end of the last period whose answered rows Redis may have lost ({bound}; 0: never).",
+                                    value=value)
 
 
 class StateCollector:

@@ -1,11 +1,16 @@
 """Celery tasks of the router: writing the ledger from Redis to the database every second, and pruning it every hour (beat)."""
 
+import logging
+
 from celery import shared_task
 from django.conf import settings
 
 from router.counters import redis_counters
+from router.database_outage import DATABASE_ERRORS
 from router.ledger import LedgerBusy
 from router.retention import Retention, prune
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task
@@ -17,6 +22,10 @@ def drain_ledger() -> int:
         return redis_counters().drain(wait_seconds=0)
     except LedgerBusy:
         return 0  # another drainer is at it
+    except DATABASE_ERRORS as exc:
+        # The rows stay in the Redis stream, written on the first run after the database is back.
+        logger.warning("Ledger not written: the database cannot be reached (%s); the rows wait in Redis", exc.__class__.__name__)
+        return 0
 
 
 @shared_task

@@ -17,6 +17,7 @@ from providers.models import LLMModel
 from router import counters, metrics
 from router.counters import Counters, RedisUnreachable
 from router.counting import Usage, charges, used
+from router.database_outage import DATABASE_ERRORS
 from router.records import DecisionAlreadyReported, DecisionRecord, UsageRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot, forget_snapshot
 from switchboard.vocabulary import Availability, ProviderKind, UsageStatus
@@ -177,9 +178,14 @@ def _mark_unavailable(usage: UsageRecord) -> None:
     """
     reason = (f"{usage.caller or 'a service'} reported it not found at {usage.created_at:%Y-%m-%d %H:%M:%S} UTC;"
               " out of routing until a one-token probe answers or a person clears it")
-    LLMModel.objects.filter(key=usage.model_key).update(
-        availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at, not_found_at=usage.created_at,
-    )
+    try:
+        LLMModel.objects.filter(key=usage.model_key).update(
+            availability=Availability.UNAVAILABLE, availability_reason=reason, checked_at=usage.created_at, not_found_at=usage.created_at,
+        )
+    except DATABASE_ERRORS:
+        # The report is counted and on its way to the ledger; answering 503 now would have it sent and counted twice.
+        logger.error("Model %s reported not found, but the database cannot be reached to take it out of service", usage.model_key)
+        return
     forget_snapshot()
 
 

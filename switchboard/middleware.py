@@ -11,6 +11,10 @@ views are exempt from CSRF anyway.
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import HttpResponse, JsonResponse
+
+from router.database_outage import DATABASE_UNAVAILABLE
+from router.errors import database_unavailable, error_body
 
 API_PREFIX = "/api/v1/"
 # The one API endpoint a logged-in user of the admin may call too.
@@ -34,3 +38,22 @@ class BrowserAuthenticationMiddleware(_BrowserOnly, AuthenticationMiddleware):
 
 class BrowserMessageMiddleware(_BrowserOnly, MessageMiddleware):
     pass
+
+
+class DatabaseUnavailableMiddleware:
+    """A page or call that needs the database while it cannot be reached answers 503 with Retry-After (JSON under
+    /api/, as every API error), not a 500: nothing is wrong with the request or the code."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, DATABASE_UNAVAILABLE):
+            return None
+        error = database_unavailable(exception)
+        if request.path_info.startswith("/api/"):
+            return JsonResponse(error_body(error), status=error.status_code, headers=error.headers)
+        return HttpResponse(f"{error.detail}\n", status=error.status_code, headers=error.headers, content_type="text/plain; charset=utf-8")

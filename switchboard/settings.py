@@ -58,8 +58,16 @@ if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set: in the environment, or in .env (`make run` writes one on its first start).")
 
 # Provider secrets are encrypted with this key (Fernet). Changing it makes stored secrets unreadable.
+# Derived from SECRET_KEY when unset, which `check --deploy` warns about (providers.W001): one leaked
+# key would then open both.
+SECRETS_ENCRYPTION_KEY_DERIVED = not os.environ.get("SECRETS_ENCRYPTION_KEY")
 _encryption_source = os.environ.get("SECRETS_ENCRYPTION_KEY") or SECRET_KEY
 SECRETS_ENCRYPTION_KEY = base64.urlsafe_b64encode(hashlib.sha256(_encryption_source.encode()).digest())
+
+# Which environment variables a provider's credential_env may name, and whether its base_url may be
+# plain http or a private host (providers.egress; link-local and metadata addresses are always refused).
+PROVIDER_CREDENTIAL_ENV_PATTERN = os.environ.get("PROVIDER_CREDENTIAL_ENV_PATTERN") or r"[A-Z][A-Z0-9_]*_API_KEY"
+PROVIDER_ALLOW_PRIVATE_BASE_URLS = env_bool("PROVIDER_ALLOW_PRIVATE_BASE_URLS", False)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -88,6 +96,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "router.middleware.RoutingCallMiddleware",
+    "switchboard.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "switchboard.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -132,6 +141,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that tests can share the database with the processes they start.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
+    # A database that does not answer fails a call in seconds rather than holding a worker (router.database_outage).
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 5)
     # One test database per test run, so that runs side by side on one server do not drop each other's.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -224,6 +235,9 @@ ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
 ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.
 ROUTER_POLICY_RECHECK_SECONDS = float(os.environ.get("ROUTER_POLICY_RECHECK_SECONDS", "1"))
+# While the database cannot be reached, how long after it last answered a process goes on routing with
+# the policy and API keys it holds (router.database_outage).
+ROUTER_DATABASE_DOWN_SECONDS = float(os.environ.get("ROUTER_DATABASE_DOWN_SECONDS", "600"))
 # When set, /metrics answers only a scrape that sends it as a bearer token.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # Days the ledger keeps primary decisions and usage reports, and fallbacks, escalations and refusals

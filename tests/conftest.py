@@ -86,6 +86,12 @@ def own_redis_keys(request, settings):
 
 
 @pytest.fixture(autouse=True)
+def private_provider_stand_ins(settings):
+    """The provider stand-ins listen on 127.0.0.1 over plain HTTP, as a local gateway does (providers.egress)."""
+    settings.PROVIDER_ALLOW_PRIVATE_BASE_URLS = True
+
+
+@pytest.fixture(autouse=True)
 def plain_static_storage(settings):
     """Pages render without `collectstatic` (production uses whitenoise's manifest storage)."""
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}

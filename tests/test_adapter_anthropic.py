@@ -23,7 +23,7 @@ OPUS = "claude-opus-4-1-20250805"
 @pytest.fixture(autouse=True)
 def no_retries(monkeypatch):
     monkeypatch.setattr(base, "SDK_MAX_RETRIES", 0)
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", KEY)
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", KEY)
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def api():
 
 
 def make_provider(base_url: str, **fields):
-    fields = {"credential_env": "TEST_ANTHROPIC_KEY", **fields}
+    fields = {"credential_env": "TEST_ANTHROPIC_API_KEY", **fields}
     return ProviderFactory(slug="anthropic", kind="anthropic", base_url=base_url, **fields)
 
 
@@ -178,7 +178,7 @@ def test_a_failed_probe_leaves_that_model_unchanged(api):
 
 
 def test_a_stored_secret_is_used_before_the_environment(api, monkeypatch):
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-wrong")
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", "sk-ant-wrong")
     provider = make_provider(api.url)
     provider.set_secret(KEY)
     provider.save()

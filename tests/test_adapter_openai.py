@@ -17,7 +17,7 @@ KEY = "sk-proj-test-key-0123456789abcdef"
 @pytest.fixture(autouse=True)
 def no_retries(monkeypatch):
     monkeypatch.setattr(base, "SDK_MAX_RETRIES", 0)
-    monkeypatch.setenv("TEST_OPENAI_KEY", KEY)
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", KEY)
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def api():
 
 
 def make_provider(base_url: str, kind: str = "openai", **fields):
-    return ProviderFactory(slug=kind.replace("_", "-"), kind=kind, base_url=base_url, credential_env="TEST_OPENAI_KEY", **fields)
+    return ProviderFactory(slug=kind.replace("_", "-"), kind=kind, base_url=base_url, credential_env="TEST_OPENAI_API_KEY", **fields)
 
 
 def fresh(model: LLMModel) -> LLMModel:
@@ -94,7 +94,7 @@ def test_an_api_error_never_makes_a_model_unavailable(api, status):
 
 def test_a_wrong_key_is_not_repeated_in_the_error(api, monkeypatch):
     wrong = "sk-proj-wrong-key-that-must-not-be-stored"
-    monkeypatch.setenv("TEST_OPENAI_KEY", wrong)
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", wrong)
     provider = make_provider(f"{api.url}/v1")
     LLMModelFactory(key="gpt-4o", provider=provider, model_id="gpt-4o")
 

@@ -13,13 +13,16 @@ from tests.redis_servers import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def check_deploy(tmp_path, redis_url: str) -> subprocess.CompletedProcess:
+def check_deploy(tmp_path, redis_url: str, secrets_key: bool = True) -> subprocess.CompletedProcess:
     env = {
         key: value for key, value in os.environ.items()
-        if key not in {"SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "DJANGO_DEBUG"}
+        if key not in {"SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "DJANGO_DEBUG", "SECRETS_ENCRYPTION_KEY"}
     }
     env |= {"DJANGO_DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "REDIS_URL": redis_url,
-            "ALLOWED_HOSTS": "switchboard.example.com", "SWITCHBOARD_VAR_DIR": str(tmp_path)}
+            "ALLOWED_HOSTS": "switchboard.example.com", "SWITCHBOARD_VAR_DIR": str(tmp_path),
+            "SWITCHBOARD_ENV_FILE": str(tmp_path / "no.env")}
+    if secrets_key:
+        env["SECRETS_ENCRYPTION_KEY"] = secrets.token_urlsafe(32)
     return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
 
@@ -45,6 +48,14 @@ def test_it_warns_when_redis_would_lose_what_it_holds_on_a_restart(tmp_path, red
 
     assert result.returncode != 0
     assert "router.W001" in result.stderr and "appendonly yes" in result.stderr
+
+
+@pytest.mark.parametrize("redis_server", [("--appendonly", "yes")], indirect=True)
+def test_it_warns_when_the_key_of_stored_provider_secrets_is_derived_from_the_secret_key(tmp_path, redis_server):
+    result = check_deploy(tmp_path, redis_server.url, secrets_key=False)
+
+    assert result.returncode != 0
+    assert "providers.W001" in result.stderr and "SECRETS_ENCRYPTION_KEY is not set" in result.stderr
 
 
 @pytest.mark.parametrize("debug", ["0", "1"])

@@ -26,8 +26,8 @@ SONNET = "claude-3-5-sonnet-20241022"
 @pytest.fixture(autouse=True)
 def keys(monkeypatch):
     monkeypatch.setattr(base, "SDK_MAX_RETRIES", 0)
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    monkeypatch.setenv("TEST_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("TEST_OPENAI_API_KEY", OPENAI_KEY)
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def openai_api():
 
 @pytest.fixture
 def anthropic(anthropic_api):
-    provider = ProviderFactory(slug="anthropic", kind="anthropic", base_url=anthropic_api.url, credential_env="TEST_ANTHROPIC_KEY")
+    provider = ProviderFactory(slug="anthropic", kind="anthropic", base_url=anthropic_api.url, credential_env="TEST_ANTHROPIC_API_KEY")
     LLMModelFactory(key="claude-3-haiku", provider=provider, model_id=HAIKU)
     LLMModelFactory(key="claude-3-5-sonnet", provider=provider, model_id=SONNET)
     return provider
@@ -52,7 +52,7 @@ def anthropic(anthropic_api):
 
 @pytest.fixture
 def openai(openai_api):
-    provider = ProviderFactory(slug="openai", kind="openai", base_url=f"{openai_api.url}/v1", credential_env="TEST_OPENAI_KEY")
+    provider = ProviderFactory(slug="openai", kind="openai", base_url=f"{openai_api.url}/v1", credential_env="TEST_OPENAI_API_KEY")
     LLMModelFactory(key="gpt-4o", provider=provider, model_id="gpt-4o")
     return provider
 

@@ -26,13 +26,13 @@ HAIKU = "claude-3-haiku-20240307"
 @pytest.fixture(autouse=True)
 def no_retries(monkeypatch):
     monkeypatch.setattr(base, "SDK_MAX_RETRIES", 0)
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", KEY)
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", KEY)
 
 
 @pytest.fixture
 def anthropic():
     with FakeAnthropic(listed=[HAIKU], api_key=KEY) as server:
-        provider = ProviderFactory(slug="anthropic", kind="anthropic", base_url=server.url, credential_env="TEST_ANTHROPIC_KEY")
+        provider = ProviderFactory(slug="anthropic", kind="anthropic", base_url=server.url, credential_env="TEST_ANTHROPIC_API_KEY")
         LLMModelFactory(key="claude-3-haiku", provider=provider, model_id=HAIKU)
         LLMModelFactory(key="claude-3-opus", provider=provider, model_id="claude-3-opus-20240229")
         yield provider

@@ -47,7 +47,9 @@ def server_env(var_dir: Path, **extra: str) -> dict[str, str]:
            if name not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")}
     env.update({"SWITCHBOARD_VAR_DIR": str(var_dir), "DJANGO_DEBUG": "1", "SECRET_KEY": secrets.token_urlsafe(50),
                 "SWITCHBOARD_ENV_FILE": str(var_dir / "none.env"), "DJANGO_SETTINGS_MODULE": "switchboard.settings",
-                "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **extra})
+                "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+                # The policies name the provider stand-ins on 127.0.0.1, as a local gateway.
+                "PROVIDER_ALLOW_PRIVATE_BASE_URLS": "1", **extra})
     return env
 
 

@@ -14,6 +14,8 @@ class AnthropicAdapter(base.ListingAdapter):
             base_url=self.provider.base_url or None,
             timeout=self.timeout,
             max_retries=base.SDK_MAX_RETRIES,
+            # No redirects: base_url's host is the one providers.egress allowed, not wherever it points.
+            http_client=anthropic.DefaultHttpxClient(follow_redirects=False),
         )
 
     def list_model_ids(self) -> set[str]:

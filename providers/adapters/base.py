@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from providers.egress import EgressRefused, check_credential_env, check_resolved
 from providers.models import LLMModel, Provider
 from switchboard.vocabulary import Availability
 
@@ -75,6 +76,13 @@ class Adapter(ABC):
         return ModelAccess(UNAVAILABLE, "a call reported it not found, and so did a one-token probe")
 
     def api_key(self) -> str:
+        """The credential, once the provider's credential_env and base_url (as it resolves now) are allowed to carry it."""
+        for name, check, value in (("credential_env", check_credential_env, self.provider.credential_env),
+                                   ("base_url", check_resolved, self.provider.base_url)):
+            try:
+                check(value)
+            except EgressRefused as exc:
+                raise ProviderError(f"credential not sent: {name} {value!r}: {exc}") from exc
         try:
             key = self.provider.api_key()
         except ValueError as exc:  # a stored secret that cannot be decrypted

@@ -10,7 +10,9 @@ class OpenAIAdapter(base.ListingAdapter):
 
     def client(self) -> openai.OpenAI:
         options = {"base_url": self.provider.base_url} if self.provider.base_url else {}
-        return openai.OpenAI(api_key=self.api_key(), timeout=self.timeout, max_retries=base.SDK_MAX_RETRIES, **options)
+        # No redirects: base_url's host is the one providers.egress allowed, not wherever it points.
+        return openai.OpenAI(api_key=self.api_key(), timeout=self.timeout, max_retries=base.SDK_MAX_RETRIES,
+                             http_client=openai.DefaultHttpxClient(follow_redirects=False), **options)
 
     def list_model_ids(self) -> set[str]:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from importlib import resources
 
 import redis
+from django.utils import timezone
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
@@ -21,6 +22,7 @@ from router import ledger
 from router.counters.connections import ThreadConnections
 from router.counters.cooldown import MODEL_STATE_HORIZON, Cooldown, cooldown
 from router.counters.database import DatabaseCounters
+from router.counters.marks import keep_mark
 from router.engine import ModelState, QuotaReading, RateLimitState, Readings
 from router.ratelimits import parse_ratelimit_headers
 from router.records import AppliedCharge, DecisionAlreadyReported, DecisionRecord, UsageRecord
@@ -118,6 +120,10 @@ class RedisCounters:
     @property
     def stream_key(self) -> str:
         return f"{self.prefix}ledger"
+
+    @property
+    def mark_key(self) -> str:
+        return f"{self.prefix}mark"
 
     def read(self, snapshot: PolicySnapshot, quotas: Iterable[QuotaSpec], models: Iterable[ModelSpec], now: float) -> Readings:
         return self.read_and_reserve(snapshot, list(quotas), list(models), now, None)[0]
@@ -272,10 +278,18 @@ class RedisCounters:
         self._evalsha(self._take_back, [key for key, _, _, _ in applied],
                       [value for _, bucket, amount, ttl in applied for value in (bucket, -amount, ttl)])
 
-    def drain(self, wait_seconds: float = 5.0) -> int:
-        """Write every row waiting in the Redis stream to the database (router.ledger)."""
+    def drain(self, wait_seconds: float = 5.0, check_mark: bool = True) -> int:
+        """Write every row waiting in the Redis stream to the database (router.ledger), then check that Redis still
+        holds what it held (router.counters.marks): if not, the counters are rebuilt from the ledger.
+
+        A rebuild leaves the check to the next drain: deciders wait for it, and it rebuilds anyway."""
         self._register()
-        return ledger.drain(self.client, self.stream_key, f"{self.prefix}draining", self.take_back, wait_seconds)
+        started = timezone.now()
+        moved = ledger.drain(self.client, self.stream_key, f"{self.prefix}draining", self.take_back, wait_seconds)
+        # Read after the drain: a Redis that lost its data at any time before this read has lost the mark too.
+        if check_mark and keep_mark(self.client, self.mark_key, self.prefix, self.client.get(self.mark_key), started):
+            self.invalidate()
+        return moved
 
     def _register(self) -> None:
         """Note in the registry that this installation is alive; log, once, every other one found there."""
@@ -319,7 +333,7 @@ class RedisCounters:
 
     def rebuild(self, snapshot: PolicySnapshot, now: float) -> None:
         """Recount from the database; run it through ensure_built, which keeps deciders waiting meanwhile."""
-        self.drain(wait_seconds=60)
+        self.drain(wait_seconds=60, check_mark=False)
         database = DatabaseCounters()
         pipe = self.client.pipeline(transaction=True)
         for quota in snapshot.quotas:

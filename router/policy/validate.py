@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models as db_models
 
+from providers.egress import EgressRefused, check_base_url, check_credential_env
 from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Route, Tier
 from router.policy.fields import (
@@ -237,6 +238,11 @@ class Validator:
             self.problem(f"{where}.region", "a Bedrock provider needs a region")
         if values.get("kind") == ProviderKind.OPENAI_COMPATIBLE and values.get("base_url") == "":
             self.problem(f"{where}.base_url", "an OpenAI-compatible provider needs a base URL")
+        for name, check in (("credential_env", check_credential_env), ("base_url", check_base_url)):
+            try:
+                check(values.get(name) or "")
+            except EgressRefused as exc:
+                self.problem(f"{where}.{name}", str(exc))
         slug = values.get("slug")
         if slug is None or not self.unique("provider", slug, f"{where}.slug", f"provider {slug!r}"):
             return None, []

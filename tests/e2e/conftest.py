@@ -8,13 +8,15 @@ What it starts, once per session each (session-scoped fixtures):
 - `production`: docs/operations.md "Running in production": the block's `export` with the test's own
   values for the names it sets (a PostgreSQL database created for this run and dropped after it, Redis
   db 12 with a key prefix of its own for the counters, another Redis db, claimed for this run, as the
-  broker, a generated SECRET_KEY, ALLOWED_HOSTS=127.0.0.1, a temporary PROMETHEUS_MULTIPROC_DIR), plus
+  broker, a generated SECRET_KEY and SECRETS_ENCRYPTION_KEY, ALLOWED_HOSTS=127.0.0.1, a temporary PROMETHEUS_MULTIPROC_DIR), plus
   SECURE_SSL_REDIRECT=0 so that plain-HTTP requests are answered, then the block's commands in order:
   the one-shot commands (migrate, collectstatic, import_policy) in one shell, and gunicorn, the Celery
   worker and beat each in a shell of its own (`exec <the line>`, as a supervisor runs them, so that the
   SIGTERM reaches the process itself). Only in CI or when DATABASE_URL and REDIS_URL are set: outside
   CI it skips without them, under CI=true it fails (tests.conftest._required_in_ci).
 - `deployment`: each test that takes it runs once against each of the two.
+- `proxy`: deploy/nginx.conf served by Debian's nginx (ports, upstream port and a self-signed certificate
+  replaced, processes.Nginx) in front of the production deployment's gunicorn.
 
 How the docs' commands run. Every fenced block is read from README.md and docs/operations.md when the
 suite starts, so the suite follows the docs. A block runs in a new `bash -c` started by `env -i` with
@@ -41,6 +43,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -58,6 +61,7 @@ from tests.e2e.processes import (
     Block,
     CurlRecorder,
     Deployment,
+    Nginx,
     RedisKeys,
     block_in,
     clean_copy,
@@ -214,7 +218,7 @@ def claim_broker_database(redis_server) -> tuple[str, Callable[[], None]]:
 
 
 # The names the production block may set, with this suite's values for them (the `values` below).
-PRODUCTION_SETTINGS = {"DJANGO_DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
+PRODUCTION_SETTINGS = {"DJANGO_DEBUG", "SECRET_KEY", "SECRETS_ENCRYPTION_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL",
                        "PROMETHEUS_MULTIPROC_DIR", "SECURE_PROXY_SSL_HEADER_ENABLED"}
 SERVER_COMMAND = re.compile(r"(^|/)gunicorn\s|(^|/)celery\s.*\s(worker|beat)(\s|$)|manage\.py\s+runserver")
 
@@ -243,6 +247,7 @@ def production(e2e_dir, operations_blocks, curl, postgres_database, redis_server
     values = {
         "DJANGO_DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECRETS_ENCRYPTION_KEY": secrets.token_urlsafe(32),
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": postgres_database,
         "REDIS_URL": counters.url,
@@ -279,3 +284,15 @@ def production(e2e_dir, operations_blocks, curl, postgres_database, redis_server
 def deployment(request) -> Deployment:
     """Each of the two ways the docs run Switchboard, started once per session."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def proxy(e2e_dir, production) -> Nginx:
+    """deploy/nginx.conf (Debian's nginx) in front of the production deployment's gunicorn."""
+    if not shutil.which("nginx"):
+        _required_in_ci("nginx (Debian's package, which .ci/run installs)")
+    nginx = Nginx(e2e_dir / "nginx", production.port).start()
+    try:
+        yield nginx
+    finally:
+        nginx.stop()

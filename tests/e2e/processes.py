@@ -380,7 +380,7 @@ class Http:
             headers.setdefault("Authorization", f"Bearer {self.bearer}")
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection = self.connect(timeout)
         try:
             connection.request(method, path, body=body, headers=headers)
             answer = connection.getresponse()
@@ -395,6 +395,9 @@ class Http:
             return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, content)
         finally:
             connection.close()
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def get(self, path: str, **kwargs) -> Response:
         return self.request("GET", path, **kwargs)
@@ -624,3 +627,87 @@ def route(deployment: Deployment, key: str, body: dict | None = None) -> Respons
 
 def until(seconds: float) -> float:
     return time.monotonic() + seconds
+
+
+# --- nginx in front --------------------------------------------------------------------------------------
+
+NGINX_SITE = REPO / "deploy" / "nginx.conf"
+
+
+class Nginx:
+    """Debian's nginx serving deploy/nginx.conf as shipped in front of a gunicorn on `upstream_port`: only its
+    ports (free loopback ports instead of 80 and 443), the upstream's port and the certificate (a self-signed one
+    made here) are replaced, and nginx's own files kept in `directory`."""
+
+    def __init__(self, directory: Path, upstream_port: int) -> None:
+        self.directory = directory
+        self.port, self.http_port = free_port(), free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o777)  # nginx's workers (user nobody) keep their temporary files here
+        cert, key = directory / "cert.pem", directory / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        site = NGINX_SITE.read_text()
+        replacements = [
+            (r"^\s*listen \[::\]:\d+( ssl)?;\n", ""),
+            (r"listen 443 ssl;", f"listen 127.0.0.1:{self.port} ssl;"),
+            (r"listen 80;", f"listen 127.0.0.1:{self.http_port};"),
+            (r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream_port};"),
+            (r"ssl_certificate \S+;", f"ssl_certificate {cert};"),
+            (r"ssl_certificate_key \S+;", f"ssl_certificate_key {key};"),
+        ]
+        for pattern, replacement in replacements:
+            site, count = re.subn(pattern, replacement, site, flags=re.M)
+            assert count, f"deploy/nginx.conf no longer has {pattern!r}: tell tests/e2e/processes.Nginx how it runs now"
+        (directory / "switchboard.conf").write_text(site)
+        temp = "\n".join(f"    {name}_temp_path {directory / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        self.config = directory / "nginx.conf"
+        self.config.write_text(
+            "# Debian's /etc/nginx/nginx.conf, reduced to what a test needs, with the shipped site included.\n"
+            f"daemon off;\nworker_processes auto;\npid {directory / 'nginx.pid'};\nerror_log {directory / 'error.log'} warn;\n"
+            "events { worker_connections 768; }\n"
+            f"http {{\n    include /etc/nginx/mime.types;\n    access_log off;\n{temp}\n    include {directory / 'switchboard.conf'};\n}}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        check = subprocess.run(["nginx", "-t", "-c", str(self.config), "-e", str(self.directory / "error.log")], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        self.process = subprocess.Popen(["nginx", "-c", str(self.config), "-e", str(self.directory / "error.log")],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True, 10, "nginx listening",
+                   alive=self.check_alive)
+        return self
+
+    def check_alive(self) -> None:
+        if self.process and self.process.poll() is not None:
+            raise AssertionError(f"nginx exited with status {self.process.returncode}: {(self.directory / 'error.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+class Https(Http):
+    """Http over TLS to a server with a self-signed certificate (the test's nginx)."""
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=unverified_tls())
+
+
+def unverified_tls():
+    """A TLS context that takes the test's self-signed certificate."""
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
