@@ -24,7 +24,7 @@ NOVA_LITE = "amazon.nova-lite-v1:0"
 @pytest.fixture(autouse=True)
 def no_retries(monkeypatch):
     monkeypatch.setattr(base, "SDK_MAX_RETRIES", 0)
-    monkeypatch.setenv("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("TEST_ANTHROPIC_API_KEY", ANTHROPIC_KEY)
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def anthropic_api():
 
 @pytest.fixture
 def anthropic(db, anthropic_api):
-    provider = ProviderFactory(slug="anthropic", kind="anthropic", base_url=anthropic_api.url, credential_env="TEST_ANTHROPIC_KEY")
+    provider = ProviderFactory(slug="anthropic", kind="anthropic", base_url=anthropic_api.url, credential_env="TEST_ANTHROPIC_API_KEY")
     sonnet = LLMModelFactory(key="claude-3-5-sonnet", provider=provider, model_id=SONNET)
     haiku = LLMModelFactory(key="claude-3-haiku", provider=provider, model_id=HAIKU)
     make_route("general", [sonnet, haiku])
