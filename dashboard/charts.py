@@ -177,7 +177,9 @@ def quota_chart(points: list[UsagePoint], *, since: datetime, until: datetime, l
     def y_for(value: float) -> float:
         return round(bottom - plot_height * value / top_value, 1)
 
-    coordinates = [(x_for(point.at), y_for(point.used)) for point in points]
+    # Each point is the highest usage of its bucket, drawn at the bucket's end (the range's end for the last one).
+    step = points[1].at - points[0].at if len(points) > 1 else until - since
+    coordinates = [(x_for(min(point.at + step, until)), y_for(point.used)) for point in points]
     line = " ".join(f"{x},{y}" for x, y in coordinates)
     area = f"{coordinates[0][0]},{bottom} {line} {coordinates[-1][0]},{bottom}" if coordinates else ""
     label_format = "%H:%M" if until - since <= timedelta(days=1) else "%m-%d %H:%M"
