@@ -6,21 +6,24 @@ touches the catalog, the quota counters, the ledger's per-minute sums of the las
 """
 
 import json
+import operator
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import reduce
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
+from django.db.models import Count, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
 from django.db.models.functions import Cast, TruncHour
 from django.http import QueryDict
 from django.utils import timezone
 
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from router import counters, decisions
-from router.counting import LEDGER_FIELDS, Usage, amount, display_amount
+from router.counting import USAGE_FIELDS, Usage, amount, display_amount
 from router.decisions import Refusal, refusal
 from router.engine import RouteRequest
 from router.models import UNREPORTED, Category, Decision, LedgerHour, LedgerMinute, PolicyVersion, Route, Tier
@@ -645,6 +648,15 @@ def quota_spec(quota_id: int) -> QuotaSpec | None:
     return next((quota for quota in current_snapshot().quotas if quota.id == quota_id), None)
 
 
+def _counted_sum(quota: QuotaSpec) -> Sum:
+    """What the quota counts of a group of the ledger's sums, summed by the database: router.counting.amount adds up
+    some of the columns, each with a weight, so one unit of each column gives the weights. A week of minutes then
+    comes back as one number a minute."""
+    weights = {name: amount(quota, Usage(**{name: Decimal(1) if name == "cost_usd" else 1})) for name in USAGE_FIELDS}
+    terms = [F(name) * weight if weight != 1 else F(name) for name, weight in weights.items() if weight]
+    return Sum(reduce(operator.add, terms), output_field=FloatField())
+
+
 def quota_usage(quota: QuotaSpec, since: datetime, until: datetime, bucket_seconds: int) -> list[UsagePoint]:
     """What the quota counted over the range, the highest of each bucket, replayed from the ledger's sums.
 
@@ -663,27 +675,24 @@ def quota_usage(quota: QuotaSpec, since: datetime, until: datetime, bucket_secon
     else:
         rows = LedgerHour.objects.filter(covered, hour__gte=start, hour__lte=until, **counted).annotate(at=F("hour"))
     per_step = [0] * steps
-    grouped = rows.values("at", "model_key", "provider_slug").annotate(entries=Sum("entries"), **{n: Sum(n) for n in LEDGER_FIELDS}).order_by()
-    for row in grouped:
-        per_step[int((row["at"] - start).total_seconds() // step)] += amount(quota, Usage.of_sums(row))
+    for at, counted in rows.values("at").annotate(counted=_counted_sum(quota)).order_by().values_list("at", "counted"):
+        per_step[int((at - start).total_seconds() // step)] += round(counted or 0)
     length = max(1, quota.window_seconds // step)
-    points: dict[datetime, UsagePoint] = {}
+    first, origin = int(_bucket_start(since, step).timestamp()), int(start.timestamp())
+    highest: dict[int, int] = {}
     total, period = 0, None
     for index, value in enumerate(per_step):
-        at = start + timedelta(seconds=step * index)
+        second = origin + step * index
         if quota.reset == Reset.CALENDAR:
-            current = bucket_at(quota, at.timestamp())
+            current = bucket_at(quota, second)
             total = value if current != period else total + value
             period = current
         else:
             total += value - (per_step[index - length] if index >= length else 0)
-        if at < _bucket_start(since, step):
-            continue
-        bucket = _bucket_start(at, bucket_seconds)
-        used = display_amount(quota, total)
-        point = points.setdefault(bucket, UsagePoint(bucket, used))
-        point.used = max(point.used, used)
-    return list(points.values())
+        if second >= first:
+            bucket = second // bucket_seconds * bucket_seconds
+            highest[bucket] = max(highest.get(bucket, 0), total)
+    return [UsagePoint(datetime.fromtimestamp(bucket, tz=UTC), display_amount(quota, used)) for bucket, used in highest.items()]
 
 
 def quota_policy_changes(quota: QuotaSpec, since: datetime, until: datetime) -> list[PolicyMarker]:

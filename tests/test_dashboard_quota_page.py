@@ -122,3 +122,16 @@ def test_the_page_reads_a_bounded_number_of_queries(client, viewer, quota, djang
 
     with django_assert_max_num_queries(20):
         assert client.get(f"/quotas/{quota.id}/", {"range": "7d"}).status_code == 200
+
+
+def test_a_cost_quota_is_drawn_in_dollars(quota):
+    cost = QuotaFactory(provider=quota.provider, name="spend-day", metric=Metric.COST_USD, window=Window.DAY, limit=Decimal(50))
+    now = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+    UsageEvent.objects.create(created_at=now - timedelta(minutes=30), model_key="gpt-4o", provider_slug="openai", input_tokens=1000,
+                              cost_usd=Decimal("1.25"))
+    UsageEvent.objects.create(created_at=now - timedelta(minutes=20), model_key="gpt-4o-mini", provider_slug="openai",
+                              cost_usd=Decimal("0.50"))
+
+    points = selectors.quota_usage(selectors.quota_spec(cost.id), now - timedelta(hours=1), now, 3600)
+
+    assert [point.used for point in points] == [1.75, 1.75]  # 11:00 to 12:00, and the minute of 12:00
