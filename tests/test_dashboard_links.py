@@ -103,3 +103,12 @@ def test_the_what_if_links_its_trace_and_policy_version(client, viewer, fallback
 
     assert f'<a href="{model_url(fallback["gpt"])}"><code>gpt-4o</code></a>' in page
     assert '<a href="/policy/versions/' in page
+
+
+def test_a_trace_stored_without_providers_still_shows(client, viewer, fallback):
+    Decision.objects.filter(pk=fallback["decision"].pk).update(
+        trace=[{"model": "gpt-4o", "verdict": "skipped", "reason": "cooldown", "detail": "cooling down", "until": time.time() + 60}])
+
+    page = client.get("/fallbacks/").content.decode()
+
+    assert '<td data-label="Provider">—</td>' in page
