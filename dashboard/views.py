@@ -192,7 +192,8 @@ def what_if(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.detail)
         except CountersUnavailable as exc:
             form.add_error(None, f"The quota counters cannot be read right now: {exc}")
-    return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome, "catalog": selectors.catalog()})
+    return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome, "catalog": selectors.catalog(),
+                                                      "generated_at": timezone.now()})
 
 
 @dashboard_view

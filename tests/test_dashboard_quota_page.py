@@ -72,6 +72,7 @@ def test_the_page_draws_usage_with_its_limits_and_the_policy_changes_that_touche
     page = client.get(f"/quotas/{quota.id}/", {"range": "6h"}).content.decode()
 
     assert "<h1>Quota openai/tokens-hour</h1>" in page
+    assert "As of <time" in page
     assert 'class="limit-hard"' in page and 'class="limit-soft"' in page
     assert re.search(r'<polyline class="usage-line" points="[\d., ]+"/>', page)
     assert '<a href="/policy/versions/7/" class="marker">' in page and "/policy/versions/8/" not in page

@@ -10,6 +10,7 @@ from django.utils import timezone
 from dashboard import selectors
 from router.models import Decision
 from switchboard.vocabulary import COUNTED_OUTCOMES, Outcome
+from tests.factories import LLMModelFactory, make_tier
 
 pytestmark = pytest.mark.django_db
 
@@ -106,8 +107,11 @@ def test_the_history_offers_the_same_ranges(client, viewer):
         "Last hour", "Last 6 h", "Last 24 h", "Last 7 days"]
 
 
-@pytest.mark.parametrize("path", ["/", "/?fragment=1", "/fallbacks/", "/tuning/"])
+@pytest.mark.parametrize("path", ["/", "/?fragment=1", "/fallbacks/", "/tuning/", "/what-if/?tier=cheap&complexity=medium"
+                                  "&estimated_input_tokens=10&estimated_output_tokens=10"])
 def test_every_page_with_counts_says_as_of_when(client, viewer, path):
+    make_tier("cheap", [LLMModelFactory(key="gpt-4o-mini")])
+
     page = client.get(path).content.decode()
 
     assert re.search(r"As of <time datetime=\"[^\"]+\" data-generated>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>", page)
