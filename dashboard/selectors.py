@@ -1,8 +1,9 @@
 """Read-only queries behind the dashboard pages; the views only call these and render.
 
 Everything here reads a bounded amount of data whatever the size of the history: the overview
-touches the catalog, the quota counters, the ledger's per-minute sums of the last 24 hours
-(router.models.LedgerMinute) and the newest few fallbacks.
+touches the catalog, the counters, the ledger's per-minute or per-hour sums of the range
+(router.models.LedgerMinute, LedgerHour), the newest decisions of each outcome in the range (at most
+REASONS_READ_PER_OUTCOME) and the newest few fallbacks; a quota's page its models' sums of the range.
 """
 
 import json

@@ -1,5 +1,6 @@
 """Template filters that turn a name (model, provider, route, tier) into the URL of its admin page, through the
-page's Catalog (dashboard.selectors.catalog): `{{ catalog|model_url:key }}`; empty when nothing has that name."""
+page's Catalog (dashboard.selectors.catalog): `{{ catalog|model_url:key }}`; empty when nothing has that name.
+And `{{ trace|free_ups }}`: when each passed-over candidate of a trace frees up, for the Retry-After's source."""
 
 from django import template
 from django.urls import reverse
