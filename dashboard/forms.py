@@ -29,12 +29,14 @@ class FallbackFilterForm(forms.Form):
     outcome = forms.ChoiceField(required=False, choices=[("", "any outcome")] + [(o.value, o.label) for o in NOT_PRIMARY])
     reason = forms.ChoiceField(required=False, choices=_blank("any reason", list(SkipReason.values)),
                                help_text="Why a candidate was passed over.")
+    quota = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, help_text="A candidate's quota named in the trace.")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["category"].choices = _blank("any category", selectors.category_choices())
         self.fields["provider"].choices = _blank("any provider", selectors.provider_choices())
         self.fields["model"].choices = _blank("any model", selectors.model_choices())
+        self.fields["quota"].choices = [("", "any quota")] + [(str(pk), label) for pk, label in selectors.quota_choices()]
 
     def clean(self) -> dict:
         cleaned = super().clean()

@@ -5,17 +5,19 @@ from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from dashboard import selectors
-from dashboard.charts import volume_chart
+from dashboard import ranges, selectors
+from dashboard.charts import quota_chart, volume_chart
 from dashboard.forms import FallbackFilterForm, TuningForm, WhatIfForm
+from dashboard.templatetags.dashboard_format import quota_amount
 from router.counters import CountersUnavailable
+from router.counting import display_amount
 from router.engine import UnknownChoice
 from router.exports import decisions_csv
 from router.models import Decision
@@ -28,8 +30,11 @@ POLICY_VERSIONS_PAGE_SIZE = 20
 # The history counts at most this many matches: an exact count of a long history is a full scan on every view.
 HISTORY_COUNT_CAP = 10_000
 REFRESH_SECONDS = 15
+# A quota's page shows its tuning over the last day whatever the range: a week of a busy quota's fallbacks takes
+# the best part of a second to replay (the tuning page has the longer periods).
+QUOTA_TUNING_DAYS = 1
 # Quick ranges offered above the history's filters: (label, hours back).
-QUICK_RANGES = (("Last hour", 1), ("Last 24 h", 24), ("Last 7 days", 24 * 7))
+QUICK_RANGES = (("Last hour", 1), ("Last 6 h", 6), ("Last 24 h", 24), ("Last 7 days", 24 * 7))
 
 
 class CappedPaginator(Paginator):
@@ -60,28 +65,71 @@ def dashboard_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpR
 
 @dashboard_view
 def overview(request: HttpRequest) -> HttpResponse:
-    """Quota bars per provider and pool, model availability, decision volume, latest fallbacks.
+    """What is hurting now, then decision volume over the range, quota bars per provider and pool, model
+    availability and the latest fallbacks.
 
-    `?fragment=1` answers the page's body alone; the page's script fetches it every 15 s.
+    `?range=` picks the range (ranges.PRESETS, or custom with since and until); `?fragment=1` answers the
+    page's body alone, which the page's script fetches every 15 s unless paused.
     """
+    range_form, period = ranges.time_range(request.GET)
     try:
         cards, counters_error = selectors.provider_cards(), ""
     except CountersUnavailable as exc:
         cards, counters_error = selectors.provider_cards(with_quotas=False), str(exc)
-    volume = selectors.decision_volume()
+    volume = selectors.decision_volume(period.until, since=period.since, bucket_seconds=period.bucket_seconds)
     context = {
         "cards": cards,
         "counters_error": counters_error,
+        "now": selectors.now_panel(cards, period.since, period.until),
         "volume": volume,
         "chart": volume_chart(volume),
         "latest": selectors.latest_fallbacks(),
         "unreported": selectors.unreported_by_caller(),
-        "unroutable": selectors.unroutable_by_caller(),
+        "unroutable": selectors.unroutable_by_caller(period.until, since=period.since),
+        "catalog": selectors.catalog(),
+        "range": period,
+        "range_form": range_form,
+        "range_links": ranges.preset_links(period, request.GET),
         "generated_at": timezone.now(),
         "refresh_seconds": REFRESH_SECONDS,
     }
     template = "dashboard/_overview_body.html" if request.GET.get("fragment") else "dashboard/overview.html"
     return render(request, template, context)
+
+
+@dashboard_view
+def quota(request: HttpRequest, quota_id: int) -> HttpResponse:
+    """One quota: its usage now and over the range against its soft and hard limits, the policy changes that
+    touched it, the fallbacks and refusals it caused, and its tuning."""
+    spec = selectors.quota_spec(quota_id)
+    if spec is None:
+        raise Http404("No such quota in the current policy.")
+    range_form, period = ranges.time_range(request.GET)
+    try:
+        bar = next((bar for bar in selectors.quota_bars() if bar.id == quota_id), None)
+    except CountersUnavailable:
+        bar = None
+    limit, soft_limit = display_amount(spec, spec.limit), display_amount(spec, spec.soft_limit)
+    markers = selectors.quota_policy_changes(spec, period.since, period.until)
+    chart = quota_chart(selectors.quota_usage(spec, period.since, period.until, period.bucket_seconds),
+                        since=period.since, until=period.until, limit=limit, soft_limit=soft_limit, markers=markers,
+                        format_value=lambda value: quota_amount(value, spec.metric))
+    return render(request, "dashboard/quota.html", {
+        "quota": spec,
+        "bar": bar,
+        "limit": limit,
+        "soft_limit": soft_limit,
+        "chart": chart,
+        "markers": markers,
+        "decisions": selectors.quota_decisions(spec, period.since, period.until),
+        "tuning": next(iter(tune(QUOTA_TUNING_DAYS, quota_ids={quota_id})), None),
+        "tuning_days": QUOTA_TUNING_DAYS,
+        "catalog": selectors.catalog(),
+        "range": period,
+        "range_form": range_form,
+        "range_links": ranges.preset_links(period, request.GET),
+        "generated_at": timezone.now(),
+    })
 
 
 @dashboard_view
@@ -108,6 +156,8 @@ def fallbacks(request: HttpRequest) -> HttpResponseBase:
         "page": page,
         "query": params.urlencode(),
         "quick_ranges": _quick_ranges(params),
+        "catalog": selectors.catalog(),
+        "generated_at": timezone.now(),
     })
 
 
@@ -142,7 +192,8 @@ def what_if(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.detail)
         except CountersUnavailable as exc:
             form.add_error(None, f"The quota counters cannot be read right now: {exc}")
-    return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome})
+    return render(request, "dashboard/what_if.html", {"form": form, "what_if": outcome, "catalog": selectors.catalog(),
+                                                      "generated_at": timezone.now()})
 
 
 @dashboard_view
@@ -153,8 +204,21 @@ def policy_history(request: HttpRequest) -> HttpResponse:
 
 
 @dashboard_view
+def policy_version(request: HttpRequest, number: int) -> HttpResponse:
+    """The policy change a decision's `policy_version` names: that version, or the newest change before it
+    (the availability refresh moves the number without changing the policy)."""
+    version = selectors.policy_version_at(number)
+    if version is None:
+        raise Http404("No policy change is recorded at or before this version.")
+    return render(request, "dashboard/policy_version.html", {"version": version, "number": number,
+                                                              "can_roll_back": request.user.has_perm("router.change_policy")})
+
+
+@dashboard_view
 def tuning(request: HttpRequest) -> HttpResponse:
-    """Per quota, the fallbacks its soft limit caused over the period, how many were unnecessary, and the ratio to try."""
+    """Per quota, the fallbacks and refusals it caused over the period, how many fallbacks were unnecessary, and the ratio to try."""
     form = TuningForm(request.GET or {"days": DEFAULT_DAYS})
     rows = tune(form.cleaned_data["days"]) if form.is_valid() else []
-    return render(request, "dashboard/tuning.html", {"form": form, "rows": rows}, status=200 if form.is_valid() else 400)
+    return render(request, "dashboard/tuning.html", {
+        "form": form, "rows": rows, "period": rows[0] if rows else None, "generated_at": timezone.now(),
+    }, status=200 if form.is_valid() else 400)

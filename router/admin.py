@@ -5,14 +5,15 @@ the primary, the rest the fallback chain), and their escalation lists likewise. 
 admin is shown with the cooldown the counters hold (the catalog itself cannot read the router's counters).
 """
 
-import json
 from datetime import UTC, datetime
 
 from adminsortable2.admin import CustomInlineFormSet, SortableAdminBase, SortableTabularInline
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Case, When
 from django.http import HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -251,7 +252,39 @@ class DecisionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="trace")
     def trace_display(self, obj: Decision) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.trace, indent=2))
+        """The trace as a table: every model, provider and quota it names links to its page, and so do the
+        decision's route (or tier) and policy version."""
+        models = dict(LLMModel.objects.filter(key__in={entry.get("model") for entry in obj.trace}).values_list("key", "pk"))
+        providers = dict(Provider.objects.values_list("slug", "pk"))
+
+        def moment(epoch: float | None) -> datetime | None:
+            return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
+
+        def quota(blocked: dict) -> dict:
+            links = {"page_url": reverse("dashboard:quota", args=[blocked["quota_id"]]),
+                     "edit_url": reverse("admin:providers_quota_change", args=[blocked["quota_id"]])} if blocked.get("quota_id") else {}
+            return blocked | links | {"frees": moment(blocked.get("frees_at"))}
+
+        entries = []
+        for entry in obj.trace:
+            model, provider = models.get(entry.get("model")), providers.get(entry.get("provider"))
+            entries.append(entry | {
+                "model_url": reverse("admin:providers_llmmodel_change", args=[model]) if model else "",
+                "provider_url": reverse("admin:providers_provider_change", args=[provider]) if provider else "",
+                "quotas": [quota(blocked) for blocked in entry.get("quotas") or []],
+                "until_at": moment(entry.get("until")),
+            })
+        if obj.category:
+            chain = (Route.objects.filter(category__slug=obj.category, complexity__in=[obj.complexity, "any"])
+                     .order_by(Case(When(complexity=obj.complexity, then=0), default=1)).first())
+            chain_url = reverse("admin:router_route_change", args=[chain.pk]) if chain else ""
+        else:
+            chain = Tier.objects.filter(slug=obj.tier).first() if obj.tier else None
+            chain_url = reverse("admin:router_tier_change", args=[chain.pk]) if chain else ""
+        return render_to_string("admin/decision_trace.html", {
+            "entries": entries, "chain": chain, "chain_url": chain_url, "decision": obj,
+            "version_url": reverse("dashboard:policy-version", args=[obj.policy_version]),
+        })
 
 
 @admin.register(UsageEvent)

@@ -11,19 +11,24 @@ fallbacks, not the traffic they held.
 - The **suggested ratio** is the highest, in steps of 0.01 up to 1, at which replaying the period keeps
   the quota at or under its hard limit: every fallback whose quota stood below that ratio's soft limit
   is counted on the quota instead. None when the quota passed its hard limit at the ratio it had.
+- **Refusals** are the period's refused decisions (fail-fast and exhausted) that passed a candidate over
+  for the quota: no model was given at all, which a fallback count alone hides.
+
+The period ends at the last whole minute (exclusive of the minute under way), so two readings within a
+minute, or any two with no new traffic in between, give the same figures.
 
 Usage is taken per minute: a quota of a rolling minute is judged on whole minutes.
 """
 
 import math
-from collections import deque
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import BigIntegerField, Func, QuerySet, Sum
+from django.db.models import BigIntegerField, Func, Q, QuerySet, Sum
 
 from router.counting import COST_SCALE, LEDGER_FIELDS, USAGE_FIELDS, Usage, amount
 from router.models import Decision, LedgerHour, LedgerMinute
@@ -62,6 +67,9 @@ class QuotaTuning:
     unnecessary: int
     peak_ratio: float  # the highest usage the quota reached in the period, as a share of its limit
     suggested_soft_limit_ratio: float | None
+    refusals: int = 0  # refused decisions that passed a candidate over for this quota
+    since: datetime | None = None  # the period: [since, until)
+    until: datetime | None = None
 
     @property
     def unnecessary_rate(self) -> float:
@@ -97,17 +105,20 @@ def _sums(rows: QuerySet, period: str) -> Iterator[tuple[int, str, str, Usage]]:
 
 
 def _minute_usage(quotas: list[QuotaSpec], start: datetime, end: datetime) -> dict[int, list[int]]:
-    """Per quota, what each minute from `start` to `end` counted against it (hours older than the kept minutes
-    are put on their first minute)."""
-    minutes = int((end - start).total_seconds() // 60) + 1
+    """Per quota, what each minute from `start` to `end` (exclusive) counted against it (hours older than the kept
+    minutes are put on their first minute)."""
+    minutes = int((end - start).total_seconds() // 60)
     usage = {quota.id: [0] * minutes for quota in quotas}
     # Hours before the hour of the oldest minute kept, minutes from then on (a pruned part of that hour is missed).
     oldest = LedgerMinute.objects.order_by("minute").values_list("minute", flat=True).first() or end
     switch = min(oldest.replace(minute=0, second=0, microsecond=0), end)
     counted = {"outcome__in": [*COUNTED_OUTCOMES, LedgerMinute.REPORTED], "entries__gt": 0}
+    covered = Q()
+    for quota in quotas:
+        covered |= Q(model_key__in=quota.model_keys) if quota.model_keys else Q(provider_slug=quota.provider)
     sources = [
-        ("minute", LedgerMinute.objects.filter(minute__gte=max(start, switch), minute__lte=end, **counted)),
-        ("hour", LedgerHour.objects.filter(hour__gte=start - timedelta(hours=1), hour__lt=switch, **counted)),
+        ("minute", LedgerMinute.objects.filter(covered, minute__gte=max(start, switch), minute__lt=end, **counted)),
+        ("hour", LedgerHour.objects.filter(covered, hour__gte=start - timedelta(hours=1), hour__lt=switch, **counted)),
     ]
     covering: dict[tuple[str, str], list[QuotaSpec]] = {}
     first_second = int(start.timestamp())
@@ -148,7 +159,7 @@ def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, u
     """Per quota, the period's fallbacks that its soft limit caused: it turned the primary (the trace's first
     candidate) away below its hard limit (used + estimate within the limit)."""
     found: dict[int, list[_Fallback]] = {quota_id: [] for quota_id in quotas}
-    decisions = (Decision.objects.filter(outcome=Outcome.FALLBACK, created_at__gte=since, created_at__lte=until,
+    decisions = (Decision.objects.filter(outcome=Outcome.FALLBACK, created_at__gte=since, created_at__lt=until,
                                          trace__0__verdict="skipped", trace__0__reason=SkipReason.QUOTA)
                  .values_list("created_at", "trace__0__quotas"))
     for created_at, blocking in decisions.iterator(chunk_size=2000):
@@ -157,6 +168,19 @@ def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, u
             quota = quotas.get(blocked.get("quota_id"))
             if quota and blocked["used"] + blocked["estimate"] <= blocked["limit"]:
                 found[quota.id].append(_Fallback(minute, _counter_units(quota, blocked["used"]), _counter_units(quota, blocked["estimate"])))
+    return found
+
+
+def _refusals(quota_ids: set[int], since: datetime, until: datetime) -> Counter:
+    """Per quota, the period's refusals (fail-fast, exhausted) that passed a candidate over for it; each counts once
+    per quota however many of its candidates that quota turned away."""
+    found: Counter = Counter()
+    traces = Decision.objects.filter(outcome__in=(Outcome.FAILED_FAST, Outcome.EXHAUSTED), created_at__gte=since,
+                                     created_at__lt=until).values_list("trace", flat=True)
+    for trace in traces.iterator(chunk_size=2000):
+        named = {blocked.get("quota_id") for entry in trace or [] if entry.get("reason") == SkipReason.QUOTA
+                 for blocked in entry.get("quotas") or []}
+        found.update(named & quota_ids)
     return found
 
 
@@ -211,20 +235,21 @@ def _suggested_ratio(quota: QuotaSpec, counted: list[int], ends: list[int], fall
     return low / 100
 
 
-def tune(days: int = DEFAULT_DAYS, now: datetime | None = None) -> list[QuotaTuning]:
-    """Every quota's soft-limit tuning over the last `days` days."""
+def tune(days: int = DEFAULT_DAYS, now: datetime | None = None, quota_ids: Collection[int] | None = None) -> list[QuotaTuning]:
+    """Every quota's soft-limit tuning (or only those of `quota_ids`) over the `days` days before the last whole minute."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAXIMUM_DAYS:
         raise TuningError(f"days must be a whole number from 1 to {MAXIMUM_DAYS}: the per-minute sums the tuning reads "
                           f"are kept for {MINIMUM_DAYS} days.")
     now = (now or datetime.now(tz=UTC)).replace(second=0, microsecond=0)
     since = now - timedelta(days=days)
-    quotas = list(current_snapshot().quotas)
+    quotas = [quota for quota in current_snapshot().quotas if quota_ids is None or quota.id in quota_ids]
     if not quotas:
         return []
     longest = max(quota.window_seconds for quota in quotas)
     start = since - timedelta(seconds=longest)
     per_minute = _minute_usage(quotas, start, now)
     fallbacks = _fallbacks({quota.id: quota for quota in quotas}, since, start, now)
+    refusals = _refusals({quota.id for quota in quotas}, since, now)
     first = int((since - start).total_seconds() // 60)
     results = []
     for quota in quotas:
@@ -237,5 +262,6 @@ def tune(days: int = DEFAULT_DAYS, now: datetime | None = None) -> list[QuotaTun
             quota=quota, fallbacks=len(caused), unnecessary=unnecessary,
             peak_ratio=round(max(counted[first:], default=0) / quota.limit, 4) if quota.limit else 0.0,
             suggested_soft_limit_ratio=_suggested_ratio(quota, counted, ends, caused, first),
+            refusals=refusals[quota.id], since=since, until=now,
         ))
     return results

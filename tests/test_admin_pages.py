@@ -384,12 +384,13 @@ def test_decisions_and_usage_are_read_only(admin_client, policy, model_name):
     assert model.objects.filter(pk=obj.pk).exists()
 
 
-def test_the_decision_page_shows_the_trace(admin_client, policy):
+def test_the_decision_page_shows_the_trace_as_a_table(admin_client, policy):
     decision = Decision.objects.get()
 
     html = admin_client.get(reverse("admin:router_decision_change", args=[decision.pk])).content.decode()
 
-    assert "&quot;verdict&quot;: &quot;skipped&quot;" in html
+    assert '<div class="decision-trace">' in html and "<td>skipped</td>" in html
+    assert "&quot;verdict&quot;" not in html  # not JSON
 
 
 def test_availability_checks_are_read_only(admin_client, policy):

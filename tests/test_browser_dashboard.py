@@ -5,7 +5,7 @@ fallback history and exports it as CSV, and runs a what-if. Outside CI a missing
 tests; in CI (the CI environment variable set) it fails them.
 
 `DASHBOARD_SCREENSHOT=docs/overview.png pytest tests/test_browser_dashboard.py` also saves the
-overview, with the example policy and a day of traffic, as the README's screenshot.
+overview's first screen at 1400x1000, with the example policy and a day of traffic, as the README's screenshot.
 """
 
 import csv
@@ -35,10 +35,12 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture(autouse=True)
-def dashboard_settings(settings):
-    """Database counters and a fast password hasher."""
+def dashboard_settings(settings, monkeypatch):
+    """Database counters, a fast password hasher, and keys for every provider of the example policy."""
     settings.REDIS_URL = ""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ZHIPU_API_KEY"):
+        monkeypatch.setenv(name, "a-test-key")
 
 
 @pytest.fixture
@@ -153,7 +155,7 @@ def test_the_overview_shows_quotas_and_availability_and_refreshes_itself(page, v
     page.clock.install()  # fake timers: the 15 s refresh is run on demand below
     log_in(page, viewer, "/")
 
-    sonnet_pool = page.locator('[data-quota="anthropic/sonnet-pool"]')
+    sonnet_pool = page.locator('.quota[data-quota="anthropic/sonnet-pool"]')
     expect(sonnet_pool.locator(".bar-fill")).to_be_visible()
     expect(sonnet_pool.locator(".quota-ratio")).to_have_text("86%")
     expect(sonnet_pool).to_contain_text("17.2M tokens of 20.0M tokens")
@@ -162,11 +164,14 @@ def test_the_overview_shows_quotas_and_availability_and_refreshes_itself(page, v
     expect(opus).to_contain_text("unavailable")
     expect(opus).to_contain_text("4 min ago")
     expect(page.locator("#provider-zhipu")).to_contain_text("ConnectTimeout")
-    expect(page.locator(".volume-chart .hour")).to_have_count(25)
+    expect(page.locator(".volume-chart .bucket")).to_have_count(25)
+    expect(page.locator('#now-quotas [data-quota="anthropic/sonnet-pool"]')).to_contain_text("86%")
     assert page.locator("#latest-fallbacks tbody tr").count() == 10
 
     if target := os.environ.get("DASHBOARD_SCREENSHOT"):
-        page.screenshot(path=target, full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        page.screenshot(path=target)  # the first screen, as the person on call sees it
+        page.set_viewport_size({"width": 1440, "height": 900})
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
     Decision.objects.create(created_at=timezone.now(), category="security_auth_change", complexity="high", outcome="failed_fast",

@@ -96,7 +96,7 @@ def test_each_row_shows_its_trace_on_demand(client, viewer, history):
 
     assert page.count('<details class="trace-details">') == 6
     assert "Trace: 2 candidates, policy v" in page  # the quota fallback: gpt-4o passed over, claude chosen
-    assert ("<strong>openai/gpt-4o-pool</strong> (tokens per day, rolling): used 900.0K tokens + this request 1.5K tokens of 1.0M tokens, "
+    assert ("<strong>openai/gpt-4o-pool</strong></a> (tokens per day, rolling): used 900.0K tokens + this request 1.5K tokens of 1.0M tokens, "
             "soft limit 800.0K tokens") in page
     assert 'verdict-skipped">skipped</span>' in page and 'verdict-chosen">chosen</span>' in page
     assert "marked unavailable in this what-if" in page  # the detail the walk gave, as stored

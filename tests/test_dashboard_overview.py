@@ -25,11 +25,12 @@ def dashboard_settings(settings):
 
 
 @pytest.fixture
-def policy():
-    """Two providers: openai with a provider-wide daily quota, anthropic with a Sonnet pool."""
+def policy(monkeypatch):
+    """Two providers with credentials: openai with a provider-wide daily quota, anthropic with a Sonnet pool."""
     now = timezone.now()
-    openai = ProviderFactory(slug="openai", kind="openai")
-    anthropic = ProviderFactory(slug="anthropic", kind="anthropic")
+    monkeypatch.setenv("TEST_PROVIDER_KEY", "sk-test")
+    openai = ProviderFactory(slug="openai", kind="openai", credential_env="TEST_PROVIDER_KEY")
+    anthropic = ProviderFactory(slug="anthropic", kind="anthropic", credential_env="TEST_PROVIDER_KEY")
     gpt = LLMModelFactory(key="gpt-4o", provider=openai, availability=Availability.AVAILABLE,
                           checked_at=now - timedelta(minutes=12))
     mini = LLMModelFactory(key="gpt-4o-mini", provider=openai, availability=Availability.AVAILABLE,
@@ -169,7 +170,7 @@ def test_decision_volume_is_one_aggregate_query_per_hour_and_outcome(django_asse
         volume = selectors.decision_volume(now)
 
     assert len(volume.buckets) == 25  # 14:00 yesterday (partial) to 14:00 today (partial)
-    by_hour = {b.hour.strftime("%d %H"): b for b in volume.buckets}
+    by_hour = {b.start.strftime("%d %H"): b for b in volume.buckets}
     assert (by_hour["10 14"].primary, by_hour["10 14"].fallback, by_hour["10 14"].refused) == (2, 1, 0)
     assert by_hour["10 13"].refused == 1
     assert by_hour["09 14"].refused == 1
@@ -188,7 +189,7 @@ def test_the_chart_is_server_side_svg_with_a_bar_per_hour(client, viewer, policy
     page = client.get("/").content.decode()
 
     assert '<svg class="volume-chart"' in page
-    assert page.count('<g class="hour">') == 25
+    assert page.count('<g class="bucket">') == 25
     assert "2 decisions, 1 fallback, 0 refused, 50% not primary" in page
     assert 'class="seg seg-fallback"' in page
     assert "rate-line" in page
@@ -223,7 +224,7 @@ def test_with_the_counters_unreachable_it_still_shows_availability(client, viewe
 def test_an_empty_history_says_so(client, viewer):
     page = client.get("/").content.decode()
 
-    assert "No decisions in the last 24 hours." in page
+    assert "No decisions in this range (last 24 h)." in page
     assert "No fallbacks or refusals yet" in page
     assert "No providers yet" in page
 
@@ -251,7 +252,7 @@ def test_the_page_refreshes_itself_from_a_fragment(client, viewer, policy):
     page = client.get("/").content.decode()
     fragment = client.get("/?fragment=1")
 
-    assert 'data-refresh-url="/?fragment=1"' in page and 'data-refresh-seconds="15"' in page
+    assert 'data-refresh-url="/?fragment=1&amp;range=24h"' in page and 'data-refresh-seconds="15"' in page
     assert "/static/dashboard/dashboard.js" in page and "/static/dashboard/dashboard.css" in page
     assert fragment.status_code == 200
     body = fragment.content.decode()

@@ -87,7 +87,7 @@ def test_a_quota_assumed_over_its_soft_limit_makes_it_fall_back(client, viewer, 
     assert what_if.decision.model_key == "claude-sonnet-4-5"
     assert "fell back to claude-sonnet-4-5 (gpt-4o: quota)" in page
     # The trace table: gpt-4o passed over with the quota named, claude chosen.
-    assert ("<strong>openai/tokens-day</strong> (tokens per day, rolling): used 850.0K tokens + this request 2.0K tokens of 1.0M tokens, "
+    assert ("<strong>openai/tokens-day</strong></a> (tokens per day, rolling): used 850.0K tokens + this request 2.0K tokens of 1.0M tokens, "
             "soft limit 800.0K tokens") in page
     assert page.count('verdict-skipped">skipped</span>') == 1 and page.count('verdict-chosen">chosen</span>') == 1
     # The quotas as assumed: the override is marked.

@@ -121,3 +121,46 @@ def test_the_tuning_page_shows_each_quota_with_a_link_to_edit_its_ratio(history,
     assert "openai/tokens-hour" in page
     assert f'href="/admin/providers/quota/{history.id}/change/"' in page
     assert client.get("/tuning/", {"days": "30"}).status_code == 400
+
+
+def refusal(at, quota_id: int, outcome: str = "failed_fast") -> None:
+    """A refusal whose only candidate, gpt-4o, the quota turned away."""
+    blocked = {"quota": "openai/tokens-hour", "quota_id": quota_id, "used": 900, "estimate": 200, "soft_limit": 500,
+               "limit": 1000, "metric": "tokens", "window": "hour", "reset": "rolling", "frees_at": None}
+    DecisionFactory(created_at=at, outcome=outcome, model_key="", provider_slug="", input_tokens=0, output_tokens=0,
+                    trace=[{"model": "gpt-4o", "verdict": "skipped", "reason": "quota", "quotas": [blocked]}])
+
+
+def test_the_refusals_a_quota_caused_count_next_to_its_fallbacks(history):
+    refusal(NOW - timedelta(hours=1), history.id)
+    refusal(NOW - timedelta(hours=1, minutes=5), history.id, outcome="exhausted")
+    refusal(NOW - timedelta(days=8), history.id)  # before the period
+    DecisionFactory(created_at=NOW - timedelta(hours=1), outcome="failed_fast", model_key="", input_tokens=0, output_tokens=0,
+                    trace=[{"model": "gpt-4o", "verdict": "skipped", "reason": "cooldown", "until": 1.0}])
+
+    [row] = tune(days=7, now=NOW)
+
+    assert (row.fallbacks, row.refusals) == (2, 2)
+    assert (row.since, row.until) == (NOW - timedelta(days=7), NOW)
+
+
+def test_two_readings_with_no_new_traffic_give_the_same_figures(history):
+    DecisionFactory(created_at=NOW + timedelta(seconds=20), input_tokens=400, output_tokens=0)  # the minute under way
+
+    first = tune(days=7, now=NOW + timedelta(seconds=30))
+    second = tune(days=7, now=NOW + timedelta(seconds=50))
+
+    assert first == second
+    assert first[0].until == NOW  # the period ends at the last whole minute
+
+
+def test_the_tuning_page_says_its_period_as_of_when_and_how_a_suggestion_is_computed(history, client, viewer):
+    refusal(NOW - timedelta(hours=1), history.id)
+
+    page = client.get("/tuning/").content.decode()
+
+    assert "How a suggestion is computed" in page and "in steps of 0.01 up to 1" in page
+    assert "(the last 7 days to the last whole minute)" in page
+    assert "As of <time" in page
+    assert f'<td data-label="Refusals" class="refusals"><a href="/fallbacks/?quota={history.id}&amp;reason=quota">1</a></td>' in page
+    assert f'href="/quotas/{history.id}/">openai/tokens-hour</a>' in page

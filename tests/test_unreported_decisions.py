@@ -27,8 +27,8 @@ def test_it_lists_per_caller_the_decisions_unreported_after_ten_minutes(client, 
 
     section = page[page.index('id="unreported"'):]
     assert section.index("batch-service") < section.index("agents")
-    assert "<td>batch-service</td><td>3</td>" in section
-    assert "<td>agents</td><td>1</td>" in section
+    assert '<td data-label="Caller">batch-service</td><td data-label="Decisions">3</td>' in section
+    assert '<td data-label="Caller">agents</td><td data-label="Decisions">1</td>' in section
 
 
 def test_it_shows_nothing_when_every_decision_was_reported(client, viewer):
