@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -643,7 +644,10 @@ class Nginx:
         self.directory = directory
         self.port, self.http_port = free_port(), free_port()
         directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(0o777)  # nginx's workers (user nobody) keep their temporary files here
+        # nginx's workers (user nobody) keep a large body in a temporary file: under the system's temporary folder,
+        # which they can reach, unlike pytest's own (mode 700), where a body past the buffer failed with a 500.
+        self.temporary = Path(tempfile.mkdtemp(prefix="switchboard-nginx-"))
+        self.temporary.chmod(0o777)
         cert, key = directory / "cert.pem", directory / "key.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
@@ -660,7 +664,7 @@ class Nginx:
             site, count = re.subn(pattern, replacement, site, flags=re.M)
             assert count, f"deploy/nginx.conf no longer has {pattern!r}: tell tests/e2e/processes.Nginx how it runs now"
         (directory / "switchboard.conf").write_text(site)
-        temp = "\n".join(f"    {name}_temp_path {directory / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = "\n".join(f"    {name}_temp_path {self.temporary / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         self.config = directory / "nginx.conf"
         self.config.write_text(
             "# Debian's /etc/nginx/nginx.conf, reduced to what a test needs, with the shipped site included.\n"
@@ -695,6 +699,7 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        shutil.rmtree(self.temporary, ignore_errors=True)
 
 
 class Https(Http):
