@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
 from router import counters, metrics
+from router.shapes import rfc3339
 from router.state_metrics import StateCollector
 
 
@@ -52,9 +53,9 @@ def _check_redis() -> dict:
         body["ledger_backlog"] = ledger | {"stale": ledger["oldest_seconds"] > LEDGER_STALE_SECONDS}
         body["persistence"] = persistence
         body["installation"] = redis_counters.installation
-        body["other_installations"] = [{"id": key, "last_seen": seen} for key, seen in sorted(others.items())]
+        body["other_installations"] = [{"installation_id": key, "last_seen": rfc3339(seen)} for key, seen in sorted(others.items())]
     if counters.outage.since is not None:
-        body["down_since"] = counters.outage.since
+        body["down_since"] = rfc3339(counters.outage.since)
     return body
 
 
@@ -74,7 +75,7 @@ def _last_refresh() -> dict:
     last = AvailabilityCheck.objects.filter(kind=AvailabilityCheck.Kind.AVAILABILITY).aggregate(last=Max("started_at"))["last"]
     if last is None:
         return {"last_at": None, "age_seconds": None}
-    return {"last_at": last.isoformat(), "age_seconds": round(time.time() - last.timestamp())}
+    return {"last_at": rfc3339(last), "age_seconds": round(time.time() - last.timestamp())}
 
 
 def _warnings(redis_state: dict) -> list[str]:

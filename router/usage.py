@@ -128,7 +128,7 @@ def _repeated(first: UsageRecord, report: UsageReport) -> UsageRecord:
             "idempotency_key_reused",
             f"Idempotency key {report.idempotency_key!r} was used for usage report {first.id} (decision "
             f"{first.decision_id or 'none'}), which differs in {', '.join(differing)}: use a new key for a new report.",
-            status=409, first_report=str(first.id),
+            status=409, usage_id=str(first.id),
         )
     return first
 
