@@ -3,7 +3,7 @@
 import time
 import uuid
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +42,7 @@ from router.policy.plan import plan_policy
 from router.policy.versions import UnknownVersion, version_document
 from router.records import DecisionRecord, UsageRecord
 from router.selectors import model_cooldowns, quota_status
+from router.shapes import api_trace, catalog_model_ref, rfc3339
 from router.snapshot import current_snapshot
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune
 from router.usage import UsageRejected, UsageReport, record_usage
@@ -51,10 +52,6 @@ from switchboard.vocabulary import Outcome
 MAX_CALL_BODY_BYTES = 64 * 1024
 COST_PLACES = Decimal("0.000001")
 DRF_DEFAULT = JSONEncoder().default
-
-
-def _timestamp(value: float | None) -> str | None:
-    return datetime.fromtimestamp(value, tz=UTC).isoformat() if value is not None else None
 
 
 class JSONOnly(DefaultContentNegotiation):
@@ -117,8 +114,8 @@ def counters_error(exc: Exception) -> ApiError:
 def _refusal(decision: DecisionRecord) -> HttpResponse:
     answer = refusal(decision)
     body = {
-        "error": answer.code, "detail": decision.reason, "decision_id": decision.id, "outcome": decision.outcome,
-        "primary": decision.primary_key, "trace": decision.trace, "policy_version": decision.policy_version,
+        "error": answer.code, "detail": answer.detail, "reason": decision.reason, "decision_id": decision.id, "outcome": decision.outcome,
+        "primary": catalog_model_ref(decision.primary_key), "trace": api_trace(decision.trace), "policy_version": decision.policy_version,
     }
     headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
     return json_response(body, answer.status, headers=headers)
@@ -214,9 +211,9 @@ def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> HttpResp
         "outcome": decision.outcome,
         "reason": decision.reason,
         "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
-                  "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region},
-        "primary": decision.primary_key,
-        "trace": decision.trace,
+                  "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region or None},
+        "primary": {"key": model.key, "provider": model.provider} if decision.primary_key == model.key else catalog_model_ref(decision.primary_key),
+        "trace": api_trace(decision.trace),
         "policy_version": decision.policy_version,
         "dry_run": dry_run,
     })
@@ -250,8 +247,9 @@ def usage_body(report: UsageRecord) -> dict:
     """What s.UsageEventSerializer renders, built directly: this is the hot path (router.payloads)."""
     usage = report.usage
     return {
-        "id": str(report.id), "created_at": report.created_at.isoformat().replace("+00:00", "Z"), "model": report.model_key,
-        "provider": report.provider_slug, "decision_id": str(report.decision_id) if report.decision_id else None,
+        "usage_id": str(report.id), "created_at": report.created_at.isoformat().replace("+00:00", "Z"),
+        "model": {"key": report.model_key, "provider": report.provider_slug},
+        "decision_id": str(report.decision_id) if report.decision_id else None,
         "answered_instead": report.answered_instead,
         "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
         "cache_read_input_tokens": usage.cache_read_input_tokens, "cache_write_input_tokens": usage.cache_write_input_tokens,
@@ -276,12 +274,13 @@ class QuotasView(KnownQueryParameters, generics.ListAPIView):
         for row in status_rows:
             quota = row.quota
             rows.append({
-                "id": quota.id, "provider": quota.provider, "name": quota.name, "models": list(quota.model_keys),
+                "quota_id": quota.id, "provider": quota.provider, "name": quota.name,
+                "models": [{"key": key, "provider": quota.provider} for key in quota.model_keys],
                 "metric": quota.metric, "window": quota.window, "reset": quota.reset,
                 "limit": display_amount(quota, quota.limit), "soft_limit": display_amount(quota, quota.soft_limit),
                 "used": display_amount(quota, row.used),
-                "ratio": round(row.ratio, 6), "source": quota.source, "frees_at": _timestamp(row.frees_at),
-                "forecast": {"soft_at": _timestamp(row.soft_at), "hard_at": _timestamp(row.hard_at),
+                "ratio": round(row.ratio, 6), "source": quota.source, "frees_at": rfc3339(row.frees_at),
+                "forecast": {"soft_at": rfc3339(row.soft_at), "hard_at": rfc3339(row.hard_at),
                              "burn_per_hour": display_amount(quota, row.burn_per_hour)},
             })
         page = self.paginate_queryset(rows)

@@ -36,6 +36,20 @@ class Refusal:
     code: RefusalCode
     retry_after: int | None
 
+    @property
+    def detail(self) -> str:
+        """The error's sentence; the decision's `reason` says which candidate was passed over and why."""
+        sentence = REFUSAL_SENTENCES[self.code]
+        return f"{sentence} Retry in {self.retry_after} s." if self.retry_after is not None else sentence
+
+
+REFUSAL_SENTENCES = {
+    RefusalCode.ATTEMPTS_EXHAUSTED: "The task has used every attempt its route or tier allows.",
+    RefusalCode.QUOTA_EXCEEDED: "The category never falls back, and a quota of its primary has no room for this request.",
+    RefusalCode.PRIMARY_UNAVAILABLE: "The category never falls back, and its primary cannot take this request now.",
+    RefusalCode.NO_CAPACITY: "No candidate can take this request now.",
+}
+
 
 def _now() -> float:
     """The time, to the microsecond the ledger stores: a decision's bucket is the one its stored time falls in."""

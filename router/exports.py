@@ -13,8 +13,10 @@ import json
 from django.http import StreamingHttpResponse
 
 from router.counting import LEDGER_FIELDS
+from router.shapes import api_trace, rfc3339
 
-CSV_COLUMNS = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
+# The columns of GET /api/v1/decisions, flat: `model` and `primary` are model keys, `provider` the chosen model's provider.
+CSV_COLUMNS = ["decision_id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
                "answered_by", "reason", "policy_version", "reported", *LEDGER_FIELDS, "trace"]
 FORMULA_SIGNS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20\t\r")
 # What a spreadsheet may skip before the sign: quotes, separators and spaces (ASCII and full-width).
@@ -39,9 +41,9 @@ def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpRes
     def rows():
         yield writer.writerow(CSV_COLUMNS)
         for d in queryset.iterator(chunk_size=2000):
-            values = [d.id, d.created_at.isoformat(), d.caller, d.category, d.complexity, d.tier, d.outcome, d.model_key,
+            values = [d.id, rfc3339(d.created_at), d.caller, d.category, d.complexity, d.tier, d.outcome, d.model_key,
                       d.provider_slug, d.primary_key, d.answered_by, d.reason, d.policy_version, d.reported,
-                      *(getattr(d, name) for name in LEDGER_FIELDS), json.dumps(d.trace, separators=(",", ":"))]
+                      *(getattr(d, name) for name in LEDGER_FIELDS), json.dumps(api_trace(d.trace), separators=(",", ":"))]
             yield writer.writerow([cell(value) for value in values])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")

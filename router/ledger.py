@@ -22,6 +22,7 @@ from redis.lock import Lock
 from router.counting import LEDGER_FIELDS
 from router.models import Decision, UsageEvent
 from router.records import DECISION_COLUMNS, USAGE_COLUMNS, AppliedCharge, DecisionRecord, UsageRecord
+from switchboard.vocabulary import UsageStatus
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,12 @@ INSERT_USAGE = f"""
         SELECT {", ".join("decision.id" if name == "decision_id" else f"batch.{name}" for name in USAGE_COLUMNS)}
         FROM batch LEFT JOIN router_decision AS decision ON decision.id = batch.decision_id
         ON CONFLICT DO NOTHING
-        RETURNING id, decision_id, model_key, answered_instead, {", ".join(LEDGER_FIELDS)}
+        RETURNING id, decision_id, model_key, answered_instead, status, {", ".join(LEDGER_FIELDS)}
     ), reported AS (
         UPDATE router_decision AS decision
         SET {", ".join(f"{name} = CASE WHEN inserted.answered_instead THEN 0 ELSE inserted.{name} END" for name in LEDGER_FIELDS)},
-            answered_by = CASE WHEN inserted.answered_instead THEN inserted.model_key ELSE '' END, reported = true
+            answered_by = CASE WHEN inserted.answered_instead THEN inserted.model_key ELSE '' END, reported = true,
+            requests = CASE WHEN inserted.status = '{UsageStatus.NOT_SENT}' THEN 0 ELSE 1 END
         FROM inserted WHERE decision.id = inserted.decision_id
     )
     SELECT batch.id::text, batch.decision_id::text,

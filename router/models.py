@@ -276,6 +276,9 @@ class Decision(models.Model):
     counted_output_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's output-tokens limiter counts.")
     reported = models.BooleanField(default=False, help_text="A usage report replaced the estimate with actual usage.")
     answered_by = models.CharField(max_length=100, blank=True, help_text="The model that answered, when it was not the one chosen.")
+    # The default is the database's too: the ledger's drain inserts decisions in SQL.
+    requests = models.PositiveSmallIntegerField(default=1, db_default=1,
+                                                help_text="The requests it counts: 1, or 0 once its call was reported not sent.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from providers.models import AvailabilityCheck
 from router import counters, database_outage, metrics
 from router.counters import marks
+from router.shapes import rfc3339
 from router.snapshot import snapshot_trusted
 from router.state_metrics import StateCollector
 
@@ -58,9 +59,9 @@ def _check_redis() -> dict:
         body["ledger_backlog"] = ledger | {"stale": ledger["oldest_seconds"] > LEDGER_STALE_SECONDS}
         body["persistence"] = persistence
         body["installation"] = redis_counters.installation
-        body["other_installations"] = [{"id": key, "last_seen": seen} for key, seen in sorted(others.items())]
+        body["other_installations"] = [{"installation_id": key, "last_seen": rfc3339(seen)} for key, seen in sorted(others.items())]
     if counters.outage.since is not None:
-        body["down_since"] = counters.outage.since
+        body["down_since"] = rfc3339(counters.outage.since)
     if ok:
         try:
             body["data_lost"] = marks.last_loss(redis_counters.prefix)
@@ -85,7 +86,7 @@ def _last_refresh() -> dict:
     last = AvailabilityCheck.objects.filter(kind=AvailabilityCheck.Kind.AVAILABILITY).aggregate(last=Max("started_at"))["last"]
     if last is None:
         return {"last_at": None, "age_seconds": None}
-    return {"last_at": last.isoformat(), "age_seconds": round(time.time() - last.timestamp())}
+    return {"last_at": rfc3339(last), "age_seconds": round(time.time() - last.timestamp())}
 
 
 def _warnings(redis_state: dict) -> list[str]:

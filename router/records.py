@@ -17,7 +17,7 @@ from router.counting import LEDGER_FIELDS, Usage
 from router.engine import Charge
 from router.models import Decision, UsageEvent
 from router.snapshot import ModelSpec
-from switchboard.vocabulary import COUNTED_OUTCOMES, Outcome, SkipReason
+from switchboard.vocabulary import COUNTED_OUTCOMES, Outcome, SkipReason, UsageStatus
 
 _TOKENS = {name: "bigint" for name in LEDGER_FIELDS if name != "cost_usd"}
 # The rows' columns as PostgreSQL reads them from a batch's JSON (router.ledger, jsonb_to_recordset).
@@ -174,9 +174,11 @@ class UsageRecord:
 
     def settles(self) -> dict:
         """The fields of the decision this report names, once reported: what the call used, or, when
-        another model answered, nothing (its reservation released) and that model's key.
+        another model answered, nothing (its reservation released) and that model's key; a call not sent
+        counts no request either.
         router.ledger's INSERT_USAGE does the same in SQL."""
         settled = Usage() if self.answered_instead else self.usage
         return {name: getattr(settled, name) for name in LEDGER_FIELDS} | {
             "answered_by": self.model_key if self.answered_instead else "", "reported": True,
+            "requests": 0 if self.status == UsageStatus.NOT_SENT else 1,
         }

@@ -6,9 +6,9 @@ with another body is the caller's bug: 409 `request_id_reused`. Without a reques
 
 With Redis counters the memory is one Redis key per (API key, request_id), claimed before deciding, so that
 two copies arriving together make one decision: the second waits for the first one's answer. With database
-counters the memory is the decision row itself: its id is derived from (API key, request_id, body), so a
-repeat finds it by primary key and a copy arriving at the same time cannot store a second one; another body
-under the same id is, there, another request.
+counters the memory is the decision row itself: the first half of its id is derived from (API key, request_id)
+and the second from the body, so a repeat finds it by primary key, a copy arriving at the same time cannot store a
+second one, and a decision under the same request_id with another body is found by the first half alone.
 """
 
 import contextlib
@@ -67,7 +67,13 @@ def answer_once(key_id: str, request: RouteRequest, decide: Callable[[uuid.UUID 
             return _on_redis(backend.client, f"{backend.prefix}request:{uuid.uuid5(NAMESPACE, named).hex}", body, decide)
         except RedisUnreachable as exc:
             counters.fail_over(exc, refuse=False)
-    return _on_database(uuid.uuid5(NAMESPACE, f"{named}\n{body}"), decide, replay)
+    return _on_database(_derived_id(named, body), decide, replay)
+
+
+def _derived_id(named: str, body: str) -> uuid.UUID:
+    """The id of the decision answering (API key, request_id) with this body: 8 bytes from each."""
+    own, of_body = (hashlib.sha256(text.encode()).digest()[:8] for text in (named, body))
+    return uuid.UUID(bytes=own + of_body, version=5)
 
 
 def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], HttpResponse]) -> HttpResponse:
@@ -104,6 +110,8 @@ def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], Ht
                  replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
     stored = Decision.objects.filter(pk=decision_id).first()
     if stored is None:
+        if _same_request_id(decision_id).exists():
+            raise RequestIdReused("It was used within the last hour for a routing request with another body.")
         try:
             return decide(decision_id)
         except IntegrityError:
@@ -111,3 +119,11 @@ def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], Ht
     if stored.created_at < datetime.now(tz=UTC) - timedelta(seconds=DECISION_MEMORY_SECONDS):
         raise RequestIdReused("It was used more than an hour ago: use a new one for a new request.")
     return replay(DecisionRecord.from_model(stored))
+
+
+def _same_request_id(decision_id: uuid.UUID):
+    """The decisions of the last hour whose id starts with the same 8 bytes: answers to the same (API key, request_id),
+    whatever their body."""
+    prefix = decision_id.bytes[:8]
+    return Decision.objects.filter(pk__gte=uuid.UUID(bytes=prefix + bytes(8)), pk__lte=uuid.UUID(bytes=prefix + b"\xff" * 8),
+                                   created_at__gte=datetime.now(tz=UTC) - timedelta(seconds=DECISION_MEMORY_SECONDS))

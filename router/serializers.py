@@ -9,8 +9,9 @@ from rest_framework import serializers
 from providers.models import MODEL_KEY, LLMModel
 from router.errors import ApiError
 from router.models import Decision, UsageEvent
+from router.shapes import api_trace, catalog_model_ref, model_ref
 from switchboard.validators import invisible_character
-from switchboard.vocabulary import COUNTED_OUTCOMES, REQUEST_COMPLEXITIES, Outcome, ProviderKind, RefusalCode, UsageStatus
+from switchboard.vocabulary import COUNTED_OUTCOMES, REQUEST_COMPLEXITIES, Outcome, ProviderKind, RefusalCode, SkipReason, UsageStatus, Verdict
 
 # A single LLM call above this many tokens is a mistake, not a request (the largest context windows are ~2M).
 MAX_TOKENS_PER_CALL = 10_000_000
@@ -123,30 +124,65 @@ class RouteRequestSerializer(StrictSerializer):
         return attrs
 
 
-class RoutedModelSerializer(serializers.Serializer):
+class NullIfBlankCharField(serializers.CharField):
+    """Text that is null when absent, never an empty string."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_null=True, **kwargs)
+
+    def to_representation(self, value):
+        return super().to_representation(value) if value else None
+
+
+class ModelRefSerializer(serializers.Serializer):
+    """A model, as every answer names it (docs/api.md)."""
+
     key = serializers.CharField()
-    provider = serializers.CharField()
+    provider = serializers.CharField(allow_null=True, help_text="The provider's slug; null only for a model no longer in the catalog.")
+
+
+class RoutedModelSerializer(ModelRefSerializer):
+    """The chosen model, and how to call it."""
+
     kind = serializers.ChoiceField(choices=ProviderKind.values, help_text="The API the provider speaks.")
     base_url = serializers.CharField(allow_null=True, help_text="Where the provider's API is, when not the SDK's default.")
     model_id = serializers.CharField()
     invoke_id = serializers.CharField()
-    region = serializers.CharField(allow_blank=True)
+    region = serializers.CharField(allow_null=True)
+
+
+class TraceQuotaSerializer(serializers.Serializer):
+    """A quota that turned a candidate away, as it stood then (amounts in its unit: dollars for cost quotas)."""
+
+    quota = serializers.CharField(help_text="The quota's label: provider/name.")
+    quota_id = serializers.IntegerField()
+    metric = serializers.CharField()
+    window = serializers.CharField()
+    reset = serializers.CharField()
+    used = serializers.FloatField()
+    estimate = serializers.FloatField()
+    soft_limit = serializers.FloatField()
+    limit = serializers.FloatField()
+    frees_at = serializers.DateTimeField(allow_null=True, help_text="When its oldest counted usage leaves the window.")
 
 
 class TraceEntrySerializer(serializers.Serializer):
-    model = serializers.CharField()
-    provider = serializers.CharField(allow_null=True)
-    verdict = serializers.ChoiceField(choices=["chosen", "skipped"])
-    reason = serializers.CharField()
-    detail = serializers.CharField(required=False)
+    """One candidate the walk considered."""
+
+    model = ModelRefSerializer()
+    verdict = serializers.ChoiceField(choices=Verdict.values)
+    cause = serializers.ChoiceField(choices=SkipReason.values, allow_null=True, help_text="Why it was passed over; null when chosen.")
+    reason = serializers.CharField(help_text="Why it was chosen or passed over, as a sentence.")
+    until = serializers.DateTimeField(allow_null=True, help_text="When its cooldown or provider rate limit ends.")
+    quotas = TraceQuotaSerializer(many=True, help_text="The quotas that turned it away (cause quota).")
 
 
 class RouteResponseSerializer(serializers.Serializer):
     decision_id = serializers.UUIDField(allow_null=True, help_text="Null for a dry run, which stores nothing.")
     outcome = serializers.ChoiceField(choices=COUNTED_OUTCOMES)
-    reason = serializers.CharField()
+    reason = serializers.CharField(help_text="Why the decision went as it did.")
     model = RoutedModelSerializer()
-    primary = serializers.CharField()
+    primary = ModelRefSerializer(help_text="The first model of the route or tier.")
     trace = TraceEntrySerializer(many=True)
     policy_version = serializers.IntegerField()
     dry_run = serializers.BooleanField()
@@ -154,10 +190,11 @@ class RouteResponseSerializer(serializers.Serializer):
 
 class RefusalSerializer(serializers.Serializer):
     error = serializers.ChoiceField(choices=RefusalCode.values)
-    detail = serializers.CharField()
+    detail = serializers.CharField(help_text="The error, as a sentence.")
+    reason = serializers.CharField(help_text="Why the decision went as it did: which candidates were passed over and why.")
     decision_id = serializers.UUIDField(allow_null=True)
     outcome = serializers.ChoiceField(choices=[o for o in Outcome.values if o not in COUNTED_OUTCOMES])
-    primary = serializers.CharField()
+    primary = ModelRefSerializer(allow_null=True)
     trace = TraceEntrySerializer(many=True)
     policy_version = serializers.IntegerField()
 
@@ -227,13 +264,15 @@ USED = ["input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write
 
 
 class UsageEventSerializer(serializers.ModelSerializer):
-    model = serializers.CharField(source="model_key")
-    provider = serializers.CharField(source="provider_slug")
+    """A stored usage report, for the OpenAPI schema: router.api.usage_body writes it."""
+
+    usage_id = serializers.UUIDField(source="id")
+    model = ModelRefSerializer(help_text="The model the report counts against: the one that answered.")
     counted = CountedSerializer(source="*")
 
     class Meta:
         model = UsageEvent
-        fields = ["id", "created_at", "model", "provider", "decision_id", "answered_instead", *USED, "status", "idempotency_key",
+        fields = ["usage_id", "created_at", "model", "decision_id", "answered_instead", *USED, "status", "idempotency_key",
                   "retry_after", "ratelimit_headers"]
 
 
@@ -246,7 +285,8 @@ class CooldownSerializer(serializers.Serializer):
 class ModelCatalogSerializer(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.slug")
     invoke_id = serializers.CharField(source="effective_invoke_id")
-    region = serializers.CharField(source="provider.region")
+    region = NullIfBlankCharField(source="provider.region")
+    availability_reason = NullIfBlankCharField()
     burndown_rate = serializers.IntegerField(source="effective_burndown_rate",
                                              help_text="Quota tokens one output token takes (Bedrock; 1 elsewhere).")
     cooldown = serializers.SerializerMethodField()
@@ -268,7 +308,7 @@ class ModelCatalogSerializer(serializers.ModelSerializer):
 
 
 class QuotaTuningSerializer(serializers.Serializer):
-    id = serializers.IntegerField(source="quota.id")
+    quota_id = serializers.IntegerField(source="quota.id")
     provider = serializers.CharField(source="quota.provider")
     name = serializers.CharField(source="quota.name")
     soft_limit_ratio = serializers.FloatField(source="quota.soft_limit_ratio")
@@ -292,10 +332,10 @@ class ForecastSerializer(serializers.Serializer):
 
 
 class QuotaStatusSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    quota_id = serializers.IntegerField()
     provider = serializers.CharField()
     name = serializers.CharField()
-    models = serializers.ListField(child=serializers.CharField())
+    models = ModelRefSerializer(many=True, help_text="The models it covers; empty for a provider-wide quota.")
     metric = serializers.CharField()
     window = serializers.CharField()
     reset = serializers.CharField()
@@ -309,12 +349,33 @@ class QuotaStatusSerializer(serializers.Serializer):
 
 
 class DecisionSerializer(serializers.ModelSerializer):
-    model = serializers.CharField(source="model_key")
-    provider = serializers.CharField(source="provider_slug")
-    primary = serializers.CharField(source="primary_key")
+    decision_id = serializers.UUIDField(source="id")
+    category = NullIfBlankCharField()
+    complexity = NullIfBlankCharField()
+    tier = NullIfBlankCharField()
+    model = serializers.SerializerMethodField()
+    primary = serializers.SerializerMethodField()
+    answered_by = serializers.SerializerMethodField()
+    trace = serializers.SerializerMethodField()
     counted = CountedSerializer(source="*")
 
     class Meta:
         model = Decision
-        fields = ["id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "provider", "primary",
+        fields = ["decision_id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "primary",
                   "answered_by", "reason", "trace", "policy_version", "reported", *USED]
+
+    @extend_schema_field(ModelRefSerializer(allow_null=True, help_text="The model chosen; null for a refusal."))
+    def get_model(self, decision: Decision) -> dict | None:
+        return model_ref(decision.model_key, decision.provider_slug)
+
+    @extend_schema_field(ModelRefSerializer(allow_null=True, help_text="The first model of the route or tier; null when there was none."))
+    def get_primary(self, decision: Decision) -> dict | None:
+        return catalog_model_ref(decision.primary_key)
+
+    @extend_schema_field(ModelRefSerializer(allow_null=True, help_text="The model that answered, when it was not the one chosen."))
+    def get_answered_by(self, decision: Decision) -> dict | None:
+        return catalog_model_ref(decision.answered_by)
+
+    @extend_schema_field(TraceEntrySerializer(many=True))
+    def get_trace(self, decision: Decision) -> list[dict]:
+        return api_trace(decision.trace)

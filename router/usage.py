@@ -83,11 +83,14 @@ def _answering_model(snapshot: PolicySnapshot, report: UsageReport, decision: De
 def report_charges(snapshot: PolicySnapshot, model: ModelSpec, usage: UsageRecord, decision: DecisionRecord | None,
              now: float) -> list[tuple[QuotaSpec, int, float]]:
     """What the report adds to each quota: the change from its decision's reservation to what the call
-    used, in the decision's bucket; or, without a decision (or when another model answered, whose
-    decision's reservation is released), what the call used, now."""
+    used, in the decision's bucket (all of the reservation, the request included, taken back for a call not
+    sent); or, without a decision (or when another model answered, whose decision's reservation is
+    released), what the call used, now."""
     if decision is None:
         return charges(model, usage.usage, now, now)
     at = decision.created_at.timestamp()
+    if usage.status == UsageStatus.NOT_SENT:
+        return charges(model, Usage() - decision.usage, at, now)
     held = replace(decision.usage, entries=0)
     if not usage.answered_instead:
         return charges(model, replace(usage.usage, entries=0) - held, at, now)
@@ -126,7 +129,7 @@ def _repeated(first: UsageRecord, report: UsageReport) -> UsageRecord:
             "idempotency_key_reused",
             f"Idempotency key {report.idempotency_key!r} was used for usage report {first.id} (decision "
             f"{first.decision_id or 'none'}), which differs in {', '.join(differing)}: use a new key for a new report.",
-            status=409, first_report=str(first.id),
+            status=409, usage_id=str(first.id),
         )
     return first
 
@@ -145,7 +148,7 @@ def _record_on(backend: Counters, snapshot: PolicySnapshot, report: UsageReport,
             raise UsageRejected("invalid_request", f"A not_sent report gives back the reservation of decision {decision.id}, "
                                                    f"which chose {decision.model_key}: leave the model out.")
         # Nothing reached the provider, so nothing counts, whatever its rule (OpenAI's limiter refunds nothing it saw).
-        call_usage = Usage(entries=1)
+        call_usage = Usage()
     else:
         reserved = decision.usage if decision and not answered_instead else None
         call_usage = used(model, report.input_tokens, report.output_tokens, report.cache_read_input_tokens,

@@ -35,7 +35,7 @@ class Verdict(models.TextChoices):
 
 
 class SkipReason(models.TextChoices):
-    """Why the walk passed a candidate over (the trace's `reason`)."""
+    """Why the walk passed a candidate over: a stored trace's `reason`, the API's `cause` (docs/api.md)."""
 
     EXCLUDED = "excluded"
     DISABLED = "disabled"

@@ -49,3 +49,11 @@ def stored_reports():
 
     flush_ledger()
     return UsageEvent.objects.all()
+
+
+def epoch(moment: str) -> float:
+    """An answer's time (RFC 3339 UTC with Z) as epoch seconds, to compare with time.time()."""
+    from datetime import datetime
+
+    assert moment.endswith("Z"), moment
+    return datetime.fromisoformat(moment).timestamp()

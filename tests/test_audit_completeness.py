@@ -28,7 +28,7 @@ def test_the_lock_of_a_drainer_that_died_frees_within_seconds_and_the_audit_then
     # What a worker killed while draining leaves behind: its lock, which it can no longer renew.
     redis_client.set(f"{redis_counters().prefix}draining", "killed-worker", px=ledger.LOCK_MILLISECONDS)
 
-    assert sorted(row["id"] for row in audit(api)) == sorted(answered)
+    assert sorted(row["decision_id"] for row in audit(api)) == sorted(answered)
 
 
 def test_the_audit_answers_503_when_another_drainer_holds_the_ledger_past_the_wait(api, policy, redis_client):

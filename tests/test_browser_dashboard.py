@@ -211,7 +211,7 @@ def test_the_history_filters_and_exports_what_it_shows(page, viewer):
     assert download.suggested_filename.startswith("fallbacks-") and download.suggested_filename.endswith(".csv")
     with open(download.path(), newline="") as exported:
         exported_rows = list(csv.DictReader(exported))
-    assert [row["id"] for row in exported_rows] == [str(pk) for pk in expected]
+    assert [row["decision_id"] for row in exported_rows] == [str(pk) for pk in expected]
     assert {row["outcome"] for row in exported_rows} == {"failed_fast"}
     assert all(row["category"] == "security_auth_change" for row in exported_rows)
 

@@ -170,16 +170,16 @@ def test_csv_exports_exactly_what_the_filters_show(client, viewer, history):
     assert response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"].startswith('attachment; filename="fallbacks-')
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert [row["id"] for row in rows] == ids(history, "unavailable", "exhausted", "yesterday")
+    assert [row["decision_id"] for row in rows] == ids(history, "unavailable", "exhausted", "yesterday")
     assert rows[0]["outcome"] == "fallback" and rows[0]["model"] == "claude-sonnet-4-5" and rows[0]["primary"] == "gpt-4o"
-    assert '"reason":"unavailable"' in rows[0]["trace"]
+    assert '"cause":"unavailable"' in rows[0]["trace"]
 
 
 def test_csv_without_filters_exports_every_fallback_and_refusal(client, viewer, history):
     response = client.get("/fallbacks/?format=csv")
 
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert [row["id"] for row in rows] == ids(history, *ALL)
+    assert [row["decision_id"] for row in rows] == ids(history, *ALL)
 
 
 def test_the_export_link_carries_the_filters(client, viewer, history):

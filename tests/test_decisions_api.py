@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from router.models import Decision
+from router.shapes import api_trace
 from tests.factories import LLMModelFactory, make_route
 
 NOW = datetime.now(tz=UTC).replace(microsecond=0)
@@ -37,7 +38,7 @@ def history(db):
 
 def ids(response) -> list[str]:
     assert response.status_code == 200, response.content
-    return [row["id"] for row in response.json()["results"]]
+    return [row["decision_id"] for row in response.json()["results"]]
 
 
 def test_it_lists_decisions_newest_first_with_the_fields_of_the_audit_record(api, history):
@@ -45,11 +46,12 @@ def test_it_lists_decisions_newest_first_with_the_fields_of_the_audit_record(api
 
     assert ids(response) == [str(d.id) for d in reversed(history)]
     row = response.json()["results"][0]
-    assert set(row) >= {"id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "primary", "reason",
+    assert set(row) >= {"decision_id", "created_at", "caller", "category", "complexity", "tier", "outcome", "model", "primary", "reason",
                         "trace", "policy_version"}
-    assert (row["outcome"], row["model"], row["primary"], row["category"], row["policy_version"]) == (
-        "fallback", "claude-3-5-haiku", "gpt-4o", "auxiliary_agents", 3)
-    assert row["trace"] == [{"model": "gpt-4o", "verdict": "chosen", "reason": "within limits"}]
+    assert (row["outcome"], row["model"], row["primary"]["key"], row["category"], row["policy_version"]) == (
+        "fallback", {"key": "claude-3-5-haiku", "provider": "anthropic"}, "gpt-4o", "auxiliary_agents", 3)
+    assert row["trace"] == [{"model": {"key": "gpt-4o", "provider": None}, "verdict": "chosen", "cause": None, "reason": "within limits",
+                             "until": None, "quotas": []}]
 
 
 def test_it_is_paginated_drf_style(api, db):
@@ -123,12 +125,12 @@ def read_csv(response) -> list[dict]:
 def test_the_csv_export_holds_exactly_the_filtered_rows(api, history):
     rows = read_csv(api.get("/api/v1/decisions?format=csv&category=auxiliary_agents"))
 
-    assert [row["id"] for row in rows] == [str(history[4].id), str(history[3].id)]
+    assert [row["decision_id"] for row in rows] == [str(history[4].id), str(history[3].id)]
     assert [row["outcome"] for row in rows] == ["fallback", "exhausted"]
     assert rows[0]["model"] == "claude-3-5-haiku"
     assert rows[0]["provider"] == "anthropic"
     assert rows[0]["reason"] == "fallback 10 min ago"
-    assert json.loads(rows[0]["trace"]) == history[4].trace
+    assert json.loads(rows[0]["trace"]) == api_trace(history[4].trace)
 
 
 def test_the_csv_export_is_not_paginated(api, db):
@@ -159,7 +161,7 @@ def test_decisions_made_through_the_api_are_listed_with_their_caller(api, db):
 
     [row] = api.get("/api/v1/decisions").json()["results"]
 
-    assert (row["id"], row["caller"], row["outcome"], row["model"]) == (decision_id, "test-service", "primary", "gpt-4o")
+    assert (row["decision_id"], row["caller"], row["outcome"], row["model"]["key"]) == (decision_id, "test-service", "primary", "gpt-4o")
 
 
 @pytest.mark.parametrize("query", [

@@ -48,9 +48,9 @@ def test_attempts_up_to_escalate_after_walk_the_route(api, counters, general):
 def test_an_attempt_past_escalate_after_walks_the_escalation_list_and_says_so(api, counters, general):
     answer = route(api, category="general", attempt=3)
 
-    assert (answer["outcome"], answer["model"]["key"], answer["primary"]) == ("escalated", "claude-opus-4-5", "claude-sonnet-4-5")
+    assert (answer["outcome"], answer["model"]["key"], answer["primary"]["key"]) == ("escalated", "claude-opus-4-5", "claude-sonnet-4-5")
     assert answer["reason"].startswith("escalated to claude-opus-4-5: attempt 3 is past the 2 its route tries before escalating")
-    assert [(row["outcome"], row["model"]) for row in audit(api)] == [("escalated", "claude-opus-4-5")]
+    assert [(row["outcome"], row["model"]["key"]) for row in audit(api)] == [("escalated", "claude-opus-4-5")]
 
 
 def test_an_attempt_past_max_attempts_is_refused_with_429_and_stored(api, counters, general):
@@ -59,9 +59,9 @@ def test_an_attempt_past_max_attempts_is_refused_with_429_and_stored(api, counte
     assert response.status_code == 429
     body = response.json()
     assert (body["error"], body["outcome"]) == ("attempts_exhausted", "attempts_exhausted")
-    assert "attempt 4 is past the 3 attempts its route allows" in body["detail"]
+    assert "attempt 4 is past the 3 attempts its route allows" in body["reason"]
     assert "Retry-After" not in response
-    assert [(row["id"], row["outcome"]) for row in audit(api)] == [(body["decision_id"], "attempts_exhausted")]
+    assert [(row["decision_id"], row["outcome"]) for row in audit(api)] == [(body["decision_id"], "attempts_exhausted")]
 
 
 def test_an_escalated_task_may_use_the_headroom_above_soft_limits(api, counters, general, models):
@@ -87,7 +87,7 @@ def test_a_category_that_never_falls_back_escalates_within_its_escalation_list_o
     disable(models["claude-opus-4-1"])
     refused = api.post("/api/v1/route", {"category": "security_auth_change", "attempt": 2}, format="json")
     assert refused.status_code == 503
-    assert [entry["model"] for entry in refused.json()["trace"]] == ["claude-opus-4-5", "claude-opus-4-1"]
+    assert [entry["model"]["key"] for entry in refused.json()["trace"]] == ["claude-opus-4-5", "claude-opus-4-1"]
 
 
 def escalations_counted(client) -> float:

@@ -22,8 +22,8 @@ def test_an_excluded_model_is_passed_over_with_reason_excluded(api, counters, ch
     answer = route(api, category="general", estimated_input_tokens=100, exclude=["gpt-4o"])
 
     assert (answer["outcome"], answer["model"]["key"]) == ("fallback", "gpt-4o-mini")
-    assert answer["trace"][0] == {"model": "gpt-4o", "provider": "openai", "verdict": "skipped", "reason": "excluded",
-                                  "detail": "the request excluded it (it has just failed for this task)"}
+    assert answer["trace"][0] == {"model": {"key": "gpt-4o", "provider": "openai"}, "verdict": "skipped", "cause": "excluded",
+                                  "reason": "the request excluded it (it has just failed for this task)", "until": None, "quotas": []}
 
 
 def test_an_excluded_model_reserves_nothing(api, counters, chain):
@@ -40,7 +40,7 @@ def test_a_category_that_never_falls_back_is_refused_when_its_primary_is_exclude
 
     assert response.status_code == 503
     assert (response.json()["error"], response.json()["outcome"]) == ("primary_unavailable", "failed_fast")
-    assert [entry["reason"] for entry in response.json()["trace"]] == ["excluded"]
+    assert [entry["cause"] for entry in response.json()["trace"]] == ["excluded"]
 
 
 def test_unknown_models_to_exclude_are_refused_naming_them_and_nothing_is_stored(api, counters, chain):

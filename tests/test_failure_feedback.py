@@ -12,7 +12,7 @@ from router.counters import redis_counters
 from router.models import UsageEvent
 from switchboard.vocabulary import ProviderKind
 from tests import calls
-from tests.calls import route
+from tests.calls import epoch, route
 from tests.factories import LLMModelFactory, ProviderFactory, make_route
 
 report = partial(calls.report, model="claude-sonnet-4-5", input_tokens=0, output_tokens=0)
@@ -44,7 +44,7 @@ def general(anthropic):
 
 def first_entry(body):
     entry = body["trace"][0]
-    return entry["model"], entry["verdict"], entry["reason"]
+    return entry["model"]["key"], entry["verdict"], entry["cause"] or entry["reason"]
 
 
 # Cooldown after repeated failures
@@ -60,7 +60,7 @@ def test_three_failures_within_a_minute_put_the_model_in_cooldown(api, counters,
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "cooldown")
     assert body["model"]["key"] == "glm-4-5"
     assert body["outcome"] == "fallback"
-    assert body["trace"][0]["until"] == pytest.approx(time.time() + 60, abs=5)
+    assert epoch(body["trace"][0]["until"]) == pytest.approx(time.time() + 60, abs=5)
 
 
 def test_two_failures_are_not_enough(api, counters, general):
@@ -113,7 +113,7 @@ def test_the_cooldown_lasts_as_long_as_the_provider_says(api, counters, anthropi
     body = route(api, category="general")
 
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "cooldown")
-    assert body["trace"][0]["until"] == pytest.approx(time.time() - 70 + 300, abs=5)
+    assert epoch(body["trace"][0]["until"]) == pytest.approx(time.time() - 70 + 300, abs=5)
 
 
 def test_failures_before_and_after_a_counter_rebuild_add_up(api, counters, general):
@@ -136,8 +136,8 @@ def test_a_reported_retry_after_is_honoured(api, counters, general):
     body = route(api, category="general")
 
     assert first_entry(body) == ("claude-sonnet-4-5", "skipped", "cooldown")
-    assert body["trace"][0]["until"] == pytest.approx(time.time() + 120, abs=5)
-    assert "retry after 120" in body["trace"][0]["detail"]
+    assert epoch(body["trace"][0]["until"]) == pytest.approx(time.time() + 120, abs=5)
+    assert "retry after 120" in body["trace"][0]["reason"]
 
 
 def test_a_reported_retry_after_holds_a_model_back_an_hour_at_most(api, counters, general):
@@ -145,15 +145,15 @@ def test_a_reported_retry_after_holds_a_model_back_an_hour_at_most(api, counters
 
     body = route(api, category="general")
 
-    assert body["trace"][0]["until"] == pytest.approx(time.time() + 3600, abs=5)
-    assert "retry after 86400 s (capped at 3600 s)" in body["trace"][0]["detail"]
+    assert epoch(body["trace"][0]["until"]) == pytest.approx(time.time() + 3600, abs=5)
+    assert "retry after 86400 s (capped at 3600 s)" in body["trace"][0]["reason"]
 
 
 def test_the_cap_is_the_providers_setting(api, counters, anthropic, general):
     Provider.objects.filter(pk=anthropic.pk).update(max_retry_after_seconds=300)
     report(api, status="rate_limited", retry_after=86_400)
 
-    assert route(api, category="general")["trace"][0]["until"] == pytest.approx(time.time() + 300, abs=5)
+    assert epoch(route(api, category="general")["trace"][0]["until"]) == pytest.approx(time.time() + 300, abs=5)
 
 
 def test_the_models_api_shows_a_cooldown_and_the_key_whose_report_started_it(api, counters, general):
@@ -225,7 +225,7 @@ def test_openai_headers_with_fewer_tokens_remaining_than_the_estimate_stop_the_r
     fits = route(api, category="general", estimated_input_tokens=300, estimated_output_tokens=100)
 
     assert first_entry(too_big) == ("claude-sonnet-4-5", "skipped", "rate_limit")
-    assert too_big["trace"][0]["until"] == pytest.approx(time.time() + 20, abs=5)
+    assert epoch(too_big["trace"][0]["until"]) == pytest.approx(time.time() + 20, abs=5)
     assert fits["model"]["key"] == "claude-sonnet-4-5"
 
 

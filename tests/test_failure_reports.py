@@ -27,7 +27,7 @@ def test_a_not_found_report_takes_the_model_out_of_service_at_once(api, counters
     assert haiku.availability == "unavailable"
     assert "test-service reported it not found" in haiku.availability_reason
     retry = route(api, category="general")
-    assert (retry["model"]["key"], retry["trace"][0]["reason"]) == ("claude-sonnet-4-5", "unavailable")
+    assert (retry["model"]["key"], retry["trace"][0]["cause"]) == ("claude-sonnet-4-5", "unavailable")
 
 
 def test_the_next_availability_refresh_decides_again(api, counters, chain):

@@ -56,5 +56,5 @@ def test_health_names_the_other_installations_on_its_redis(api, policy):
     health = api.get("/api/v1/health").json()
 
     assert health["redis"]["installation"] == counters.installation_id()
-    assert [other["id"] for other in health["redis"]["other_installations"]] == [old]
+    assert [other["installation_id"] for other in health["redis"]["other_installations"]] == [old]
     assert any("Other installations" in warning for warning in health["warnings"])

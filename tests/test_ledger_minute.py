@@ -26,7 +26,7 @@ def recount() -> dict[tuple, tuple]:
     sums: dict[tuple, Counter] = {}
     for d in Decision.objects.all():
         key = (minute_of(d.created_at), d.outcome, d.model_key, d.provider_slug)
-        sums.setdefault(key, Counter()).update(entries=1, input=d.input_tokens, output=d.output_tokens, cost=d.cost_usd)
+        sums.setdefault(key, Counter()).update(entries=d.requests, input=d.input_tokens, output=d.output_tokens, cost=d.cost_usd)
     for e in UsageEvent.objects.filter(decision__isnull=True):
         key = (minute_of(e.created_at), LedgerMinute.REPORTED, e.model_key, e.provider_slug)
         sums.setdefault(key, Counter()).update(entries=1, input=e.input_tokens, output=e.output_tokens, cost=e.cost_usd)

@@ -26,7 +26,7 @@ def test_it_counts_against_the_model_that_answered_and_releases_the_decisions_re
 
     answer = report(api, decision_id=decision["decision_id"], model="claude-sonnet-4-5", input_tokens=1500, output_tokens=400)
 
-    assert (answer["model"], answer["answered_instead"]) == ("claude-sonnet-4-5", True)
+    assert (answer["model"]["key"], answer["answered_instead"]) == ("claude-sonnet-4-5", True)
     used = quotas_used(api)
     assert (used["opus-pool"], used["sonnet-pool"]) == (0, 1900)
     assert used["requests"] == 2  # the request to the model chosen, and the one that answered
@@ -38,7 +38,8 @@ def test_the_audit_shows_both_models(api, counters, pools):
 
     [row] = audit(api)
 
-    assert (row["model"], row["answered_by"], row["reported"]) == ("claude-opus-4-5", "claude-sonnet-4-5", True)
+    assert (row["model"]["key"], row["answered_by"], row["reported"]) == (
+        "claude-opus-4-5", {"key": "claude-sonnet-4-5", "provider": "anthropic"}, True)
     assert (row["input_tokens"], row["output_tokens"]) == (0, 0)
     csv_text = api.get("/api/v1/decisions", {"format": "csv"}).getvalue().decode()
     assert "claude-sonnet-4-5" in csv_text.splitlines()[1]

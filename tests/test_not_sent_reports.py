@@ -1,13 +1,14 @@
 """A usage report with status `not_sent` (the call never reached the provider) gives back the decision's whole
-reservation on every token and cost quota, whatever the provider's rule: OpenAI's limiter refunds nothing it saw,
-but it saw nothing."""
+reservation on every quota, requests included, whatever the provider's rule: OpenAI's limiter refunds nothing it
+saw, but it saw nothing."""
 
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 
 from router.counters import flush_ledger
-from router.models import Decision, UsageEvent
+from router.models import Decision, LedgerHour, LedgerMinute, UsageEvent
 from tests.calls import quotas_used, report, route
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
@@ -22,6 +23,8 @@ def openai(db):
     QuotaFactory(provider=provider, name="output-tpm", metric="output_tokens", window="minute", limit=100_000, soft_limit_ratio=1)
     QuotaFactory(provider=provider, name="tokens-day", metric="tokens", window="day", limit=10_000_000, soft_limit_ratio=1)
     QuotaFactory(provider=provider, name="dollars-day", metric="cost_usd", window="day", limit=100, soft_limit_ratio=1)
+    QuotaFactory(provider=provider, name="rpm", metric="requests", window="minute", limit=100, soft_limit_ratio=1)
+    QuotaFactory(provider=provider, name="requests-week", metric="requests", window="week", limit=10_000, soft_limit_ratio=1)
     make_route("general", [gpt])
     return gpt
 
@@ -33,7 +36,26 @@ def test_a_call_not_sent_gives_back_every_token_and_dollar_its_decision_reserved
     body = report(api, decision_id=decision["decision_id"], status="not_sent")
 
     assert body["status"] == "not_sent"
-    assert quotas_used(api) == {"tpm": 0, "output-tpm": 0, "tokens-day": 0, "dollars-day": 0}
+    assert quotas_used(api) == {"tpm": 0, "output-tpm": 0, "tokens-day": 0, "dollars-day": 0, "rpm": 0, "requests-week": 0}
+
+
+def test_a_call_not_sent_counts_no_request_in_the_ledger_its_sums_or_a_rebuild(api, counters, openai, settings):
+    sent = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=300)
+    not_sent = route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=300)
+    report(api, decision_id=sent["decision_id"], input_tokens=900, output_tokens=200)
+    report(api, decision_id=not_sent["decision_id"], status="not_sent")
+
+    flush_ledger()
+    assert dict(Decision.objects.values_list("id", "requests")) == {UUID(sent["decision_id"]): 1, UUID(not_sent["decision_id"]): 0}
+    assert [row.entries for row in LedgerMinute.objects.all()] == [1]
+    assert [row.entries for row in LedgerHour.objects.all()] == [1]
+    assert (quotas_used(api)["rpm"], quotas_used(api)["requests-week"]) == (1, 1)
+    if counters == "redis":
+        from router.counters import current
+
+        backend = current()
+        backend.client.delete(*backend.client.keys(settings.ROUTER_REDIS_PREFIX + "*"))  # what a Redis restart leaves
+        assert (quotas_used(api)["rpm"], quotas_used(api)["requests-week"]) == (1, 1)
 
 
 def test_a_call_reported_as_using_nothing_keeps_its_openai_charge_where_not_sent_does_not(api, counters, openai):

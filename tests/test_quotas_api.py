@@ -58,7 +58,8 @@ def test_it_lists_every_quota_with_the_fields_of_the_design(api, openai, gpt4o):
     assert set(response.json()) == {"count", "next", "previous", "results"}
     [row] = response.json()["results"]
     assert row == {
-        "id": quota.id, "provider": "openai", "name": "gpt-4o-tpm", "models": ["gpt-4o"], "metric": "tokens", "window": "minute",
+        "quota_id": quota.id, "provider": "openai", "name": "gpt-4o-tpm", "models": [{"key": "gpt-4o", "provider": "openai"}],
+        "metric": "tokens", "window": "minute",
         "reset": "rolling", "limit": 30000, "soft_limit": 27000, "used": 0, "ratio": 0.0, "source": "manual", "frees_at": None,
         "forecast": {"soft_at": None, "hard_at": None, "burn_per_hour": 0},
     }
@@ -108,7 +109,7 @@ def test_a_provider_wide_quota_covers_every_model_of_the_provider(api, counters,
 
     rows = quotas(api)
     assert (rows["all-tokens"]["models"], rows["all-tokens"]["used"]) == ([], 120)
-    assert (rows["mini-pool"]["models"], rows["mini-pool"]["used"]) == (["gpt-4o-mini"], 20)
+    assert (rows["mini-pool"]["models"], rows["mini-pool"]["used"]) == ([{"key": "gpt-4o-mini", "provider": "openai"}], 20)
 
 
 def test_requests_and_cost_quotas_are_shown_in_their_own_units(api, counters, openai, gpt4o):

@@ -33,7 +33,7 @@ def test_right_after_redis_is_lost_its_quotas_read_full_on_database_counters(api
     answers = [route(api, category="bedrock_agent") for _ in range(2)]
 
     assert [answer["model"]["key"] for answer in answers] == ["bedrock-sonnet-3-7"] * 2
-    assert answers[0]["trace"][0]["reason"] == "quota"
+    assert answers[0]["trace"][0]["cause"] == "quota"
     assert quotas_used(api)["sonnet-4-5-requests"] == 4
 
 
@@ -148,7 +148,7 @@ def test_a_report_naming_a_decision_redis_holds_while_down_counts_on_its_model(a
                                           "input_tokens": 10, "output_tokens": 5}, format="json")
 
     assert response.status_code == 201
-    assert (response.json()["model"], response.json()["decision_id"]) == ("bedrock-sonnet-4-5", None)
+    assert (response.json()["model"]["key"], response.json()["decision_id"]) == ("bedrock-sonnet-4-5", None)
     assert UsageEvent.objects.get().model_key == "bedrock-sonnet-4-5"
 
 

@@ -7,6 +7,7 @@ import pytest
 from providers.models import LLMModel, Provider
 from router.counters import flush_ledger
 from router.models import Category, Decision, Policy
+from router.shapes import api_trace
 from switchboard.vocabulary import ProviderKind
 from tests.calls import post, quotas_used, report, route, stored_decisions
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
@@ -175,9 +176,10 @@ def test_it_answers_with_the_chosen_model_and_the_trace(api, gpt4o):
     assert body["outcome"] == "primary"
     assert body["reason"]
     assert body["model"] == {"key": "gpt-4o", "provider": "openai", "kind": "openai", "base_url": None,
-                             "model_id": "gpt-4o-2024-08-06", "invoke_id": "gpt-4o-2024-08-06", "region": ""}
-    assert body["primary"] == "gpt-4o"
-    assert body["trace"] == [{"model": "gpt-4o", "provider": "openai", "verdict": "chosen", "reason": "within limits"}]
+                             "model_id": "gpt-4o-2024-08-06", "invoke_id": "gpt-4o-2024-08-06", "region": None}
+    assert body["primary"] == {"key": "gpt-4o", "provider": "openai"}
+    assert body["trace"] == [{"model": {"key": "gpt-4o", "provider": "openai"}, "verdict": "chosen", "cause": None,
+                              "reason": "within limits", "until": None, "quotas": []}]
     assert body["policy_version"] == Policy.current().version
     assert decision.outcome == "primary"
     assert decision.model_key == "gpt-4o"
@@ -207,9 +209,9 @@ def test_it_falls_back_to_the_next_candidate_and_says_why(api, gpt4o, glm):
 
     assert body["outcome"] == "fallback"
     assert body["model"]["key"] == "glm-4-5"
-    assert body["primary"] == "gpt-4o"
+    assert body["primary"]["key"] == "gpt-4o"
     assert "gpt-4o: disabled" in body["reason"]
-    assert [(e["model"], e["verdict"]) for e in body["trace"]] == [("gpt-4o", "skipped"), ("glm-4-5", "chosen")]
+    assert [(e["model"]["key"], e["verdict"]) for e in body["trace"]] == [("gpt-4o", "skipped"), ("glm-4-5", "chosen")]
     flush_ledger()
     decision = Decision.objects.get()
     assert (decision.outcome, decision.model_key, decision.provider_slug, decision.primary_key) == ("fallback", "glm-4-5", "zhipu", "gpt-4o")
@@ -219,7 +221,7 @@ def test_it_falls_back_to_the_next_candidate_and_says_why(api, gpt4o, glm):
 
 
 def skipped(body):
-    return {entry["model"]: entry["reason"] for entry in body["trace"] if entry["verdict"] == "skipped"}
+    return {entry["model"]["key"]: entry["cause"] for entry in body["trace"] if entry["verdict"] == "skipped"}
 
 
 def test_it_passes_over_a_disabled_model(api, gpt4o, glm):
@@ -247,7 +249,7 @@ def test_it_passes_over_a_model_the_last_check_found_unavailable(api, gpt4o, glm
     body = route(api, category="general")
 
     assert skipped(body) == {"gpt-4o": "unavailable"}
-    assert body["trace"][0]["detail"] == "not in models.list()"
+    assert body["trace"][0]["reason"] == "not in models.list()"
 
 
 def test_it_does_not_pass_over_a_model_whose_availability_is_unknown(api, gpt4o, glm):
@@ -278,7 +280,7 @@ def test_it_passes_over_a_model_whose_context_window_is_too_small(api, gpt4o, gl
     body = route(api, category="general", estimated_input_tokens=6000, estimated_output_tokens=2001)
 
     assert skipped(body) == {"gpt-4o": "context_window"}
-    assert "8000" in body["trace"][0]["detail"]
+    assert "8000" in body["trace"][0]["reason"]
 
 
 def test_it_keeps_a_model_whose_context_window_just_holds_the_estimate(api, gpt4o, glm):
@@ -301,7 +303,7 @@ def test_it_passes_over_a_model_whose_quota_is_at_its_soft_limit_and_names_the_q
     [quota] = body["trace"][0]["quotas"]
     assert quota["quota"] == "openai/weekly-tokens"
     assert (quota["window"], quota["used"], quota["limit"], quota["soft_limit"]) == ("week", 800, 1000, 800)
-    assert "openai/weekly-tokens" in body["trace"][0]["detail"]
+    assert "openai/weekly-tokens" in body["trace"][0]["reason"]
 
 
 def test_it_passes_over_a_model_when_the_estimate_would_exceed_the_hard_limit(api, counters, openai, gpt4o, glm):
@@ -397,7 +399,7 @@ def test_a_never_fallback_category_without_headroom_is_refused_above_the_soft_li
     body = response.json()
     assert body["error"] == "quota_exceeded"
     assert body["outcome"] == "failed_fast"
-    assert [entry["model"] for entry in body["trace"]] == ["gpt-4o"]
+    assert [entry["model"]["key"] for entry in body["trace"]] == ["gpt-4o"]
     assert int(response["Retry-After"]) > 0
 
 
@@ -475,6 +477,6 @@ def test_a_refusal_is_stored_with_its_trace_caller_and_policy_version(api, count
     assert decision.caller == "test-service"
     assert decision.category == "security_auth_change"
     assert decision.primary_key == "gpt-4o"
-    assert decision.trace == body["trace"]
+    assert api_trace(decision.trace) == body["trace"]
     assert decision.policy_version == body["policy_version"] == Policy.current().version
-    assert decision.reason == body["detail"]
+    assert decision.reason == body["reason"]

@@ -67,7 +67,7 @@ def test_other_request_ids_and_other_keys_make_decisions_of_their_own(api, count
     assert len({first["decision_id"], second["decision_id"], third["decision_id"]}) == 3
 
 
-def test_another_body_under_the_same_request_id_is_refused_409(api, policy, redis_client):
+def test_another_body_under_the_same_request_id_is_refused_409(api, counters, policy):
     first = route(api, category="general", estimated_input_tokens=100, request_id="task-8")
 
     conflict = post(api, "/api/v1/route", category="general", estimated_input_tokens=200, request_id="task-8")

@@ -47,7 +47,7 @@ def test_a_usage_report_is_answered_here(middleware, general):
     again = middleware(_post("/api/v1/usage", body, make_api_key()))
 
     assert (first.status_code, again.status_code) == (201, 200)
-    assert json.loads(first.content)["id"] == json.loads(again.content)["id"]
+    assert json.loads(first.content)["usage_id"] == json.loads(again.content)["usage_id"]
 
 
 def test_an_error_the_service_raises_is_answered_here_in_the_api_error_shape(middleware, general):

@@ -15,7 +15,7 @@ from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, Q
 
 
 def trace_of(body):
-    return [(entry["model"], entry["verdict"], entry["reason"]) for entry in body["trace"]]
+    return [(entry["model"]["key"], entry["verdict"], entry["cause"] or entry["reason"]) for entry in body["trace"]]
 
 
 # Seed 004: weekly token caps (scaled down to 1,000 tokens), soft limit at 80% (90% for Zhipu).
@@ -64,7 +64,7 @@ def test_scenario_2_an_aux_agent_falls_back_to_haiku_when_the_sonnet_pool_is_at_
 
     body = route(api, category="auxiliary_agents", estimated_input_tokens=50)
 
-    assert (body["outcome"], body["primary"], body["model"]["key"]) == ("fallback", "claude-3-5-sonnet", "claude-3-5-haiku")
+    assert (body["outcome"], body["primary"]["key"], body["model"]["key"]) == ("fallback", "claude-3-5-sonnet", "claude-3-5-haiku")
     assert trace_of(body) == [("claude-3-5-sonnet", "skipped", "quota"), ("claude-3-5-haiku", "chosen", "within limits")]
     quota = body["trace"][0]["quotas"][0]
     assert (quota["quota"], quota["window"], quota["used"], quota["limit"]) == ("anthropic/sonnet-pool", "week", 850, 1000)
@@ -83,7 +83,7 @@ def test_scenario_3_security_work_fails_fast_when_openai_is_at_95_percent(api, c
     body = response.json()
     assert body["error"] == "quota_exceeded"
     assert body["outcome"] == "failed_fast"
-    assert "security_auth_change" in body["detail"]
+    assert "security_auth_change" in body["reason"]
     assert trace_of(body) == [("gpt-4-turbo", "skipped", "quota")]
     flush_ledger()
     decision = Decision.objects.get(pk=body["decision_id"])
@@ -151,7 +151,7 @@ def test_a_large_estimate_is_routed_to_sonnet_3_7_straight_away(api, counters, s
     body = route(api, category="bedrock_agent", estimated_input_tokens=4001)
 
     assert body["model"]["key"] == "bedrock-sonnet-3-7"
-    assert body["trace"][0]["reason"] == "quota"
+    assert body["trace"][0]["cause"] == "quota"
 
 
 def _decision_at(model_key: str, seconds_ago: float) -> None:

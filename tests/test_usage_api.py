@@ -42,8 +42,8 @@ def test_it_records_a_report_and_answers_201_with_the_event(api, gpt4o):
 
     flush_ledger()
     event = UsageEvent.objects.get()
-    assert body["id"] == str(event.id)
-    assert (body["model"], body["provider"], body["input_tokens"], body["output_tokens"], body["status"]) == (
+    assert body["usage_id"] == str(event.id)
+    assert (body["model"]["key"], body["model"]["provider"], body["input_tokens"], body["output_tokens"], body["status"]) == (
         "gpt-4o", "openai", 1000, 500, "ok")
     assert body["decision_id"] is None
     assert event.caller == "test-service"
@@ -81,7 +81,7 @@ def test_a_different_report_under_a_used_idempotency_key_is_refused_409_naming_t
 
     body = report(api, expect=409, decision_id=second_decision, input_tokens=999, output_tokens=888, idempotency_key="smoke-1")
 
-    assert (body["error"], body["first_report"]) == ("idempotency_key_reused", first["id"])
+    assert (body["error"], body["usage_id"]) == ("idempotency_key_reused", first["usage_id"])
     assert "input_tokens, output_tokens, decision_id" in body["detail"] and first_decision in body["detail"]
     flush_ledger()
     assert UsageEvent.objects.count() == 1
@@ -108,7 +108,7 @@ def test_the_model_may_be_left_out_when_the_decision_is_named(api, counters, gpt
 
     body = report(api, decision_id=decision["decision_id"], input_tokens=40, output_tokens=10)
 
-    assert (body["model"], body["provider"]) == ("gpt-4o", "openai")
+    assert body["model"] == {"key": "gpt-4o", "provider": "openai"}
     assert quotas_used(api)["tokens"] == 50
 
 

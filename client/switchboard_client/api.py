@@ -65,6 +65,7 @@ class Decision:
     reason: str
     model: Model
     primary: str
+    """The key of the route's or tier's first model."""
     trace: list[dict[str, Any]] = field(default_factory=list)
     policy_version: int | None = None
     dry_run: bool = False
@@ -74,7 +75,7 @@ class Decision:
     @classmethod
     def from_answer(cls, data: Mapping[str, Any], attempt: int = 1) -> Decision:
         return cls(id=str(data["decision_id"]), outcome=data.get("outcome", ""), reason=data.get("reason", ""),
-                   model=Model.from_answer(data["model"]), primary=data.get("primary", ""), trace=list(data.get("trace") or []),
+                   model=Model.from_answer(data["model"]), primary=(data.get("primary") or {}).get("key", ""), trace=list(data.get("trace") or []),
                    policy_version=data.get("policy_version"), dry_run=bool(data.get("dry_run")), attempt=attempt)
 
     @property

@@ -62,7 +62,13 @@ class Refused(SwitchboardError):
 
     @property
     def primary(self) -> str | None:
-        return self.body.get("primary")
+        """The key of the route's or tier's first model."""
+        return (self.body.get("primary") or {}).get("key")
+
+    @property
+    def reason(self) -> str:
+        """Why the decision went as it did: which candidates were passed over, and why."""
+        return str(self.body.get("reason") or "")
 
     @property
     def quota(self) -> bool:

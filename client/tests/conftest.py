@@ -191,7 +191,7 @@ def recorded(admin: httpx2.Client, category: str, decision_id: str) -> dict[str,
     while url:
         page = admin.get(url).raise_for_status().json()
         for row in page["results"]:
-            if row["id"] == decision_id:
+            if row["decision_id"] == decision_id:
                 return row
         url = page["next"]
     raise AssertionError(f"decision {decision_id} not listed under {category}")

@@ -102,7 +102,7 @@ def test_a_model_the_helper_cannot_call_is_released_and_routed_past(sb, admin, s
     assert (len(standins["openai"].calls_for("gpt-a")), len(standins["bedrock"].calls_for(NOVA))) == before
     assert reply.switchboard_decision.model.key == "claude-c"
     rows = recorded_all(admin, "mixed")
-    assert [row["model"] for row in rows[-3:]] == ["gpt-a", "nova-pro", "claude-c"]
+    assert [row["model"]["key"] for row in rows[-3:]] == ["gpt-a", "nova-pro", "claude-c"]
     assert all(row["reported"] and row["input_tokens"] == 0 for row in rows[-3:-1])  # released, nothing counted
 
 
@@ -159,17 +159,17 @@ def test_sdk_clients_handed_in(switchboard, standins, admin):
 def test_another_model_answering_is_reported_with_its_key(sb, admin, standins):
     reply = sb.messages(category="snapshot", messages=HELLO, max_tokens=40)
     assert reply.model == "claude-other"
-    assert reply.switchboard_report["model"] == "claude-other" and reply.switchboard_report["answered_instead"]
-    assert recorded(admin, "snapshot", reply.switchboard_decision.id)["answered_by"] == "claude-other"
+    assert reply.switchboard_report["model"]["key"] == "claude-other" and reply.switchboard_report["answered_instead"]
+    assert recorded(admin, "snapshot", reply.switchboard_decision.id)["answered_by"]["key"] == "claude-other"
 
     # A dated snapshot of an alias maps to no key: the decision's model answered.
     completion = sb.chat_completions(category="alias", messages=HELLO, max_tokens=40)
     assert completion.model == "gpt-alias-2024-08-06"
-    assert completion.switchboard_report["model"] == "gpt-alias" and not completion.switchboard_report["answered_instead"]
+    assert completion.switchboard_report["model"]["key"] == "gpt-alias" and not completion.switchboard_report["answered_instead"]
 
     response = sb.converse(category="prompt_router", messages=[{"role": "user", "content": [{"text": "hi"}]}], inferenceConfig={"maxTokens": 10})
     assert response["trace"]["promptRouter"]["invokedModelId"] == HAIKU
-    assert response["switchboard_report"]["model"] == "bedrock-haiku"
+    assert response["switchboard_report"]["model"]["key"] == "bedrock-haiku"
     assert last_call(standins["bedrock"], ROUTER).answered_by == HAIKU
 
 
@@ -211,5 +211,5 @@ def test_async_helpers(switchboard, admin, standins):
     assert compatible.switchboard_decision.model.key == "glm-a"
     assert converse["switchboard_report"]["output_tokens"] == 5
     assert isinstance(bedrock_message, anthropic.types.Message) and bedrock_message.switchboard_decision.model.key == "bedrock-sonnet"
-    assert snapshot.switchboard_report["model"] == "claude-other"
+    assert snapshot.switchboard_report["model"]["key"] == "claude-other"
     assert recorded(admin, "converse", converse["switchboard_decision"].id)["output_tokens"] == 5

@@ -22,8 +22,8 @@ def test_a_429_is_reported_and_the_next_candidate_answers(sb, admin, standins):
     assert reply.switchboard_decision.model.key == "claude-b"
     assert reply.switchboard_decision.attempt == 2
     first, second = decisions(admin, "retry_429")[-2:]
-    assert (first["model"], second["model"]) == ("claude-429", "claude-b")
-    assert second["outcome"] == "fallback" and second["trace"][0]["reason"].startswith("excluded")
+    assert (first["model"]["key"], second["model"]["key"]) == ("claude-429", "claude-b")
+    assert second["outcome"] == "fallback" and second["trace"][0]["cause"] == "excluded"
     assert first["reported"] and second["reported"] and second["output_tokens"] == 12
 
 
@@ -31,16 +31,16 @@ def test_a_404_is_reported_as_not_found(sb, admin):
     reply = sb.messages(category="retry_404", messages=HELLO, max_tokens=30)  # claude-nf's id is unknown to the stand-in: 404
     assert reply.switchboard_decision.model.key == "claude-b"
     first = decisions(admin, "retry_404")[-2]
-    assert first["model"] == "claude-nf" and first["reported"]
+    assert first["model"]["key"] == "claude-nf" and first["reported"]
     # not_found took the model out of service until a one-token probe answers or a person brings it back.
     decision = sb.route("retry_404", dry_run=True)
-    assert decision.model.key == "claude-b" and decision.trace[0]["reason"].startswith("unavailable")
+    assert decision.model.key == "claude-b" and decision.trace[0]["cause"] == "unavailable"
 
 
 def test_a_bedrock_model_the_key_cannot_reach_is_not_found(sb, admin):
     response = sb.converse(category="retry_404_bedrock", messages=[{"role": "user", "content": [{"text": "hi"}]}], inferenceConfig={"maxTokens": 10})
     assert response["switchboard_decision"].model.key == "nova-pro"
-    assert sb.route("retry_404_bedrock", dry_run=True).trace[0]["reason"].startswith("unavailable")
+    assert sb.route("retry_404_bedrock", dry_run=True).trace[0]["cause"] == "unavailable"
 
 
 def test_a_5xx_is_reported_as_error_and_the_next_candidate_answers(sb, admin, standins):
@@ -51,7 +51,7 @@ def test_a_5xx_is_reported_as_error_and_the_next_candidate_answers(sb, admin, st
         standins["openai"].fail("gpt-500", None)
     assert completion.switchboard_decision.model.key == "gpt-b"
     first, second = decisions(admin, "retry_5xx")[-2:]
-    assert first["model"] == "gpt-500" and first["reported"] and second["model"] == "gpt-b"
+    assert first["model"]["key"] == "gpt-500" and first["reported"] and second["model"]["key"] == "gpt-b"
 
 
 def test_after_max_attempts_the_providers_error_is_raised(switchboard, admin, standins):
@@ -65,7 +65,7 @@ def test_after_max_attempts_the_providers_error_is_raised(switchboard, admin, st
             standins["anthropic"].fail(model, None)
     assert error.value.status_code == 529
     rows = decisions(admin, "exhaust")
-    assert [row["model"] for row in rows] == ["claude-exhaust-1", "claude-exhaust-2"]  # claude-d never tried
+    assert [row["model"]["key"] for row in rows] == ["claude-exhaust-1", "claude-exhaust-2"]  # claude-d never tried
     assert all(row["reported"] for row in rows)
 
 
@@ -79,7 +79,7 @@ def test_a_refusal_after_failures_is_raised_with_the_last_provider_error_as_caus
         standins["anthropic"].fail("claude-429", None)
         standins["anthropic"].fail("claude-b", None)
     assert isinstance(error.value.__cause__, anthropic.RateLimitError)
-    assert {entry["reason"].split(" ")[0] for entry in error.value.trace} == {"excluded"}
+    assert {entry["cause"] for entry in error.value.trace} == {"excluded"}
 
 
 def test_async_retries(switchboard, admin, standins):

@@ -41,7 +41,7 @@ def test_routed_reports_parsed_responses_of_the_three_sdks(sb, standins):
     with sb.routed("snapshot") as call:
         message = anthropic.Anthropic(base_url=call.decision.model.base_url, max_retries=0).messages.create(
             model=call.decision.model.invoke_id, max_tokens=20, messages=HELLO)
-        assert call.report(message)["model"] == "claude-other"  # another model answered
+        assert call.report(message)["model"]["key"] == "claude-other"  # another model answered
     with sb.routed("routed") as call:
         assert call.report(usage=Usage(input_tokens=5, output_tokens=6))["input_tokens"] == 5
 

@@ -38,7 +38,7 @@ def test_a_route_whose_answer_was_lost_is_sent_again_and_answered_with_the_same_
     assert len(sent) == 3
     assert sent[0]["request_id"] == sent[1]["request_id"] != sent[2]["request_id"]
     rows = decisions(admin, "safe_retries")[before:]
-    assert [row["id"] for row in rows] == [decision.id, other.id]
+    assert [row["decision_id"] for row in rows] == [decision.id, other.id]
 
 
 def test_release_reports_not_sent_and_gives_back_the_whole_reservation(sb, admin):

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import F, Min, Q, Sum, Value
 
 from providers.models import Quota
 from router.counters.cooldown import MODEL_STATE_HORIZON, Report, cooldown
@@ -58,8 +58,10 @@ class DatabaseCounters:
 
     @staticmethod
     def _ledger(quota: QuotaSpec, start: float):
-        decisions = Decision.objects.filter(outcome__in=COUNTED_OUTCOMES, created_at__gte=_dt(start))
-        events = UsageEvent.objects.filter(COUNTED_ALONE, created_at__gte=_dt(start))
+        """The ledger's rows from `start` on that count toward the quota, each with the requests it counts (`entries`):
+        counted decisions (none for a call reported not sent), and the reports that count on their own."""
+        decisions = Decision.objects.filter(outcome__in=COUNTED_OUTCOMES, created_at__gte=_dt(start)).annotate(entries=F("requests"))
+        events = UsageEvent.objects.filter(COUNTED_ALONE, created_at__gte=_dt(start)).annotate(entries=Value(1))
         return covered(decisions, quota), covered(events, quota)
 
     @staticmethod
@@ -98,7 +100,8 @@ class DatabaseCounters:
         """The quota's metric summed over the ledger from `start` on, and when the oldest entry counted was
         made (for a minute summed in LedgerMinute, the start of that minute)."""
         split = self._split(quota, start, now)
-        rows = [queryset.aggregate(entries=Count("pk"), first=Min("created_at"), **SUMS) for queryset in self._ledger(quota, split)]
+        rows = [queryset.aggregate(requests_counted=Sum("entries"), first=Min("created_at"), **SUMS) for queryset in self._ledger(quota, split)]
+        rows = [row | {"entries": row.pop("requests_counted")} for row in rows]
         if split > start:
             rows += self._summed(quota, start, split)
         total, oldest = 0, None
@@ -127,8 +130,8 @@ class DatabaseCounters:
             buckets[bucket] = buckets.get(bucket, 0) + amount
 
         for queryset in self._ledger(quota, split):
-            for row in queryset.values("created_at", *LEDGER_FIELDS).iterator():
-                add(row["created_at"], amount(quota, Usage.of_sums(row | {"entries": 1})))
+            for row in queryset.values("created_at", "entries", *LEDGER_FIELDS).iterator():
+                add(row["created_at"], amount(quota, Usage.of_sums(row)))
         if split > start:
             for row in self._minutes(quota, start, split).values("minute").order_by().annotate(entries=Sum("entries"), **SUMS):
                 add(row["minute"], amount(quota, Usage.of_sums(row)))

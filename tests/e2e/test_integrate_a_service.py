@@ -48,7 +48,7 @@ def test_the_python_client_routes_calls_and_reports_as_written(deployment, readm
     assert result.returncode == 0, f"{block}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     assert result.stdout.strip() == "word" * STANDIN_OUTPUT_TOKENS, result.stdout
     newest = deployment.http(key).get("/api/v1/decisions?category=auxiliary_agents").json()["results"][0]
-    assert newest["model"].startswith("claude") and newest["outcome"] == "primary", newest
+    assert newest["model"]["key"].startswith("claude") and newest["outcome"] == "primary", newest
 
 
 def test_the_shell_commands_route_and_report_as_written(deployment, readme_blocks):
@@ -60,12 +60,13 @@ def test_the_shell_commands_route_and_report_as_written(deployment, readme_block
     answer, usage = json.loads(answer_line), json.loads(usage_line)
     assert answer["outcome"] in {"primary", "fallback"}, answer
     assert answer["decision_id"] and answer["model"]["invoke_id"] and answer["model"]["provider"], answer
-    assert usage["decision_id"] == answer["decision_id"] and usage["model"] == answer["model"]["key"], usage
+    assert usage["decision_id"] == answer["decision_id"], usage
+    assert usage["model"] == {"key": answer["model"]["key"], "provider": answer["model"]["provider"]}, usage
     assert (usage["input_tokens"], usage["output_tokens"], usage["status"]) == (1100, 640, "ok")
     assert usage["idempotency_key"] == f"call-{answer['decision_id']}"
 
     audit = deployment.http(deployment.key("route,usage,read")).get(f"/api/v1/decisions?model={answer['model']['key']}")
-    assert answer["decision_id"] in [row["id"] for row in audit.json()["results"]], audit
+    assert answer["decision_id"] in [row["decision_id"] for row in audit.json()["results"]], audit
 
 
 def test_create_api_key_prints_the_key_alone_on_its_last_line(deployment):
