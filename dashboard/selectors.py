@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from router import counters, decisions
+from router.counters import marks
 from router.counting import USAGE_FIELDS, Usage, amount, display_amount
 from router.decisions import Refusal, refusal
 from router.engine import RouteRequest
@@ -333,6 +334,7 @@ class NowPanel:
     reasons_capped: bool
     ledger: LedgerState | None
     ledger_error: str
+    redis_loss: dict | None = None  # the period whose answered rows Redis may have lost, noticed within a day
 
     @property
     def reasons_read(self) -> int:
@@ -340,7 +342,7 @@ class NowPanel:
 
     @property
     def calm(self) -> bool:
-        return not (self.pressured or self.cooling or self.unavailable or self.reasons or self.ledger_error
+        return not (self.pressured or self.cooling or self.unavailable or self.reasons or self.ledger_error or self.redis_loss
                     or (self.ledger and self.ledger.stale))
 
 
@@ -393,6 +395,14 @@ def ledger_state() -> tuple[LedgerState | None, str]:
     return LedgerState(rows=backlog["rows"], oldest_seconds=backlog["oldest_seconds"]), ""
 
 
+def redis_loss() -> dict | None:
+    """The period whose answered decisions and reports Redis may have lost, when a drain noticed one in the last day
+    (router.counters.marks); None on database counters."""
+    if not settings.REDIS_URL:
+        return None
+    return marks.last_loss(counters.redis_counters().prefix)
+
+
 def now_panel(cards: list[ProviderCard], since: datetime, until: datetime) -> NowPanel:
     """What is hurting right now, from the cards already read and the range's decisions."""
     bars = [bar for card in cards for pool in card.pools for bar in pool.bars]
@@ -405,7 +415,7 @@ def now_panel(cards: list[ProviderCard], since: datetime, until: datetime) -> No
         cooling=cooling_models(),
         unavailable=[model for model in models if model.availability == Availability.UNAVAILABLE],
         not_configured=[card.provider for card in cards if not card.configured],
-        reasons=reasons, reasons_capped=capped, ledger=ledger, ledger_error=ledger_error,
+        reasons=reasons, reasons_capped=capped, ledger=ledger, ledger_error=ledger_error, redis_loss=redis_loss(),
     )
 
 

@@ -134,3 +134,18 @@ def test_a_redis_that_keeps_its_data_restarts_without_a_word(api, policy, tmp_pa
         assert gauge(api.get("/metrics").content.decode(), "switchboard_redis_data_lost_until_timestamp_seconds") == 0
     finally:
         server.kill()
+
+
+def test_the_overview_says_which_period_may_be_lost(api, admin_client, policy, volatile_redis):
+    answered(api, 1)
+    flush_ledger()
+    answered(api, 1)
+    redis.Redis(port=volatile_redis.port).flushall()
+    drain_ledger()
+
+    page = admin_client.get("/").content.decode()
+
+    loss = page[page.index('id="redis-loss"'):page.index("</p>", page.index('id="redis-loss"'))]
+    assert "Redis came back without the data it held" in loss
+    mark = RedisMark.objects.get()
+    assert mark.lost_until.strftime("%Y-%m-%dT%H:%M") in loss
