@@ -34,7 +34,9 @@ class PostgresServer:
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/switchboard"
         self.pg_ctl = _binary("pg_ctl")
         # PostgreSQL refuses to run as root: as root, its files belong to the postgres user and it runs as that user.
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        # runuser lives in /usr/sbin, which a clean environment's PATH may leave out.
+        runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+        self.as_user = [runuser, "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
             shutil.chown(directory, "postgres")
         self._run(_binary("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")

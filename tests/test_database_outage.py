@@ -93,7 +93,7 @@ class Load:
                                                          "output_tokens": 40, "idempotency_key": uuid.uuid4().hex})
             if status in (200, 201):
                 with self.lock:
-                    self.reports.append(report["id"])
+                    self.reports.append(report["usage_id"])
 
     def __enter__(self) -> "Load":
         for thread in self.threads:
