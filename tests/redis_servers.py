@@ -17,6 +17,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wait_until_it_answers(port: int, what: str) -> None:
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.025)
+    raise RuntimeError(f"{what} did not start")
+
+
 class RedisServer:
     """redis-server on a free port with its data in `directory`; `options` are redis-server's own flags."""
 
@@ -31,14 +42,8 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        raise RuntimeError("redis-server did not start")
+        _wait_until_it_answers(self.port, "redis-server")
+        return self
 
     def shutdown(self) -> None:
         """Stop as an operator would (SHUTDOWN: an appendonly Redis keeps everything)."""
@@ -77,14 +82,8 @@ class SentinelServer:
 
     def start(self) -> "SentinelServer":
         self.process = subprocess.Popen(["redis-server", str(self.config), "--sentinel"], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        raise RuntimeError("redis-server --sentinel did not start")
+        _wait_until_it_answers(self.port, "redis-server --sentinel")
+        return self
 
     def primary_port(self) -> int | None:
         """The port of the primary this Sentinel names now."""
