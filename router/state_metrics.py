@@ -2,6 +2,7 @@
 so that every web process reports the same values. monitoring/prometheus-rules.yml alerts on them and
 monitoring/grafana-dashboard.json charts them."""
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -88,10 +89,9 @@ def _counting_families() -> Iterator[GaugeMetricFamily]:
         backend.add_metric([name], 1.0 if name == current else 0.0)
     waiting = {"rows": 0, "oldest_seconds": 0.0}
     if current == "redis":
-        try:
+        # Redis going away between two reads reads as no backlog: switchboard_counting_backend says so at the next scrape.
+        with contextlib.suppress(*counters.RedisUnreachable):
             waiting = counters.redis_counters().backlog()
-        except counters.RedisUnreachable:
-            pass  # Redis went away between two reads: health and switchboard_counting_backend say so soon enough
     backlog.add_metric([], waiting["oldest_seconds"])
     rows.add_metric([], waiting["rows"])
     yield from (backend, backlog, rows)
