@@ -5,6 +5,7 @@ not query the database on every request while a revocation still takes effect wi
 `last_used_at` is written at most once a minute per key, to spare a write per request.
 """
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -59,10 +60,9 @@ def _touch(caller: Caller) -> None:
     if now - _last_used_written.get(caller.key_id, -1e9) < LAST_USED_WRITE_INTERVAL.total_seconds():
         return
     _last_used_written[caller.key_id] = now
-    try:
+    # A convenience for the admin: when the database cannot take it, it is written again a minute later.
+    with contextlib.suppress(*DATABASE_ERRORS):
         ApiKey.objects.filter(id=caller.key_id).update(last_used_at=timezone.now())
-    except DATABASE_ERRORS:
-        pass  # a convenience for the admin, written again a minute later
 
 
 def caller_for_key(raw_key: str) -> Caller | None:

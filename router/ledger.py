@@ -8,6 +8,7 @@ database after Redis lost its data is consistent; with Redis persistence (append
 accepted is lost on a restart either. docs/operations.md, "Consistency contract", has the whole story.
 """
 
+import contextlib
 import json
 import logging
 import time
@@ -173,10 +174,9 @@ def drain(client: redis.Redis, stream: str, lock: str, take_back: Callable[[list
 
 def release(lock: Lock) -> None:
     """Let go of a lock unless it expired and another process took it meanwhile (redis-py's compare-and-delete)."""
-    try:
+    # An expired lock guards another holder's work now, or nobody's: nothing to let go of.
+    with contextlib.suppress(LockNotOwnedError):
         lock.release()
-    except LockNotOwnedError:
-        pass  # it expired: what it guarded is another holder's now, or nobody's
 
 
 def backlog(client: redis.Redis, stream: str) -> dict:
