@@ -6,7 +6,7 @@ from django import forms
 
 from dashboard import selectors
 from router.engine import RouteRequest
-from router.serializers import MAX_ATTEMPT
+from router.payloads import MAX_ATTEMPT
 from router.snapshot import PolicySnapshot, QuotaSpec
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS
 from switchboard.vocabulary import NOT_PRIMARY, REQUEST_COMPLEXITIES, SkipReason

@@ -7,7 +7,7 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-import orjson
+import msgspec
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
@@ -34,6 +34,7 @@ from router.engine import RouteRequest, UnknownChoice
 from router.errors import ApiError
 from router.exports import decisions_csv
 from router.models import Decision, Policy, PolicyVersion
+from router.payloads import Counted, Refusal, RouteAnswer, RoutedModel, UsageAnswer, UsageReport
 from router.policy.apply import Author, apply_policy
 from router.policy.document import dump_policy, parse_policy
 from router.policy.export import export_policy
@@ -42,16 +43,16 @@ from router.policy.plan import plan_policy
 from router.policy.versions import UnknownVersion, version_document
 from router.records import DecisionRecord, UsageRecord
 from router.selectors import model_cooldowns, quota_status
-from router.shapes import api_trace, catalog_model_ref, rfc3339
+from router.shapes import ModelRef, api_trace, catalog_model_ref, rfc3339
 from router.snapshot import current_snapshot
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune
-from router.usage import UsageRejected, UsageReport, record_usage
+from router.usage import UsageRejected, record_usage
 from switchboard.vocabulary import Outcome
 
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
 MAX_CALL_BODY_BYTES = 64 * 1024
 COST_PLACES = Decimal("0.000001")
-DRF_DEFAULT = JSONEncoder().default
+JSON = msgspec.json.Encoder(enc_hook=JSONEncoder().default)
 
 
 class JSONOnly(DefaultContentNegotiation):
@@ -94,10 +95,10 @@ class ApiView(KnownQueryParameters, APIView):
         super().initial(request, *args, **kwargs)
 
 
-def json_response(body: dict, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
-    """The JSON DRF's JSONRenderer would write for this body, written by orjson, which costs the hot path
-    far less than the standard library (docs/performance.md). Datetimes and decimals go to DRF's encoder."""
-    content = orjson.dumps(body, default=DRF_DEFAULT, option=orjson.OPT_PASSTHROUGH_DATETIME)
+def json_response(body: dict | msgspec.Struct, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
+    """A body (a dict or one of the Structs the answers are declared as) written by msgspec, which costs the hot path
+    far less than DRF's renderer (docs/performance.md); what msgspec does not know goes to DRF's encoder."""
+    content = JSON.encode(body)
     response = HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
     response["Content-Length"] = str(len(content))
     return response
@@ -113,10 +114,8 @@ def counters_error(exc: Exception) -> ApiError:
 
 def _refusal(decision: DecisionRecord) -> HttpResponse:
     answer = refusal(decision)
-    body = {
-        "error": answer.code, "detail": answer.detail, "reason": decision.reason, "decision_id": decision.id, "outcome": decision.outcome,
-        "primary": catalog_model_ref(decision.primary_key), "trace": api_trace(decision.trace), "policy_version": decision.policy_version,
-    }
+    body = Refusal(error=answer.code, detail=answer.detail, reason=decision.reason, decision_id=decision.id, outcome=decision.outcome,
+                   primary=catalog_model_ref(decision.primary_key), trace=api_trace(decision.trace), policy_version=decision.policy_version)
     headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
     return json_response(body, answer.status, headers=headers)
 
@@ -151,9 +150,8 @@ class RoutingCallView(ApiView, ABC):
 
 
 @extend_schema_view(post=extend_schema(
-    request=s.RouteRequestSerializer,
-    responses={200: s.RouteResponseSerializer, 400: s.ErrorSerializer, 409: s.ErrorSerializer, 429: s.RefusalSerializer,
-               503: s.RefusalSerializer},
+    request=payloads.RouteBody,
+    responses={200: RouteAnswer, 400: s.ErrorSerializer, 409: s.ErrorSerializer, 429: Refusal, 503: Refusal},
     summary="Which model, at which provider, under which id, right now",
 ))
 class RouteView(RoutingCallView):
@@ -206,22 +204,22 @@ def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> HttpResp
     if decision.refused:
         return _refusal(decision)
     model = decision.model or current_snapshot().models[decision.model_key]
-    return json_response({
-        "decision_id": decision.id,
-        "outcome": decision.outcome,
-        "reason": decision.reason,
-        "model": {"key": model.key, "provider": model.provider, "kind": model.provider_kind, "base_url": model.base_url or None,
-                  "model_id": model.model_id, "invoke_id": model.invoke_id, "region": model.region or None},
-        "primary": {"key": model.key, "provider": model.provider} if decision.primary_key == model.key else catalog_model_ref(decision.primary_key),
-        "trace": api_trace(decision.trace),
-        "policy_version": decision.policy_version,
-        "dry_run": dry_run,
-    })
+    return json_response(RouteAnswer(
+        decision_id=decision.id,
+        outcome=decision.outcome,
+        reason=decision.reason,
+        model=RoutedModel(key=model.key, provider=model.provider, kind=model.provider_kind, base_url=model.base_url or None,
+                          model_id=model.model_id, invoke_id=model.invoke_id, region=model.region or None),
+        primary=ModelRef(model.key, model.provider) if decision.primary_key == model.key else catalog_model_ref(decision.primary_key),
+        trace=api_trace(decision.trace),
+        policy_version=decision.policy_version,
+        dry_run=dry_run,
+    ))
 
 
 @extend_schema_view(post=extend_schema(
-    request=s.UsageRequestSerializer,
-    responses={201: s.UsageEventSerializer, 200: s.UsageEventSerializer, 400: s.ErrorSerializer, 404: s.ErrorSerializer,
+    request=UsageReport,
+    responses={201: UsageAnswer, 200: UsageAnswer, 400: s.ErrorSerializer, 404: s.ErrorSerializer,
                409: s.ErrorSerializer},
     summary="Report what a call used (counted once per idempotency key)",
 ))
@@ -243,21 +241,18 @@ class UsageView(RoutingCallView):
         return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-def usage_body(report: UsageRecord) -> dict:
-    """What s.UsageEventSerializer renders, built directly: this is the hot path (router.payloads)."""
+def usage_body(report: UsageRecord) -> UsageAnswer:
     usage = report.usage
-    return {
-        "usage_id": str(report.id), "created_at": report.created_at.isoformat().replace("+00:00", "Z"),
-        "model": {"key": report.model_key, "provider": report.provider_slug},
-        "decision_id": str(report.decision_id) if report.decision_id else None,
-        "answered_instead": report.answered_instead,
-        "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-        "cache_read_input_tokens": usage.cache_read_input_tokens, "cache_write_input_tokens": usage.cache_write_input_tokens,
-        "cost_usd": f"{usage.cost_usd.quantize(COST_PLACES)}",
-        "counted": {"tokens": usage.counted_tokens, "input_tokens": usage.counted_input_tokens, "output_tokens": usage.counted_output_tokens},
-        "status": report.status, "idempotency_key": report.idempotency_key, "retry_after": report.retry_after,
-        "ratelimit_headers": report.ratelimit_headers,
-    }
+    return UsageAnswer(
+        usage_id=report.id, created_at=report.created_at, model=ModelRef(report.model_key, report.provider_slug),
+        decision_id=report.decision_id, answered_instead=report.answered_instead,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cache_read_input_tokens=usage.cache_read_input_tokens, cache_write_input_tokens=usage.cache_write_input_tokens,
+        cost_usd=f"{usage.cost_usd.quantize(COST_PLACES)}",
+        counted=Counted(tokens=usage.counted_tokens, input_tokens=usage.counted_input_tokens, output_tokens=usage.counted_output_tokens),
+        status=report.status, idempotency_key=report.idempotency_key, retry_after=report.retry_after,
+        ratelimit_headers=report.ratelimit_headers,
+    )
 
 
 class QuotasView(KnownQueryParameters, generics.ListAPIView):
@@ -284,7 +279,7 @@ class QuotasView(KnownQueryParameters, generics.ListAPIView):
                              "burn_per_hour": display_amount(quota, row.burn_per_hour)},
             })
         page = self.paginate_queryset(rows)
-        return self.get_paginated_response(page)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
 class TuningView(ApiView):

@@ -5,4 +5,5 @@ class RouterConfig(AppConfig):
     name = "router"
 
     def ready(self) -> None:
-        from router import checks, signals  # noqa: F401  (registers the deploy checks, connects the policy-version bump)
+        # Registers the deploy checks, connects the policy-version bump, teaches the OpenAPI schema the routing calls' Structs.
+        from router import checks, schema, signals  # noqa: F401

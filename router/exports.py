@@ -8,8 +8,8 @@ through too.
 """
 
 import csv
-import json
 
+import msgspec
 from django.http import StreamingHttpResponse
 
 from router.counting import LEDGER_FIELDS
@@ -43,7 +43,7 @@ def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpRes
         for d in queryset.iterator(chunk_size=2000):
             values = [d.id, rfc3339(d.created_at), d.caller, d.category, d.complexity, d.tier, d.outcome, d.model_key,
                       d.provider_slug, d.primary_key, d.answered_by, d.reason, d.policy_version, d.reported,
-                      *(getattr(d, name) for name in LEDGER_FIELDS), json.dumps(api_trace(d.trace), separators=(",", ":"))]
+                      *(getattr(d, name) for name in LEDGER_FIELDS), msgspec.json.encode(api_trace(d.trace)).decode()]
             yield writer.writerow([cell(value) for value in values])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")

@@ -17,7 +17,6 @@ its `respond(call, caller)`, which runs the service and returns the response (ti
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
@@ -71,12 +70,9 @@ def _caller(request: HttpRequest, view: RoutingCallView) -> Caller | None:
 
 
 def _call(request: HttpRequest, view: RoutingCallView) -> Any:
-    """The view's call, parsed from the body; None if DRF should answer it (and its error).
-
-    orjson refuses what the API does not take (NaN and Infinity, a body that is not UTF-8, deep
-    nesting) and also integers beyond 64 bits: those go to DRF, which parses them and answers.
-    """
+    """The view's call, decoded from the body; None if DRF should answer it (and its error): the view parses
+    the body again as DRF reads it, and refuses it the same way."""
     try:
-        return view.parse(orjson.loads(request.body))
-    except (orjson.JSONDecodeError, ValidationError, ApiError):
+        return view.parse(request.body)
+    except (ValidationError, ApiError):
         return None

@@ -1,6 +1,53 @@
-"""What the OpenAPI document says that no one view declares: the errors every call may meet, the CSV
-and YAML bodies of the calls that offer them, and that a query parameter may not be empty
-(drf-spectacular postprocessing hook)."""
+"""The OpenAPI document: the routing calls' bodies from their msgspec Structs (router.payloads), and what no
+one view declares: the errors every call may meet, the CSV and YAML bodies of the calls that offer them,
+and that a query parameter may not be empty (drf-spectacular postprocessing hook)."""
+
+import msgspec
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.plumbing import ResolvedComponent
+
+COMPONENTS = "#/components/schemas/{name}"
+
+
+class StructExtension(OpenApiSerializerExtension):
+    """A msgspec Struct in @extend_schema is described by msgspec's own JSON Schema of it, its nested Structs
+    as components of their own."""
+
+    target_class = "msgspec.Struct"
+    match_subclasses = True
+
+    def get_name(self, auto_schema, direction) -> str:
+        return self.target.__name__
+
+    def map_serializer(self, auto_schema, direction) -> dict:
+        (schema,), components = msgspec.json.schema_components([self.target], ref_template=COMPONENTS)
+        for name, component in components.items():
+            if name != self.target.__name__:
+                auto_schema.registry.register_on_missing(
+                    ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=openapi_30(component)))
+        return openapi_30(components[self.target.__name__])
+
+
+def openapi_30(schema):
+    """JSON Schema as OpenAPI 3.0 says it: `anyOf` a type and null becomes the type with `nullable` (a reference inside
+    `allOf`); `title`, which msgspec gives each Struct, is left out as drf-spectacular leaves it out of components, and
+    `propertyNames`, which OpenAPI 3.0 lacks (the server still checks the names)."""
+    if isinstance(schema, list):
+        return [openapi_30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: openapi_30(value) for key, value in schema.items() if key not in ("title", "propertyNames")}
+    options = schema.get("anyOf")
+    if options and {"type": "null"} in options:
+        others = [option for option in options if option != {"type": "null"}]
+        del schema["anyOf"]
+        if len(others) == 1 and "$ref" in others[0]:
+            return {"allOf": others, "nullable": True} | schema
+        if len(others) == 1:
+            return others[0] | schema | {"nullable": True}
+        return schema | {"anyOf": others, "nullable": True}
+    return schema
+
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 # Every authenticated call under /api/v1/ may answer these, in the one error shape (router.errors).

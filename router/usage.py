@@ -10,14 +10,17 @@ clears it; a `not_sent` report gives its decision's whole reservation back.
 
 import logging
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
+
+import msgspec
 
 from providers.models import LLMModel
 from router import counters, metrics
 from router.counters import Counters, RedisUnreachable
 from router.counting import Usage, charges, used
 from router.database_outage import DATABASE_ERRORS
+from router.payloads import UsageReport
 from router.records import DecisionAlreadyReported, DecisionRecord, UsageRecord
 from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec, current_snapshot, forget_snapshot
 from switchboard.vocabulary import Availability, ProviderKind, UsageStatus
@@ -34,26 +37,6 @@ class UsageRejected(Exception):
         self.retry_after = retry_after
         self.extra = extra
 
-
-
-@dataclass(frozen=True)
-class UsageReport:
-    """A usage report as a service sends it (router.payloads validates the body).
-
-    `input_tokens` is the uncached input, as Anthropic and Bedrock report it; cache reads and writes
-    are counted apart (an OpenAI prompt's cached tokens are reads, the rest of it is input).
-    """
-
-    model: str | None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_write_input_tokens: int = 0
-    status: str = UsageStatus.OK
-    decision_id: uuid.UUID | None = None
-    idempotency_key: str | None = None
-    retry_after: int | None = None
-    ratelimit_headers: dict[str, str] = field(default_factory=dict)
 
 
 def _model(snapshot: PolicySnapshot, key: str) -> ModelSpec:
@@ -110,7 +93,7 @@ def _out_of_reach(report: UsageReport) -> UsageReport:
         )
     logger.warning("Usage report for decision %s, which Redis (unreachable) may hold, counted on model %s alone",
                    report.decision_id, report.model)
-    return replace(report, decision_id=None)
+    return msgspec.structs.replace(report, decision_id=None)
 
 
 def _repeated(first: UsageRecord, report: UsageReport) -> UsageRecord:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from router.models import Decision
-from router.shapes import api_trace
+from router.shapes import api_trace, as_json
 from tests.factories import LLMModelFactory, make_route
 
 NOW = datetime.now(tz=UTC).replace(microsecond=0)
@@ -130,7 +130,7 @@ def test_the_csv_export_holds_exactly_the_filtered_rows(api, history):
     assert rows[0]["model"] == "claude-3-5-haiku"
     assert rows[0]["provider"] == "anthropic"
     assert rows[0]["reason"] == "fallback 10 min ago"
-    assert json.loads(rows[0]["trace"]) == api_trace(history[4].trace)
+    assert json.loads(rows[0]["trace"]) == as_json(api_trace(history[4].trace))
 
 
 def test_the_csv_export_is_not_paginated(api, db):

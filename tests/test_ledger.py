@@ -12,7 +12,7 @@ from django.db import transaction
 from router import ledger
 from router.counters import flush_ledger, redis_counters
 from router.models import Decision, UsageEvent
-from router.shapes import api_trace
+from router.shapes import api_trace, as_json
 from router.tasks import drain_ledger
 from tests import calls
 from tests.calls import quotas_used, route
@@ -42,7 +42,7 @@ def test_decisions_and_reports_wait_in_redis_counted_until_written(api, policy):
     stored = Decision.objects.get()
     assert (str(stored.id), stored.outcome, stored.model_key, stored.input_tokens, stored.output_tokens, stored.caller) == (
         decision["decision_id"], "primary", "gpt-4o", 1000, 500, "test-service")
-    assert api_trace(stored.trace) == decision["trace"] and stored.policy_version == decision["policy_version"]
+    assert as_json(api_trace(stored.trace)) == decision["trace"] and stored.policy_version == decision["policy_version"]
     event = UsageEvent.objects.get()
     assert (str(event.id), event.idempotency_key, event.cost_usd) == (reported["usage_id"], "call-1", Decimal("0.00075"))
     assert redis_counters().backlog()["rows"] == 0
@@ -111,7 +111,7 @@ def test_a_batch_is_stored_as_it_was_accepted(api, policy, redis_client, write_b
 
     stored = Decision.objects.get()
     assert (str(stored.id), stored.caller, stored.category, stored.complexity, stored.outcome, stored.model_key,
-            stored.provider_slug, stored.primary_key, api_trace(stored.trace), stored.policy_version, stored.input_tokens,
+            stored.provider_slug, stored.primary_key, as_json(api_trace(stored.trace)), stored.policy_version, stored.input_tokens,
             stored.output_tokens, stored.cost_usd, stored.reported) == (
         decision["decision_id"], "test-service", "general", "medium", "primary", "gpt-4o", "openai", "gpt-4o",
         decision["trace"], decision["policy_version"], 1000, 500, Decimal("0.0075"), False)

@@ -7,7 +7,7 @@ import pytest
 from providers.models import LLMModel, Provider
 from router.counters import flush_ledger
 from router.models import Category, Decision, Policy
-from router.shapes import api_trace
+from router.shapes import api_trace, as_json
 from switchboard.vocabulary import ProviderKind
 from tests.calls import post, quotas_used, report, route, stored_decisions
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_route, make_tier
@@ -477,6 +477,6 @@ def test_a_refusal_is_stored_with_its_trace_caller_and_policy_version(api, count
     assert decision.caller == "test-service"
     assert decision.category == "security_auth_change"
     assert decision.primary_key == "gpt-4o"
-    assert api_trace(decision.trace) == body["trace"]
+    assert as_json(api_trace(decision.trace)) == body["trace"]
     assert decision.policy_version == body["policy_version"] == Policy.current().version
     assert decision.reason == body["reason"]

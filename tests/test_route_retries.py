@@ -106,7 +106,7 @@ def test_a_dry_run_ignores_the_request_id(api, counters, policy):
     assert quotas_used(api)["requests"] == 1
 
 
-@pytest.mark.parametrize("request_id", ["", "   ", "x" * 201, "bell\x07", "nul\x00", 12, None])
+@pytest.mark.parametrize("request_id", ["", "   ", "x" * 201, "bell\x07", "nul\x00", 12])
 def test_a_request_id_that_is_not_short_printable_text_is_refused(api, policy, request_id):
     response = post(api, "/api/v1/route", category="general", request_id=request_id)
 
