@@ -31,12 +31,16 @@ MAX_ATTEMPT = 1000
 MAX_REQUEST_ID = 200
 
 Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS_PER_CALL)]
-# Names and ids: not blank; trimmed, and refused if they hold an unprintable character (switchboard.validators).
-Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"\S")]
-ModelKey = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+# Names and ids: trimmed, and refused when blank or holding an unprintable character (switchboard.validators).
+# These checks, and a model key's pattern, are made by __post_init__: msgspec's own pattern check costs the hot path
+# several times what the rest of the decoding does; the schema still states the pattern (extra_json_schema).
+Name = Annotated[str, Meta(min_length=1, max_length=64)]
+MODEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+ModelKey = Annotated[str, Meta(min_length=1, max_length=100, extra_json_schema={"pattern": MODEL_KEY_PATTERN.pattern},
                                description="Letters, digits, '.', '_', ':' and '-', starting with a letter or digit.")]
 # An HTTP header name (RFC 9110 token); also keeps NUL, which PostgreSQL's jsonb refuses, out of the stored headers.
-HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")]
+HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+HeaderName = Annotated[str, Meta(extra_json_schema={"pattern": HEADER_NAME_PATTERN.pattern})]
 HeaderValue = Annotated[str, Meta(max_length=200)]
 
 CACHE_READ_OVER_INPUT = "The cache reads are part of the input: at most estimated_input_tokens."
@@ -60,7 +64,7 @@ class RouteBody(Struct, forbid_unknown_fields=True):
         "The how-manieth try of the same task: past the route's escalate_after it escalates, past its max_attempts it is "
         "refused with 429 attempts_exhausted."))] = 1
     dry_run: Annotated[bool, Meta(description="Decide without counting or storing anything.")] = False
-    request_id: Annotated[Annotated[str, Meta(min_length=1, max_length=MAX_REQUEST_ID, pattern=r"\S")] | None, Meta(description=(
+    request_id: Annotated[Annotated[str, Meta(min_length=1, max_length=MAX_REQUEST_ID)] | None, Meta(description=(
         "Any printable text naming this request: a retry with the same request_id within an hour answers the same decision, "
         "counted once; another body under it answers 409 request_id_reused."))] = None
 
@@ -68,6 +72,8 @@ class RouteBody(Struct, forbid_unknown_fields=True):
         self.category = _printable("category", self.category)
         self.tier = _printable("tier", self.tier)
         self.request_id = _printable("request_id", self.request_id)
+        for index, key in enumerate(self.exclude):
+            _model_key(f"exclude[{index}]", key)
         if self.category and self.tier:
             raise ValidationError({"non_field_errors": ["Name either a category or a tier, not both."]})
         if self.estimated_cache_read_tokens > self.estimated_input_tokens:
@@ -90,12 +96,15 @@ class UsageReport(Struct, forbid_unknown_fields=True):
         description="not_sent: the call never reached the provider; the decision's whole reservation is given back on every "
                     "quota.")] = UsageStatus.OK.value
     decision_id: uuid.UUID | None = None
-    idempotency_key: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"\S")] | None = None
+    idempotency_key: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     retry_after: Annotated[int, Meta(ge=0, le=86_400)] | None = None
     ratelimit_headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=MAX_RATELIMIT_HEADERS)] = {}
 
     def __post_init__(self) -> None:
+        _model_key("model", self.model)
         self.idempotency_key = _printable("idempotency_key", self.idempotency_key)
+        if invalid := sorted(repr(name) for name in self.ratelimit_headers if not HEADER_NAME_PATTERN.fullmatch(name)):
+            raise ValidationError({"ratelimit_headers": [f"Not HTTP header names: {', '.join(invalid)}."]})
         self.ratelimit_headers = {name: _printable(f"ratelimit_headers.{name}", value) for name, value in self.ratelimit_headers.items()}
         if self.status == UsageStatus.OK and (missing := [name for name in ("input_tokens", "output_tokens") if getattr(self, name) is None]):
             # A call that failed may have used nothing: its counts are needed only when it succeeded.
@@ -121,6 +130,11 @@ def _printable(name: str, value: str | None) -> str | None:
     if problem := invisible_character(value):
         raise ValidationError({name: [problem[0].upper() + problem[1:] + "."]})
     return value
+
+
+def _model_key(name: str, key: str | None) -> None:
+    if key is not None and not MODEL_KEY_PATTERN.fullmatch(key):
+        raise ValidationError({name: ["Use letters, digits, '.', '_', ':' and '-', starting with a letter or digit."]})
 
 
 ROUTE_BODY = msgspec.json.Decoder(RouteBody)
