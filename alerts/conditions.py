@@ -5,6 +5,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count, Max, Min
@@ -61,7 +62,7 @@ def refusal_share(rule: AlertRule, now: float) -> list[Finding]:
     scope = f"of category {rule.category}" if rule.category else ""
     return [Finding(f"category {rule.category}" if rule.category else "all requests",
                     f"{refused / total:.0%} of routing requests {scope} were refused over the last 5 minutes "
-                    f"({refused} of {total}; alert above {rule.percent:g} %).".replace("  ", " "))]
+                    f"({refused} of {total}; alert above {Decimal(rule.percent).normalize():f} %).".replace("  ", " "))]
 
 
 def model_out(rule: AlertRule, now: float) -> list[Finding]:
@@ -107,7 +108,7 @@ def ledger_backlog(rule: AlertRule, now: float) -> list[Finding]:
     if not settings.REDIS_URL:
         return []  # on database counters every row is written as it is accepted
     try:
-        backlog = counters.redis_counters().backlog()
+        backlog = counters.redis_counters().backlog(now)
     except counters.RedisUnreachable:
         return []  # counting_on_database says so
     if backlog["oldest_seconds"] <= rule.seconds:
