@@ -143,4 +143,5 @@ def export() -> list[dict]:
     return exported
 
 
-SECTION = Section(name="alerts", kind="alert", name_of=lambda entry: entry["slug"], validate=validate, apply=apply, export=export)
+SECTION = Section(name="alerts", kind="alert", model_label="alerts.alertrule", name_of=lambda entry: entry["slug"],
+                  validate=validate, apply=apply, export=export)

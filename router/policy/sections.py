@@ -21,11 +21,14 @@ class Section:
     `validate(raw, plan, problem)` reads the document's list (with `plan`, what the rest of the document
     validated to) into what `apply(value, author)` then makes the database hold, returning True if anything
     changed; `export()` gives the list back, sorted and without defaults; `name_of(entry)` names one
-    exported entry, as the plan and the history print it (`~ alert quota-soft-limit: ...`).
+    exported entry, as the plan and the history print it (`~ alert quota-soft-limit: ...`). `model_label`
+    (`app.model`) is the model whose permissions a logged-in user needs to read or change the section through
+    /api/v1/policy.
     """
 
     name: str
     kind: str
+    model_label: str
     name_of: Callable[[dict], str]
     validate: Callable[[Any, Any, Reporter], Any]
     apply: Callable[[Any, Any], bool]
