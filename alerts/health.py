@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.db.models import Min
 from django.utils import timezone
 
 from alerts.models import Alert, AlertChannel, AlertRule, Evaluation
@@ -17,7 +18,9 @@ def alerts_health() -> dict:
     failing = list(AlertChannel.objects.filter(enabled=True, failing_since__isnull=False).order_by("name"))
     warnings = [f"Alert channel {channel.name} has failed since {rfc3339(channel.failing_since)} ({channel.last_error}): its "
                 "messages are retried with backoff; the dashboard's alerts page lists them." for channel in failing]
-    if AlertRule.objects.filter(enabled=True).exists() and (last is None or timezone.now() - last > EVALUATION_LATE):
+    # Late since the last evaluation, or, before the first, since the first rule was made.
+    since = last or AlertRule.objects.filter(enabled=True).aggregate(first=Min("created_at"))["first"]
+    if since is not None and timezone.now() - since > EVALUATION_LATE and AlertRule.objects.filter(enabled=True).exists():
         warnings.append("Alert rules are not being evaluated (every 30 s by the Celery worker with beat): is the worker running?")
     return {
         "last_evaluated_at": rfc3339(last),
