@@ -2,8 +2,12 @@
 secrets, and the alerts and messages the worker stored (read-only)."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
+from alerts.delivery import DeliveryFailed, send
+from alerts.messages import channel_test_message
 from alerts.models import Alert, AlertChannel, AlertRule, Notification
 from providers.egress import EgressRefused, check_base_url
 from router.admin_guard import PolicyEditAdmin
@@ -83,6 +87,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
     """Where alerts go; a failing channel shows since when and why."""
 
     form = AlertChannelForm
+    actions = ["send_test_message"]
     list_display = ("name", "kind", "enabled", "min_severity", "url_stored", "failing_since", "last_sent_at")
     readonly_fields = ("url_stored", "token_stored", "failing_since", "last_error", "last_sent_at", "created_at", "updated_at")
     secret_fields = ("new_url", "new_token", "clear_token")
@@ -97,6 +102,16 @@ class AlertChannelAdmin(admin.ModelAdmin):
         if self.has_change_permission(request, obj):
             return self.fieldsets
         return [(name, {"fields": [f for f in options["fields"] if f not in self.secret_fields]}) for name, options in self.fieldsets]
+
+    @admin.action(description="Send a test message to the selected channels", permissions=["change"])
+    def send_test_message(self, request: HttpRequest, queryset: QuerySet[AlertChannel]) -> None:
+        for channel in queryset:
+            try:
+                send(channel, channel_test_message(request.user.get_username()))
+            except DeliveryFailed as exc:
+                messages.error(request, f"Channel {channel.name}: the test message was not taken: {exc}")
+            else:
+                messages.success(request, f"Channel {channel.name}: the test message was sent.")
 
     @admin.display(boolean=True, description="URL stored")
     def url_stored(self, obj: AlertChannel) -> bool:

@@ -24,8 +24,15 @@ class Message:
 def _line(event: AlertEvent) -> str:
     alert = event.alert
     since = f" (since {alert.started_at:%Y-%m-%d %H:%M} UTC)" if event.kind == AlertEvent.Kind.REPEATED else ""
+    if event.kind == AlertEvent.Kind.RESOLVED:
+        since = f" (for {_duration((event.at - alert.started_at).total_seconds())})"
     advice = f" What to do: {_description(event)}" if _description(event) and event.kind != AlertEvent.Kind.RESOLVED else ""
     return f"{LABELS[event.kind]} [{alert.severity}] {alert.rule_slug}: {event.summary}{since}{advice}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _description(event: AlertEvent) -> str:
@@ -55,3 +62,11 @@ def compose(events: list[AlertEvent]) -> Message:
         "events_left_out": max(len(events) - JSON_EVENTS, 0),
     }
     return Message(title=title, text="\n".join([title, *lines]), body=body)
+
+
+def channel_test_message(sent_by: str) -> Message:
+    """What the admin's "Send a test message" sends: no alert, the same shape."""
+    title = "[Switchboard] test message"
+    text = f"{title}\nA test of this alert channel, sent from the admin by {sent_by}."
+    return Message(title=title, text=text, body={"source": "switchboard", "title": title, "text": text, "firing": 0, "resolved": 0,
+                                                 "url": None, "events": [], "events_left_out": 0})

@@ -75,6 +75,8 @@ def test_a_quota_pushed_past_its_soft_limit_through_the_api_sends_once_repeats_a
     [event] = receiver.bodies[2]["events"]
     assert (event["status"], event["subject"]) == ("resolved", "anthropic/requests-hour")
     assert receiver.bodies[2]["title"] == "[Switchboard] 1 resolved"
+    assert "RESOLVED [warning] quota-soft-limit: Quota anthropic/requests-hour is at 80%" in receiver.bodies[2]["text"]
+    assert "(for 1 h 2 min)" in receiver.bodies[2]["text"]
     alert = Alert.objects.get()
     assert alert.resolved_at == start + timedelta(minutes=62)
     assert list(AlertEvent.objects.order_by("at").values_list("kind", flat=True)) == ["firing", "repeated", "resolved"]
