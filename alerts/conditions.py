@@ -1,11 +1,13 @@
-"""What each alert rule's condition finds right now: one Finding per subject (a quota, a model, a provider...)
-that is in trouble. Pure reads, at the moment `now` (seconds since the epoch), so tests move the clock."""
+"""What each alert rule's condition finds at a moment: one Finding per subject (a quota, a model, a provider...)
+that is in trouble. Pure reads at `moment.now` (seconds since the epoch), so tests move the clock; what several
+rules read (the quotas' status) is read once per moment."""
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
 from django.conf import settings
 from django.db.models import Count, Max, Min
@@ -14,7 +16,7 @@ from alerts.models import AlertRule, Condition
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from router import counters
 from router.models import Decision
-from router.selectors import model_cooldowns, quota_status
+from router.selectors import QuotaStatus, model_cooldowns, quota_status
 from switchboard.vocabulary import Availability, Outcome, ProviderKind
 
 REFUSED_OUTCOMES = (Outcome.FAILED_FAST, Outcome.EXHAUSTED, Outcome.ATTEMPTS_EXHAUSTED, Outcome.UNROUTABLE)
@@ -29,19 +31,31 @@ class Finding:
     summary: str
 
 
-def _clock(moment: float) -> str:
-    return datetime.fromtimestamp(moment, tz=UTC).strftime("%H:%M:%S UTC")
+class Moment:
+    """One evaluation's moment, and the reads its rules share."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    @cached_property
+    def quotas(self) -> list[QuotaStatus]:
+        return quota_status(self.now)
 
 
-def quota_soft_limit(rule: AlertRule, now: float) -> list[Finding]:
+def _clock(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+def quota_soft_limit(rule: AlertRule, moment: Moment) -> list[Finding]:
     return [Finding(row.quota.label, f"Quota {row.quota.label} is at {row.ratio:.0%} of its limit, over its soft limit of "
                     f"{row.quota.soft_limit_ratio:.0%}: requests fall back to the next model of their routes.")
-            for row in quota_status(now) if row.used >= row.quota.soft_limit]
+            for row in moment.quotas if row.used >= row.quota.soft_limit]
 
 
-def quota_forecast(rule: AlertRule, now: float) -> list[Finding]:
+def quota_forecast(rule: AlertRule, moment: Moment) -> list[Finding]:
+    now = moment.now
     findings = []
-    for row in quota_status(now):
+    for row in moment.quotas:
         if row.hard_at is not None and row.hard_at - now <= rule.within_minutes * 60:
             when = "has reached its hard limit" if row.hard_at <= now else \
                 f"reaches its hard limit at {_clock(row.hard_at)} ({(row.hard_at - now) / 60:.0f} min) at the last hour's rate"
@@ -49,7 +63,8 @@ def quota_forecast(rule: AlertRule, now: float) -> list[Finding]:
     return findings
 
 
-def refusal_share(rule: AlertRule, now: float) -> list[Finding]:
+def refusal_share(rule: AlertRule, moment: Moment) -> list[Finding]:
+    now = moment.now
     until = datetime.fromtimestamp(now, tz=UTC)
     decisions = Decision.objects.filter(created_at__gt=until - timedelta(seconds=REFUSAL_WINDOW_SECONDS), created_at__lte=until)
     if rule.category:
@@ -65,8 +80,8 @@ def refusal_share(rule: AlertRule, now: float) -> list[Finding]:
                     f"({refused} of {total}; alert above {Decimal(rule.percent).normalize():f} %).".replace("  ", " "))]
 
 
-def model_out(rule: AlertRule, now: float) -> list[Finding]:
-    cooling = model_cooldowns(now)
+def model_out(rule: AlertRule, moment: Moment) -> list[Finding]:
+    cooling = model_cooldowns(moment.now)
     findings = {}
     for model in LLMModel.objects.filter(enabled=True, availability=Availability.UNAVAILABLE).select_related("provider"):
         why = "a call reported it not found" if model.not_found_at else "the last availability check found it unavailable"
@@ -86,7 +101,8 @@ def _configured(provider: Provider) -> bool:
     return bool(provider.credential_env and os.environ.get(provider.credential_env))
 
 
-def refresh_failing(rule: AlertRule, now: float) -> list[Finding]:
+def refresh_failing(rule: AlertRule, moment: Moment) -> list[Finding]:
+    now = moment.now
     checks = AvailabilityCheck.objects.filter(kind=AvailabilityCheck.Kind.AVAILABILITY, started_at__lte=datetime.fromtimestamp(now, tz=UTC))
     last_ok = dict(checks.filter(ok=True).values("provider_id").annotate(at=Max("started_at")).values_list("provider_id", "at"))
     findings = []
@@ -104,11 +120,11 @@ def refresh_failing(rule: AlertRule, now: float) -> list[Finding]:
     return findings
 
 
-def ledger_backlog(rule: AlertRule, now: float) -> list[Finding]:
+def ledger_backlog(rule: AlertRule, moment: Moment) -> list[Finding]:
     if not settings.REDIS_URL:
         return []  # on database counters every row is written as it is accepted
     try:
-        backlog = counters.redis_counters().backlog(now)
+        backlog = counters.redis_counters().backlog(moment.now)
     except counters.RedisUnreachable:
         return []  # counting_on_database says so
     if backlog["oldest_seconds"] <= rule.seconds:
@@ -117,7 +133,7 @@ def ledger_backlog(rule: AlertRule, now: float) -> list[Finding]:
                     f"for {backlog['oldest_seconds']:.0f} s: the drain (Celery worker and beat) is stopped or cannot write.")]
 
 
-def counting_on_database(rule: AlertRule, now: float) -> list[Finding]:
+def counting_on_database(rule: AlertRule, moment: Moment) -> list[Finding]:
     if not settings.REDIS_URL:
         return []  # counting on the database is the configuration, not an outage
     try:
@@ -129,7 +145,7 @@ def counting_on_database(rule: AlertRule, now: float) -> list[Finding]:
     return []
 
 
-CONDITIONS: dict[str, Callable[[AlertRule, float], list[Finding]]] = {
+CONDITIONS: dict[str, Callable[[AlertRule, Moment], list[Finding]]] = {
     Condition.QUOTA_SOFT_LIMIT: quota_soft_limit,
     Condition.QUOTA_FORECAST: quota_forecast,
     Condition.REFUSAL_SHARE: refusal_share,

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from alerts.conditions import CONDITIONS, Finding
+from alerts.conditions import CONDITIONS, Finding, Moment
 from alerts.models import Alert, AlertChannel, AlertEvent, AlertRule, Evaluation, Notification
 
 logger = logging.getLogger(__name__)
@@ -18,10 +18,11 @@ def _findings(rules: list[AlertRule], now: datetime) -> tuple[dict[tuple[str, st
     """Every (rule, subject) whose condition holds at `now`, and the rules that could be read: a rule whose condition
     cannot be read now (Redis refusing, say) leaves its alerts as they are rather than resolving them."""
     findings, read = {}, set()
+    moment = Moment(now.timestamp())
     for rule in rules:
         try:
             with transaction.atomic():
-                for finding in CONDITIONS[rule.condition](rule, now.timestamp()):
+                for finding in CONDITIONS[rule.condition](rule, moment):
                     findings[(rule.slug, finding.subject)] = (rule, finding)
         except Exception:  # one unreadable condition must not silence the others
             logger.exception("Alert rule %s could not be evaluated; its alerts stay as they are", rule.slug)
