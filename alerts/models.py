@@ -54,7 +54,7 @@ class AlertRule(models.Model):
                                   validators=[MinValueValidator(0), MaxValueValidator(100)],
                                   help_text="refusal_share: alert when more than this share of routing requests was refused over 5 minutes.")
     category = models.SlugField(max_length=64, blank=True,
-                                help_text="refusal_share: only this category's requests (empty: every request, and each category apart).")
+                                help_text="refusal_share: only this category's requests (empty: every request).")
     min_decisions = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)],
                                                 help_text="refusal_share: fewer requests than this in 5 minutes never alert.")
     for_minutes = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(10080)],
