@@ -22,6 +22,8 @@ from django.db.models.functions import Cast, TruncHour
 from django.http import QueryDict
 from django.utils import timezone
 
+from alerts import selectors as alert_selectors
+from alerts.models import Alert, AlertChannel
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from router import counters, decisions
 from router.counters import marks
@@ -335,6 +337,8 @@ class NowPanel:
     ledger: LedgerState | None
     ledger_error: str
     redis_loss: dict | None = None  # the period whose answered rows Redis may have lost, noticed within a day
+    alerts: list[Alert] = field(default_factory=list)  # firing now (alerts.evaluate)
+    failing_channels: list[AlertChannel] = field(default_factory=list)
 
     @property
     def reasons_read(self) -> int:
@@ -343,7 +347,7 @@ class NowPanel:
     @property
     def calm(self) -> bool:
         return not (self.pressured or self.cooling or self.unavailable or self.reasons or self.ledger_error or self.redis_loss
-                    or (self.ledger and self.ledger.stale))
+                    or (self.ledger and self.ledger.stale) or self.alerts or self.failing_channels)
 
 
 def cooling_models(now: float | None = None) -> list[CoolingModel]:
@@ -416,6 +420,7 @@ def now_panel(cards: list[ProviderCard], since: datetime, until: datetime) -> No
         unavailable=[model for model in models if model.availability == Availability.UNAVAILABLE],
         not_configured=[card.provider for card in cards if not card.configured],
         reasons=reasons, reasons_capped=capped, ledger=ledger, ledger_error=ledger_error, redis_loss=redis_loss(),
+        alerts=alert_selectors.open_alerts(), failing_channels=alert_selectors.failing_channels(),
     )
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("fallbacks/", views.fallbacks, name="fallbacks"),
     path("what-if/", views.what_if, name="what-if"),
     path("tuning/", views.tuning, name="tuning"),
+    path("alerts/", views.alerts, name="alerts"),
     path("policy/history/", views.policy_history, name="policy-history"),
     path("policy/versions/<int:number>/", views.policy_version, name="policy-version"),
     path("quotas/<int:quota_id>/", views.quota, name="quota"),

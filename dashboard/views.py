@@ -12,6 +12,7 @@ from django.utils.functional import cached_property
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from alerts import selectors as alert_selectors
 from dashboard import ranges, selectors
 from dashboard.charts import quota_chart, volume_chart
 from dashboard.forms import FallbackFilterForm, TuningForm, WhatIfForm
@@ -95,6 +96,18 @@ def overview(request: HttpRequest) -> HttpResponse:
     }
     template = "dashboard/_overview_body.html" if request.GET.get("fragment") else "dashboard/overview.html"
     return render(request, template, context)
+
+
+@dashboard_view
+def alerts(request: HttpRequest) -> HttpResponse:
+    """What is firing now, the newest firings, repeats and resolutions, and each channel's delivery."""
+    return render(request, "dashboard/alerts.html", {
+        "open": alert_selectors.open_alerts(),
+        "events": alert_selectors.recent_events(),
+        "channels": alert_selectors.channel_states(),
+        "last_evaluated_at": alert_selectors.last_evaluated_at(),
+        "generated_at": timezone.now(),
+    })
 
 
 @dashboard_view

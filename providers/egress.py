@@ -27,7 +27,7 @@ SERVER_VARIABLES = frozenset({
     "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_TEST_BROKER_URL", "SWITCHBOARD_ENV_FILE",
     "PROMETHEUS_MULTIPROC_DIR", "HOME", "PATH", "USER", "PWD", "SHELL",
 })
-SERVER_PREFIXES = ("DJANGO_", "AWS_", "CELERY_", "DATABASE_", "REDIS_", "ROUTER_", "SECURE_", "SECRET", "PROVIDER_",
+SERVER_PREFIXES = ("DJANGO_", "AWS_", "CELERY_", "DATABASE_", "REDIS_", "ROUTER_", "SECURE_", "SECRET", "PROVIDER_", "EMAIL_", "ALERTS_",
                    "SWITCHBOARD_", "PG", "GUNICORN_", "SENTRY_")
 # Host names of cloud metadata services; their addresses are refused below whatever the settings say.
 METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal",

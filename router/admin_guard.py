@@ -36,7 +36,10 @@ class PolicyRefused(Exception):
 
 
 def policy_label(obj: db_models.Model) -> tuple[str, str]:
-    """The (kind, name) the policy history and its problems use for a policy object."""
+    """The (kind, name) the policy history and its problems use for a policy object; an object of a section another
+    app owns (router.policy.sections) names itself with its own policy_label()."""
+    if hasattr(obj, "policy_label"):
+        return obj.policy_label()
     kind = obj._meta.model_name
     if kind == "llmmodel":
         return "model", obj.key

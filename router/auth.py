@@ -20,6 +20,7 @@ from rest_framework import authentication, exceptions, permissions
 from router import database_outage
 from router.database_outage import DATABASE_ERRORS, DatabaseUnavailable
 from router.models import ApiKey
+from router.policy import sections
 from switchboard.vocabulary import Scope
 
 LAST_USED_WRITE_INTERVAL = timedelta(minutes=1)
@@ -169,7 +170,8 @@ POLICY_MODELS = ("providers.provider", "providers.llmmodel", "providers.quota", 
 
 
 def _permissions(actions: tuple[str, ...]) -> list[str]:
-    return [f"{app}.{action}_{model}" for app, model in (name.split(".") for name in POLICY_MODELS) for action in actions]
+    labels = (*POLICY_MODELS, *(section.model_label for section in sections.registered()))
+    return [f"{app}.{action}_{model}" for app, model in (name.split(".") for name in labels) for action in actions]
 
 
 class PolicyAccess(permissions.BasePermission):

@@ -179,9 +179,9 @@ def release(lock: Lock) -> None:
         lock.release()
 
 
-def backlog(client: redis.Redis, stream: str) -> dict:
-    """How many accepted rows wait in Redis for the database, and the age of the oldest."""
+def backlog(client: redis.Redis, stream: str, now: float | None = None) -> dict:
+    """How many accepted rows wait in Redis for the database, and the age of the oldest (at `now`, default the present)."""
     length = client.xlen(stream)
     oldest = client.xrange(stream, "-", "+", count=1)
-    age = time.time() - int(oldest[0][0].split(b"-")[0]) / 1000 if oldest else 0.0
+    age = (time.time() if now is None else now) - int(oldest[0][0].split(b"-")[0]) / 1000 if oldest else 0.0
     return {"rows": length, "oldest_seconds": round(max(age, 0.0), 3)}

@@ -4,6 +4,7 @@ import contextlib
 import hmac
 import os
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
@@ -21,6 +22,14 @@ from router.counters import marks
 from router.shapes import rfc3339
 from router.snapshot import snapshot_trusted
 from router.state_metrics import StateCollector
+
+# Sections another app adds to /api/v1/health (the alerts app: its channels), registered when that app is ready,
+# so that router never imports it. Each returns its section; the sentences under its "warnings" join the answer's.
+_extra_checks: dict[str, Callable[[], dict]] = {}
+
+
+def register_health_check(name: str, check: Callable[[], dict]) -> None:
+    _extra_checks[name] = check
 
 
 def _check_database() -> dict:
@@ -123,6 +132,9 @@ class HealthView(APIView):
             state = "ok"
         body = {"status": state, "database": database, "redis": redis_state, "broker": broker,
                 "availability_refresh": _last_refresh() if database["ok"] else None, "warnings": _warnings(redis_state)}
+        for name, check in _extra_checks.items():
+            body[name] = check() if database["ok"] else None
+            body["warnings"] += body[name].pop("warnings", []) if body[name] else []
         return Response(body, status=503 if state == "down" else 200)
 
 

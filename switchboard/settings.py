@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "providers",
     "router",
+    "alerts",
     "dashboard",
 ]
 
@@ -244,6 +245,21 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # (router.retention; a system check refuses ages shorter than the longest quota window and a day).
 ROUTER_RETENTION_PRIMARY_DAYS = env_int("ROUTER_RETENTION_PRIMARY_DAYS", 30)
 ROUTER_RETENTION_AUDIT_DAYS = env_int("ROUTER_RETENTION_AUDIT_DAYS", 400)
+
+# Alerts (the alerts app): the dashboard's address that messages link to (empty: no link), and how long one
+# webhook call may take.
+ALERTS_DASHBOARD_URL = os.environ.get("ALERTS_DASHBOARD_URL", "").rstrip("/")
+ALERTS_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("ALERTS_WEBHOOK_TIMEOUT_SECONDS", "10"))
+# Email alerts go through Django's email settings.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "switchboard@localhost")
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":

@@ -12,7 +12,7 @@ from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/?fragment=1", "/fallbacks/", "/fallbacks/?format=csv", "/what-if/", "/what-if/?category=general"]
+PAGES = ["/", "/?fragment=1", "/fallbacks/", "/fallbacks/?format=csv", "/what-if/", "/what-if/?category=general", "/alerts/"]
 
 
 @pytest.fixture(autouse=True)

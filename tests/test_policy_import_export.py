@@ -118,7 +118,7 @@ def test_the_export_is_sorted_plain_and_leaves_out_defaults(imported):
     exported = export_policy()
     text = dump_policy(exported)
 
-    assert list(exported) == ["version", "default_tier", "providers", "models", "tiers", "categories", "routes"]
+    assert list(exported) == ["version", "default_tier", "providers", "models", "tiers", "categories", "routes", "alerts"]
     assert [p["slug"] for p in exported["providers"]] == ["anthropic", "bedrock", "openai", "zhipu"]
     assert [m["key"] for m in exported["models"]] == sorted(m["key"] for m in exported["models"])
     openai = next(p for p in exported["providers"] if p["slug"] == "openai")
@@ -388,7 +388,7 @@ def test_a_file_with_several_problems_reports_all_of_them(imported, tmp_path):
     with pytest.raises(PolicyError) as error:
         apply_policy(document)
     assert error.value.problems == [
-        "colour: unknown key (allowed: version, default_tier, providers, models, tiers, categories, routes)",
+        "colour: unknown key (allowed: version, default_tier, providers, models, tiers, categories, routes, alerts)",
         "tiers: is required (write an empty list, [], for none)",
         "providers[1].quotas[0].soft_limit_ratio: must be above 0 and at most 1, got 1.5",
         "models[3].provider: unknown provider 'opena' (known: anthropic, bedrock, openai, zhipu)",

@@ -312,8 +312,8 @@ class RedisCounters:
     def persistence(self) -> str:
         return persistence(self.client)
 
-    def backlog(self) -> dict:
-        return ledger.backlog(self.client, self.stream_key)
+    def backlog(self, now: float | None = None) -> dict:
+        return ledger.backlog(self.client, self.stream_key, now)
 
     def ensure_built(self, snapshot: PolicySnapshot, now: float) -> None:
         """Rebuild the counters from the ledger unless another process is doing it; then wait for it."""

@@ -12,7 +12,7 @@ from django.db.models.functions import Cast, Concat
 from providers.models import LLMModel, Provider, Quota
 from router import versioning
 from router.models import Category, Policy, PolicyVersion, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
-from router.policy import versions
+from router.policy import sections, versions
 from router.policy.export import entries
 from router.policy.fields import PolicyError, type_name
 from router.policy.validate import ChainPlan, Plan, Validator
@@ -112,6 +112,8 @@ class _Applier:
         if policy.default_tier_id != (default_tier.pk if default_tier else None):
             policy.default_tier = default_tier
             self.save(policy, update_fields=["default_tier", "updated_at"])
+        for name, value in plan.owned.items():
+            self.changed = sections.get(name).apply(value, self.author) or self.changed
         return self.changed
 
     def put(self, existing: dict, key: Any, model: type[db_models.Model], values: dict) -> Any:

@@ -4,6 +4,7 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.policy import sections
 from router.policy.fields import automatic_quota_name
 
 # Each section's entries, by what names them.
@@ -55,6 +56,9 @@ def _objects(document: dict) -> dict[tuple[str, str], dict]:
                 name = quota.get("name") or automatic_quota_name(quota["metric"], quota["window"], quota.get("models", []))
                 objects[("quota", f"{entry['slug']}/{name}")] = quota
             objects[(kind, name_of(entry))] = fields
+    for section in sections.registered():
+        for entry in document.get(section.name, []):
+            objects[(section.kind, section.name_of(entry))] = dict(entry)
     return objects
 
 

@@ -7,6 +7,7 @@ from django.db import models as db_models
 
 from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Policy, Route, RouteEscalation, RouteModel, Tier, TierEscalation, TierModel
+from router.policy import sections
 from router.policy.fields import ALWAYS_EXPORTED, CATEGORY_FIELDS, COMPLEXITY_ORDER, MODEL_FIELDS, PROVIDER_FIELDS, QUOTA_FIELDS, automatic_quota_name
 
 
@@ -59,6 +60,9 @@ def export_policy() -> dict:
         {"category": route.category.slug, "complexity": route.complexity, **_chain(route)}
         for route in sorted(routes, key=lambda r: (r.category.slug, COMPLEXITY_ORDER.index(r.complexity)))
     ]
+    for section in sections.registered():
+        if owned := section.export():
+            document[section.name] = owned
     return document
 
 

@@ -4,11 +4,12 @@ shows "route general/low: models: must list at least one model" where the import
 import re
 from dataclasses import dataclass
 
+from router.policy import sections
 from router.policy.fields import PolicyError
 from router.policy.validate import Validator
 
 # "routes[3].models[1]: message" -> section, index, the quota's index under a provider, field, message.
-PLACE = re.compile(r"\A(?P<section>providers|models|tiers|categories|routes)\[(?P<index>\d+)\]"
+PLACE = re.compile(r"\A(?P<section>[a-z_]+)\[(?P<index>\d+)\]"
                    r"(?:\.quotas\[(?P<quota>\d+)\])?(?:\.(?P<field>\w+))?(?:\[\d+\])?: (?P<message>.*)\Z", re.S)
 TOP_LEVEL = re.compile(r"\A(?P<field>\w+): (?P<message>.*)\Z", re.S)
 KINDS = {"providers": "provider", "models": "model", "tiers": "tier", "categories": "category", "routes": "route"}
@@ -29,6 +30,8 @@ class Problem:
 
 def _name(document: dict, section: str, index: int, quota: str | None) -> str:
     entry = document[section][index]
+    if section not in KINDS:
+        return sections.get(section).name_of(entry)
     if quota is not None:
         return f"{entry['slug']}/{entry['quotas'][int(quota)].get('name') or 'quota ' + str(int(quota) + 1)}"
     if section == "routes":
@@ -38,9 +41,10 @@ def _name(document: dict, section: str, index: int, quota: str | None) -> str:
 
 def locate(problem: str, document: dict) -> Problem:
     """The object a validator problem about `document` concerns."""
-    if match := PLACE.match(problem):
+    owned = {section.name: section.kind for section in sections.registered()}
+    if (match := PLACE.match(problem)) and match["section"] in KINDS.keys() | owned.keys():
         quota = match["quota"]
-        kind = "quota" if quota is not None else KINDS[match["section"]]
+        kind = "quota" if quota is not None else KINDS.get(match["section"]) or owned[match["section"]]
         return Problem(kind, _name(document, match["section"], int(match["index"]), quota), match["field"] or "", match["message"])
     if (match := TOP_LEVEL.match(problem)) and match["field"] == "default_tier":
         return Problem("policy", "default tier", "default_tier", match["message"])

@@ -12,6 +12,7 @@ from django.db import models as db_models
 from providers.egress import EgressRefused, check_base_url, check_credential_env
 from providers.models import LLMModel, Provider, Quota
 from router.models import Category, Route, Tier
+from router.policy import sections as owned_sections
 from router.policy.fields import (
     CATEGORY_FIELDS,
     CHAIN_FIELDS,
@@ -50,6 +51,8 @@ class Plan:
     tiers: dict[str, ChainPlan] = field(default_factory=dict)
     routes: dict[tuple[str, str], ChainPlan] = field(default_factory=dict)
     default_tier: str | None = None
+    # The validated value of each section another app owns (router.policy.sections) that the document writes.
+    owned: dict[str, Any] = field(default_factory=dict)
     # Where each object is in the file, for messages about it.
     where: dict[tuple[str, Any], str] = field(default_factory=dict)
 
@@ -98,9 +101,10 @@ class Validator:
         self.problems.append(f"{where}: {message}")
 
     def validate(self, data: dict) -> Plan:
+        allowed = (*TOP_LEVEL_KEYS, *(section.name for section in owned_sections.registered()))
         for key in data:
-            if key not in TOP_LEVEL_KEYS:
-                self.problem(str(key), _unknown_key(key, TOP_LEVEL_KEYS))
+            if key not in allowed:
+                self.problem(str(key), _unknown_key(key, allowed))
         if "version" in data and (isinstance(data["version"], bool) or data["version"] != 1):
             self.problem("version", f"must be 1, got {_show(data['version'])}")
         sections = {name: self.section(data, name) for name in SECTIONS}
@@ -116,6 +120,9 @@ class Validator:
         for i, item in enumerate(sections["routes"]):
             self.route(item, f"routes[{i}]")
         self.default_tier(data.get("default_tier"))
+        for section in owned_sections.registered():
+            if section.name in data:
+                self.plan.owned[section.name] = section.validate(data[section.name], self.plan, self.problem)
         self.synced_quotas()
         if self.problems:
             raise PolicyError(self.problems)
