@@ -81,8 +81,6 @@ def psql(sql: str, database: str | None = None) -> None:
 
 def prepare() -> str:
     """A fresh database and Redis with the bench policy; returns an API key."""
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed: apt-get install wrk")
     name = urlparse(DATABASE_URL).path.lstrip("/")
     psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     psql(f'CREATE DATABASE "{name}"')
@@ -312,27 +310,42 @@ def store_history() -> float:
     return time.time() - started
 
 
-def overview_render_ms() -> float | None:
-    script = (
-        "import time\n"
-        "from django.contrib.auth.models import User\n"
-        "from django.test import Client\n"
-        "from django.urls import NoReverseMatch, reverse\n"
-        "user, _ = User.objects.get_or_create(username='bench-viewer', defaults={'is_staff': True, 'is_superuser': True})\n"
-        "client = Client(HTTP_HOST='127.0.0.1')\n"
-        "client.force_login(user)\n"
-        "client.get('/')\n"
-        "times = []\n"
-        "for _ in range(5):\n"
-        "    start = time.perf_counter(); response = client.get('/'); times.append((time.perf_counter() - start) * 1000)\n"
-        "print('RENDER', response.status_code, sorted(times)[2])\n"
-    )
-    output = run(str(BIN / "python"), "manage.py", "shell", "-c", script, capture=True)
-    match = re.search(r"RENDER (\d+) ([\d.]+)", output)
-    return float(match.group(2)) if match and match.group(1) == "200" else None
+def page_timings() -> None:
+    """The dashboard's overview at each range and the busiest quota's page over 7 days (bench/pages.py)."""
+    print(run(str(BIN / "python"), "bench/pages.py", capture=True), end="", flush=True)
+
+
+def store_and_rebuild() -> None:
+    seconds = store_history()
+    print(f"stored {HISTORY_EVENTS:,} usage events and {HISTORY_DECISIONS:,} decisions in {seconds:.0f} s", flush=True)
+    started = time.time()
+    run(str(BIN / "python"), "manage.py", "rebuild_counters")
+    print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+
+
+def pages_only() -> None:
+    """`bench/run.py --pages`: the history alone, then the dashboard's pages and the tuning over it; no wrk runs.
+    With `--keep`, a bench database that already holds the history is migrated, its Redis counters rebuilt, and
+    measured again as it is."""
+    if "--keep" in sys.argv[1:]:
+        run(str(BIN / "python"), "manage.py", "migrate", "--no-input", "-v", "0")
+        run(str(BIN / "python"), "manage.py", "rebuild_counters")
+        key = run(str(BIN / "python"), "manage.py", "create_api_key", "bench-pages", "--scopes", "read", capture=True).strip().splitlines()[-1]
+    else:
+        key = prepare()
+        store_and_rebuild()
+    print(f"Machine: {os.cpu_count()} cores; PostgreSQL and Redis on localhost", flush=True)
+    page_timings()
+    print(f"quota tuning over 7 days of that history (GET /api/v1/quotas/tuning, median of 3): {tuning_seconds(key):.2f} s",
+          flush=True)
 
 
 def main() -> None:
+    if "--pages" in sys.argv[1:]:
+        pages_only()
+        return
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
     key = prepare()
     print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run,"
           f" {ROUNDS} rounds; PostgreSQL and Redis on localhost", flush=True)
@@ -350,11 +363,7 @@ def main() -> None:
     print(run(str(BIN / "python"), "client/bench.py", "-n", "200", env=dict(os.environ), capture=True), end="", flush=True)
 
     if HISTORY_EVENTS:
-        seconds = store_history()
-        print(f"stored {HISTORY_EVENTS:,} usage events and {HISTORY_DECISIONS:,} decisions in {seconds:.0f} s", flush=True)
-        started = time.time()
-        run(str(BIN / "python"), "manage.py", "rebuild_counters")
-        print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+        store_and_rebuild()
         measure_database_counters(Target("decisions, database counters, history", decisions.url, key, DECISION_BODY))
         after = Target("counted decisions with history", decisions.url, key, DECISION_BODY)
         bare_after = Target("bare WSGI app (fixed JSON)", bare.url)
@@ -362,8 +371,7 @@ def main() -> None:
         print(f"decisions with history / without: {after.median(32, 'rps') / decisions.median(32, 'rps'):.2f}"
               f" (as ratios to the bare app, which the machine's drift does not move: {ratio_after / ratios[decisions.label]:.2f})",
               flush=True)
-        render = overview_render_ms()
-        print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")
+        page_timings()
         print(f"quota tuning over 7 days of that history (GET /api/v1/quotas/tuning, median of 3): {tuning_seconds(key):.2f} s",
               flush=True)
         measure_pruning(Target("counted decisions while pruning", decisions.url, key, DECISION_BODY))

@@ -1,0 +1,72 @@
+"""The dashboard's pages over the bench's history: the overview at each preset range and the busiest quota's page
+over 7 days, each rendered RENDERS times in this process through Django's test client, logged in, after a
+warm-up; prints each page's queries, median and fastest render.
+
+Run by bench/run.py with its environment (the bench database and Redis), after the history is stored.
+"""
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RENDERS = int(os.environ.get("BENCH_PAGE_RENDERS", "15"))
+
+
+def busiest_quota() -> tuple[int, str]:
+    """The quota the most fallbacks and refusals of the last 7 days were turned away by (the newest the Now panel
+    reads of each outcome); the fullest quota when none was."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard import selectors
+
+    now = timezone.now()
+    reasons, _ = selectors.top_reasons(now - timedelta(days=7), now)
+    named = next((reason for reason in reasons if reason.quota_id is not None), None)
+    if named:
+        return named.quota_id, named.subject
+    bar = max(selectors.quota_bars(), key=lambda bar: bar.ratio)
+    return bar.id, bar.quota.label
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchboard.settings")
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    user, _ = User.objects.get_or_create(username="bench-viewer", defaults={"is_staff": True, "is_superuser": True})
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(user)
+    quota_id, quota_label = busiest_quota()
+    pages = [(f"overview, {label}", f"/?range={key}") for key, label in (("1h", "last hour"), ("6h", "last 6 h"),
+                                                                         ("24h", "last 24 h"), ("7d", "last 7 days"))]
+    pages.append((f"quota page, {quota_label}, last 7 days", f"/quotas/{quota_id}/?range=7d"))
+    pages.append((f"quota page, {quota_label}, last 24 h", f"/quotas/{quota_id}/?range=24h"))
+    for label, url in pages:
+        with CaptureQueriesContext(connection) as queries:  # the warm-up; the timed renders record no queries
+            client.get(url)
+        queries = len(queries)  # now: each request clears the connection's log of them
+        times = []
+        for _ in range(RENDERS):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                print(f"PAGE {label}: answered {response.status_code}", flush=True)
+                break
+        else:
+            print(f"PAGE {label} ({url}): {queries} queries, median {statistics.median(times):.0f} ms"
+                  f" (fastest {min(times):.0f} ms) over {RENDERS} renders", flush=True)
+
+
+if __name__ == "__main__":
+    main()
