@@ -100,7 +100,11 @@ def test_the_first_screen_names_the_quota_and_the_models_and_links_to_them(brows
     expect(page.locator(".quota-chart .limit-hard")).to_have_count(1)
     expect(page.locator(".quota-chart .limit-soft")).to_have_count(1)
     expect(page.locator("#quota-tuning")).to_contain_text("Refusals it caused")
+    expect(page.locator("#quota-tuning-period")).to_contain_text("(the last whole minute)")
     screenshot(page, "quota-1400", full_page=True)
+    page.get_by_role("link", name="Last 7 days").click()  # the tuning follows the range
+    page.wait_for_url("**range=7d**")
+    expect(page.locator("#quota-tuning-title")).to_contain_text("last 7 days")
     page.click("#edit-quota")
     page.wait_for_url(f"**/admin/providers/quota/{incident['openai_day'].id}/change/")
 
