@@ -2,8 +2,9 @@
 
 Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
-events and 1 million decisions and measures decisions again, the dashboard overview's render time,
-the quota tuning over 7 days, and decisions while `prune_ledger` deletes most of that history.
+events and 1 million decisions and measures decisions again, the dashboard's pages (bench/pages.py: the
+overview at each range, the busiest quota's page over 7 days), the quota tuning over 7 days, and decisions
+while `prune_ledger` deletes most of that history.
 Counted decisions on the database counters (no Redis) are measured too, before and after the history,
 as are the provider workloads (bench/providers.py) and what the client library adds to a call
 (client/bench.py).
@@ -11,6 +12,9 @@ as are the provider workloads (bench/providers.py) and what the client library a
 Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
 machine's speed drifts from minute to minute, and a ratio taken from runs minutes apart measures
 that drift as much as the app. Each figure printed is the median over the rounds.
+
+`bench/run.py --pages` (`make bench-pages`) stores the history alone and measures the pages and the tuning over
+it, with no wrk runs; `--pages --keep` measures a bench database that already holds the history again.
 
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/switchboard_bench — the
 database is dropped and created), BENCH_REDIS_URL (default redis://127.0.0.1:6379/2 — flushed),

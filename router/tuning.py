@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-import orjson
 from django.db import connection
 from django.db.models import BigIntegerField, Func
-from django.db.models.fields.json import KT
 
 from router.counting import COST_SCALE, covered_by, summed_amount
 from router.models import Decision, LedgerHour, LedgerMinute
@@ -137,25 +135,46 @@ def _counted(per_minute: list[int], ends: list[int]) -> list[int]:
     return counted
 
 
+# The quotas that turned each quota fallback's primary away below their hard limit, one row each: (second of the
+# decision, quota id, its usage then, the call's estimate). The database takes the trace apart, so that a week of a busy
+# quota's fallbacks (thousands of rows) comes back as numbers, neither JSON nor timezone-aware datetimes to convert.
+_BLOCKED_SQL = {
+    "postgresql": """
+        SELECT CAST(EXTRACT(EPOCH FROM decision.created_at) AS bigint), CAST(blocked ->> 'quota_id' AS bigint),
+               CAST(blocked ->> 'used' AS double precision), CAST(blocked ->> 'estimate' AS double precision)
+        FROM router_decision AS decision
+             CROSS JOIN LATERAL jsonb_array_elements(decision.trace -> 0 -> 'quotas') AS blocked
+        WHERE decision.outcome = 'fallback' AND decision.created_at >= %s AND decision.created_at < %s
+          AND decision.trace -> 0 ->> 'verdict' = 'skipped' AND decision.trace -> 0 ->> 'reason' = 'quota'
+          AND jsonb_typeof(decision.trace -> 0 -> 'quotas') = 'array'
+          AND CAST(blocked ->> 'quota_id' AS bigint) IN ({quota_ids})
+          AND CAST(blocked ->> 'used' AS numeric) + CAST(blocked ->> 'estimate' AS numeric) <= CAST(blocked ->> 'limit' AS numeric)
+    """,
+    "sqlite": """
+        SELECT CAST(strftime('%%s', decision.created_at) AS integer), json_extract(blocked.value, '$.quota_id'),
+               json_extract(blocked.value, '$.used'), json_extract(blocked.value, '$.estimate')
+        FROM router_decision AS decision, json_each(decision.trace, '$[0].quotas') AS blocked
+        WHERE decision.outcome = 'fallback' AND decision.created_at >= %s AND decision.created_at < %s
+          AND json_extract(decision.trace, '$[0].verdict') = 'skipped' AND json_extract(decision.trace, '$[0].reason') = 'quota'
+          AND json_extract(blocked.value, '$.quota_id') IN ({quota_ids})
+          AND json_extract(blocked.value, '$.used') + json_extract(blocked.value, '$.estimate')
+              <= json_extract(blocked.value, '$.limit')
+    """,
+}
+
+
 def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, until: datetime) -> dict[int, list[_Fallback]]:
     """Per quota, the period's fallbacks that its soft limit caused: it turned the primary (the trace's first
     candidate) away below its hard limit (used + estimate within the limit)."""
     found: dict[int, list[_Fallback]] = {quota_id: [] for quota_id in quotas}
-    decisions = (Decision.objects.filter(outcome=Outcome.FALLBACK, created_at__gte=since, created_at__lt=until,
-                                         trace__0__verdict="skipped", trace__0__reason=SkipReason.QUOTA)
-                 .values_list(EpochSeconds("created_at"), KT("trace__0__quotas")))
     first_second = int(start.timestamp())
-    # A week of a busy quota's fallbacks is thousands of rows: read from the cursor as seconds and JSON text, each
-    # parsed by orjson, rather than through the ORM's converters (a timezone-aware datetime and json.loads a row).
+    sql = _BLOCKED_SQL[connection.vendor].format(quota_ids=", ".join(str(int(quota_id)) for quota_id in quotas))
     with connection.cursor() as cursor:
-        cursor.execute(*decisions.query.sql_with_params())
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(since), connection.ops.adapt_datetimefield_value(until)])
         rows = cursor.fetchall()
-    for second, blocking in rows:
-        minute = (second - first_second) // 60
-        for blocked in orjson.loads(blocking) if blocking else []:
-            quota = quotas.get(blocked.get("quota_id"))
-            if quota and blocked["used"] + blocked["estimate"] <= blocked["limit"]:
-                found[quota.id].append(_Fallback(minute, _counter_units(quota, blocked["used"]), _counter_units(quota, blocked["estimate"])))
+    for second, quota_id, used, estimate in rows:
+        quota = quotas[quota_id]
+        found[quota_id].append(_Fallback((second - first_second) // 60, _counter_units(quota, used), _counter_units(quota, estimate)))
     return found
 
 
