@@ -84,8 +84,9 @@ class _Fallback(NamedTuple):  # a NamedTuple: a week of a busy quota makes thous
     estimate: int
 
 
-def _counter_units(quota: QuotaSpec, value: float) -> int:
-    return round(value * COST_SCALE) if quota.metric == Metric.COST_USD else round(value)
+def _counter_scale(quota: QuotaSpec) -> int:
+    """What turns a trace's figure for the quota into counter units (micro-dollars for a cost quota)."""
+    return COST_SCALE if quota.metric == Metric.COST_USD else 1
 
 
 def _minute_usage(quotas: list[QuotaSpec], start: datetime, end: datetime) -> dict[int, list[int]]:
@@ -172,9 +173,10 @@ def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, u
     with connection.cursor() as cursor:
         cursor.execute(sql, [connection.ops.adapt_datetimefield_value(since), connection.ops.adapt_datetimefield_value(until)])
         rows = cursor.fetchall()
+    scales = {quota.id: _counter_scale(quota) for quota in quotas.values()}
     for second, quota_id, used, estimate in rows:
-        quota = quotas[quota_id]
-        found[quota_id].append(_Fallback((second - first_second) // 60, _counter_units(quota, used), _counter_units(quota, estimate)))
+        scale = scales[quota_id]
+        found[quota_id].append(_Fallback((second - first_second) // 60, round(used * scale), round(estimate * scale)))
     return found
 
 
@@ -193,11 +195,13 @@ def _refusals(quota_ids: set[int], since: datetime, until: datetime) -> Counter:
 
 def _highest_until(counted: list[int], ends: list[int]) -> list[int]:
     """For each minute, the highest usage from that minute until what it counts leaves the window (a sliding maximum)."""
-    highest = [0] * len(counted)
+    minutes = len(counted)
+    highest = [0] * minutes
     window: deque[int] = deque()
     right = 0
-    for i in range(len(counted)):
-        while right < min(ends[i], len(counted)):
+    for i in range(minutes):
+        end = ends[i] if ends[i] < minutes else minutes
+        while right < end:
             while window and counted[window[-1]] <= counted[right]:
                 window.pop()
             window.append(right)
