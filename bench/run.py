@@ -20,8 +20,9 @@ Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/swit
 database is dropped and created), BENCH_REDIS_URL (default redis://127.0.0.1:6379/2 — flushed),
 BENCH_BROKER_URL (Celery's broker for the worker that writes the ledger to the database, default
 redis://127.0.0.1:6379/3 — flushed), BENCH_WORKERS (gunicorn workers, default 2), BENCH_DURATION
-(per run, default 10s), BENCH_ROUNDS (default 3), BENCH_HISTORY (usage events to store for the history run, default
-10000000; 0 skips it).
+(per run, default 10s), BENCH_ROUNDS (default 3), BENCH_PORT (Switchboard's, default 8765; the bare app's is
+the next), BENCH_PAGE_RENDERS (renders of each page, default 15), BENCH_HISTORY (usage events to store for the
+history run, default 10000000; 0 skips it).
 """
 
 import os
@@ -53,8 +54,8 @@ DURATION = os.environ.get("BENCH_DURATION", "10s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
 HISTORY_DECISIONS = HISTORY_EVENTS // 10
-PORT = 8765
-BARE_PORT = 8766
+PORT = int(os.environ.get("BENCH_PORT", "8765"))
+BARE_PORT = PORT + 1
 
 ENV = {
     **os.environ,
