@@ -1,6 +1,9 @@
 """The dashboard's pages over the bench's history: the overview at each preset range and the busiest quota's page
 over 7 days, each rendered RENDERS times in this process through Django's test client, logged in, after a
-warm-up; prints each page's queries, median and fastest render.
+warm-up; prints each page's queries, median and fastest render, and the CPU time a render takes in this process
+and in its PostgreSQL backend (read from /proc: the database must run on this machine). On a machine shared with
+other work the wall time includes waiting for a core; the CPU time is what the render costs, and on an idle
+machine the wall time comes close to it (the render waits on one or the other, never both).
 
 Run by bench/run.py with its environment (the bench database and Redis), after the history is stored.
 """
@@ -32,6 +35,12 @@ def busiest_quota() -> tuple[int, str]:
     return bar.id, bar.quota.label
 
 
+def backend_cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) the PostgreSQL backend `pid` has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchboard.settings")
@@ -56,7 +65,11 @@ def main() -> None:
         with CaptureQueriesContext(connection) as queries:  # the warm-up; the timed renders record no queries
             client.get(url)
         queries = len(queries)  # now: each request clears the connection's log of them
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
         times = []
+        cpu_started, backend_started = time.process_time(), backend_cpu_seconds(backend)
         for _ in range(RENDERS):
             started = time.perf_counter()
             response = client.get(url)
@@ -65,8 +78,11 @@ def main() -> None:
                 print(f"PAGE {label}: answered {response.status_code}", flush=True)
                 break
         else:
+            python = (time.process_time() - cpu_started) * 1000 / RENDERS
+            database = (backend_cpu_seconds(backend) - backend_started) * 1000 / RENDERS
             print(f"PAGE {label} ({url}): {queries} queries, median {statistics.median(times):.0f} ms"
-                  f" (fastest {min(times):.0f} ms) over {RENDERS} renders", flush=True)
+                  f" (fastest {min(times):.0f} ms) over {RENDERS} renders; CPU a render {python + database:.0f} ms"
+                  f" ({python:.0f} Python, {database:.0f} PostgreSQL)", flush=True)
 
 
 if __name__ == "__main__":
