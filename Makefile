@@ -1,10 +1,10 @@
-# Switchboard: `make run` starts it, `make test` tests it, `make bench` measures it.
+# Switchboard: `make run` starts it, `make test` tests it, `make bench` measures it (`make bench-pages`: the dashboard's pages alone).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test bench lint install install-dev
+.PHONY: run test bench bench-pages lint install install-dev
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py
+
+bench-pages: $(VENV)/.installed-dev
+	$(PY) bench/run.py --pages

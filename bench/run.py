@@ -2,8 +2,9 @@
 
 Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
-events and 1 million decisions and measures decisions again, the dashboard overview's render time,
-the quota tuning over 7 days, and decisions while `prune_ledger` deletes most of that history.
+events and 1 million decisions and measures decisions again, the dashboard's pages (bench/pages.py: the
+overview at each range, the busiest quota's page over 7 days), the quota tuning over 7 days, and decisions
+while `prune_ledger` deletes most of that history.
 Counted decisions on the database counters (no Redis) are measured too, before and after the history,
 as are the provider workloads (bench/providers.py) and what the client library adds to a call
 (client/bench.py).
@@ -12,12 +13,16 @@ Both apps are served at once and their runs alternate, round after round (BENCH_
 machine's speed drifts from minute to minute, and a ratio taken from runs minutes apart measures
 that drift as much as the app. Each figure printed is the median over the rounds.
 
+`bench/run.py --pages` (`make bench-pages`) stores the history alone and measures the pages and the tuning over
+it, with no wrk runs; `--pages --keep` measures a bench database that already holds the history again.
+
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/switchboard_bench — the
 database is dropped and created), BENCH_REDIS_URL (default redis://127.0.0.1:6379/2 — flushed),
 BENCH_BROKER_URL (Celery's broker for the worker that writes the ledger to the database, default
 redis://127.0.0.1:6379/3 — flushed), BENCH_WORKERS (gunicorn workers, default 2), BENCH_DURATION
-(per run, default 10s), BENCH_ROUNDS (default 3), BENCH_HISTORY (usage events to store for the history run, default
-10000000; 0 skips it).
+(per run, default 10s), BENCH_ROUNDS (default 3), BENCH_PORT (Switchboard's, default 8765; the bare app's is
+the next), BENCH_PAGE_RENDERS (renders of each page, default 15), BENCH_HISTORY (usage events to store for the
+history run, default 10000000; 0 skips it).
 """
 
 import os
@@ -49,8 +54,8 @@ DURATION = os.environ.get("BENCH_DURATION", "10s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
 HISTORY_DECISIONS = HISTORY_EVENTS // 10
-PORT = 8765
-BARE_PORT = 8766
+PORT = int(os.environ.get("BENCH_PORT", "8765"))
+BARE_PORT = PORT + 1
 
 ENV = {
     **os.environ,
@@ -81,8 +86,6 @@ def psql(sql: str, database: str | None = None) -> None:
 
 def prepare() -> str:
     """A fresh database and Redis with the bench policy; returns an API key."""
-    if not shutil.which("wrk"):
-        sys.exit("wrk is needed: apt-get install wrk")
     name = urlparse(DATABASE_URL).path.lstrip("/")
     psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     psql(f'CREATE DATABASE "{name}"')
@@ -312,27 +315,42 @@ def store_history() -> float:
     return time.time() - started
 
 
-def overview_render_ms() -> float | None:
-    script = (
-        "import time\n"
-        "from django.contrib.auth.models import User\n"
-        "from django.test import Client\n"
-        "from django.urls import NoReverseMatch, reverse\n"
-        "user, _ = User.objects.get_or_create(username='bench-viewer', defaults={'is_staff': True, 'is_superuser': True})\n"
-        "client = Client(HTTP_HOST='127.0.0.1')\n"
-        "client.force_login(user)\n"
-        "client.get('/')\n"
-        "times = []\n"
-        "for _ in range(5):\n"
-        "    start = time.perf_counter(); response = client.get('/'); times.append((time.perf_counter() - start) * 1000)\n"
-        "print('RENDER', response.status_code, sorted(times)[2])\n"
-    )
-    output = run(str(BIN / "python"), "manage.py", "shell", "-c", script, capture=True)
-    match = re.search(r"RENDER (\d+) ([\d.]+)", output)
-    return float(match.group(2)) if match and match.group(1) == "200" else None
+def page_timings() -> None:
+    """The dashboard's overview at each range and the busiest quota's page over 7 days (bench/pages.py)."""
+    print(run(str(BIN / "python"), "bench/pages.py", capture=True), end="", flush=True)
+
+
+def store_and_rebuild() -> None:
+    seconds = store_history()
+    print(f"stored {HISTORY_EVENTS:,} usage events and {HISTORY_DECISIONS:,} decisions in {seconds:.0f} s", flush=True)
+    started = time.time()
+    run(str(BIN / "python"), "manage.py", "rebuild_counters")
+    print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+
+
+def pages_only() -> None:
+    """`bench/run.py --pages`: the history alone, then the dashboard's pages and the tuning over it; no wrk runs.
+    With `--keep`, a bench database that already holds the history is migrated, its Redis counters rebuilt, and
+    measured again as it is."""
+    if "--keep" in sys.argv[1:]:
+        run(str(BIN / "python"), "manage.py", "migrate", "--no-input", "-v", "0")
+        run(str(BIN / "python"), "manage.py", "rebuild_counters")
+        key = run(str(BIN / "python"), "manage.py", "create_api_key", "bench-pages", "--scopes", "read", capture=True).strip().splitlines()[-1]
+    else:
+        key = prepare()
+        store_and_rebuild()
+    print(f"Machine: {os.cpu_count()} cores; PostgreSQL and Redis on localhost", flush=True)
+    page_timings()
+    print(f"quota tuning over 7 days of that history (GET /api/v1/quotas/tuning, median of 3): {tuning_seconds(key):.2f} s",
+          flush=True)
 
 
 def main() -> None:
+    if "--pages" in sys.argv[1:]:
+        pages_only()
+        return
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
     key = prepare()
     print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run,"
           f" {ROUNDS} rounds; PostgreSQL and Redis on localhost", flush=True)
@@ -350,11 +368,7 @@ def main() -> None:
     print(run(str(BIN / "python"), "client/bench.py", "-n", "200", env=dict(os.environ), capture=True), end="", flush=True)
 
     if HISTORY_EVENTS:
-        seconds = store_history()
-        print(f"stored {HISTORY_EVENTS:,} usage events and {HISTORY_DECISIONS:,} decisions in {seconds:.0f} s", flush=True)
-        started = time.time()
-        run(str(BIN / "python"), "manage.py", "rebuild_counters")
-        print(f"rebuild_counters from that ledger: {time.time() - started:.1f} s", flush=True)
+        store_and_rebuild()
         measure_database_counters(Target("decisions, database counters, history", decisions.url, key, DECISION_BODY))
         after = Target("counted decisions with history", decisions.url, key, DECISION_BODY)
         bare_after = Target("bare WSGI app (fixed JSON)", bare.url)
@@ -362,8 +376,7 @@ def main() -> None:
         print(f"decisions with history / without: {after.median(32, 'rps') / decisions.median(32, 'rps'):.2f}"
               f" (as ratios to the bare app, which the machine's drift does not move: {ratio_after / ratios[decisions.label]:.2f})",
               flush=True)
-        render = overview_render_ms()
-        print(f"dashboard overview render (median of 5): {render:.0f} ms" if render is not None else "dashboard overview: not available")
+        page_timings()
         print(f"quota tuning over 7 days of that history (GET /api/v1/quotas/tuning, median of 3): {tuning_seconds(key):.2f} s",
               flush=True)
         measure_pruning(Target("counted decisions while pruning", decisions.url, key, DECISION_BODY))

@@ -7,17 +7,15 @@ REASONS_READ_PER_OUTCOME) and the newest few fallbacks; a quota's page its model
 """
 
 import json
-import operator
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from functools import reduce
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
+from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, TextField
+from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncHour
 from django.http import QueryDict
 from django.utils import timezone
@@ -27,14 +25,15 @@ from alerts.models import Alert, AlertChannel
 from providers.models import AvailabilityCheck, LLMModel, Provider
 from router import counters, decisions
 from router.counters import marks
-from router.counting import USAGE_FIELDS, Usage, amount, display_amount
+from router.counting import covered_by, display_amount, summed_amount
 from router.decisions import Refusal, refusal
 from router.engine import RouteRequest
 from router.models import UNREPORTED, Category, Decision, LedgerHour, LedgerMinute, PolicyVersion, Route, Tier
 from router.ops import LEDGER_STALE_SECONDS
 from router.records import DecisionRecord
 from router.selectors import model_cooldowns, quota_status
-from router.snapshot import QuotaSpec, current_snapshot
+from router.snapshot import PolicySnapshot, QuotaSpec, current_snapshot
+from router.tuning import EpochSeconds, QuotaTuning
 from router.windows import bucket_at
 from switchboard.vocabulary import COUNTED_OUTCOMES, NOT_PRIMARY, Availability, Outcome, ProviderKind, Reset, SkipReason
 
@@ -352,7 +351,7 @@ class NowPanel:
 
 def cooling_models(now: float | None = None) -> list[CoolingModel]:
     """The models cooling down now, soonest back first, with why and the API key whose report started it."""
-    ids = dict(LLMModel.objects.values_list("key", "pk"))
+    ids = catalog().models
     cooling = [CoolingModel(key=key, model_id=ids.get(key), until=state.cooldown_until, reason=state.cooldown_reason,
                             reported_by=state.cooldown_by)
                for key, state in model_cooldowns(now).items()]
@@ -363,25 +362,31 @@ def top_reasons(since: datetime, until: datetime, limit: int = TOP_REASONS) -> t
     """The commonest reasons fallbacks and refusals of the range turned their primary away, with counts, and
     whether an outcome had more decisions than were read (REASONS_READ_PER_OUTCOME, newest first).
 
-    One query per outcome on its (outcome, -created_at) index; unroutable requests have their own panel.
+    One read per outcome on its (outcome, -created_at) index, sent as one UNION ALL where the database allows it;
+    unroutable requests have their own panel.
     """
+    each = [Decision.objects.filter(outcome=outcome, created_at__gte=since, created_at__lte=until).order_by("-created_at")
+            .values_list(EpochSeconds("created_at"), "outcome", "primary_key", "category", KT("trace__0__reason"),
+                         KT("trace__0__quotas__0__quota_id"), KT("trace__0__quotas__0__quota"))[:REASONS_READ_PER_OUTCOME + 1]
+            for outcome in NOT_PRIMARY if outcome != Outcome.UNROUTABLE]
+    if connection.features.supports_slicing_ordering_in_compound:
+        rows = list(each[0].union(*each[1:], all=True))
+    else:
+        rows = [row for decisions in each for row in decisions]
+    read: Counter = Counter()
     counts: Counter = Counter()
-    capped = False
-    for outcome in NOT_PRIMARY:
-        if outcome == Outcome.UNROUTABLE:
+    rows.sort(key=lambda row: -row[0])  # a UNION's rows come in no promised order: the newest of each outcome first
+    for _, outcome, primary, category, reason, quota_id, quota in rows:
+        read[outcome] += 1
+        if read[outcome] > REASONS_READ_PER_OUTCOME:
             continue
-        rows = list(Decision.objects.filter(outcome=outcome, created_at__gte=since, created_at__lte=until)
-                    .order_by("-created_at")
-                    .values_list("primary_key", "category", "trace__0__reason", "trace__0__quotas__0__quota_id",
-                                 "trace__0__quotas__0__quota")[:REASONS_READ_PER_OUTCOME + 1])
-        capped = capped or len(rows) > REASONS_READ_PER_OUTCOME
-        for primary, category, reason, quota_id, quota in rows[:REASONS_READ_PER_OUTCOME]:
-            if outcome == Outcome.ATTEMPTS_EXHAUSTED:
-                counts[(outcome, outcome, category, None, "", category)] += 1
-            elif reason == SkipReason.QUOTA and quota_id is not None:
-                counts[(outcome, reason, quota, quota_id, "", "")] += 1
-            else:
-                counts[(outcome, reason or "", primary, None, primary, "")] += 1
+        if outcome == Outcome.ATTEMPTS_EXHAUSTED:
+            counts[(outcome, outcome, category, None, "", category)] += 1
+        elif reason == SkipReason.QUOTA and quota_id is not None:
+            counts[(outcome, reason, quota, int(quota_id), "", "")] += 1
+        else:
+            counts[(outcome, reason or "", primary, None, primary, "")] += 1
+    capped = any(number > REASONS_READ_PER_OUTCOME for number in read.values())
     reasons = [ReasonCount(outcome, reason, subject, quota_id, model, category, count)
                for (outcome, reason, subject, quota_id, model, category), count in counts.most_common(limit)]
     return reasons, capped
@@ -430,14 +435,14 @@ def now_panel(cards: list[ProviderCard], since: datetime, until: datetime) -> No
 def latest_fallbacks(limit: int = LATEST_FALLBACKS) -> list[Decision]:
     """The newest fallbacks and refusals, without their (possibly long) traces.
 
-    One query per outcome, each reading only its newest rows from the (outcome, -created_at) index;
-    a single query for all three would sort every fallback ever stored.
+    One read per outcome, each of only its newest rows from the (outcome, -created_at) index (a single read of
+    every outcome would sort every fallback ever stored), sent as one UNION ALL where the database allows it.
     """
-    newest = [
-        decision
-        for outcome in NOT_PRIMARY
-        for decision in Decision.objects.filter(outcome=outcome).defer("trace").order_by("-created_at")[:limit]
-    ]
+    each = [Decision.objects.filter(outcome=outcome).defer("trace").order_by("-created_at")[:limit] for outcome in NOT_PRIMARY]
+    if connection.features.supports_slicing_ordering_in_compound:  # PostgreSQL: the reads in one round trip
+        newest = list(each[0].union(*each[1:], all=True))
+    else:
+        newest = [decision for decisions in each for decision in decisions]
     return sorted(newest, key=lambda decision: decision.created_at, reverse=True)[:limit]
 
 
@@ -664,37 +669,37 @@ def quota_spec(quota_id: int) -> QuotaSpec | None:
     return next((quota for quota in current_snapshot().quotas if quota.id == quota_id), None)
 
 
-def _counted_sum(quota: QuotaSpec) -> Sum:
-    """What the quota counts of a group of the ledger's sums, summed by the database: router.counting.amount adds up
-    some of the columns, each with a weight, so one unit of each column gives the weights. A week of minutes then
-    comes back as one number a minute."""
-    weights = {name: amount(quota, Usage(**{name: Decimal(1) if name == "cost_usd" else 1})) for name in USAGE_FIELDS}
-    terms = [F(name) * weight if weight != 1 else F(name) for name, weight in weights.items() if weight]
-    return Sum(reduce(operator.add, terms), output_field=FloatField())
-
-
-def quota_usage(quota: QuotaSpec, since: datetime, until: datetime, bucket_seconds: int) -> list[UsagePoint]:
+def quota_usage(quota: QuotaSpec, since: datetime, until: datetime, bucket_seconds: int,
+                replayed: QuotaTuning | None = None) -> list[UsagePoint]:
     """What the quota counted over the range, the highest of each bucket, replayed from the ledger's sums.
 
     One grouped query over the per-minute (or per-hour) sums of the quota's models from one window before
     `since`: at each step the usage is what the window holds (a rolling window) or what its calendar period
-    has counted so far. On per-hour sums a rolling window moves by whole hours.
+    has counted so far. On per-hour sums a rolling window moves by whole hours. A chart drawn in minutes takes
+    the usage the quota's tuning over the same range replayed (`replayed`, to its last whole minute) instead.
     """
     window = timedelta(seconds=quota.window_seconds)
     step = 60 if window < timedelta(hours=1) or until - since + window <= QUOTA_MINUTES_UP_TO else 3600
+    if step == 60 and replayed is not None and replayed.since == since.replace(second=0, microsecond=0):
+        highest: dict[int, int] = {}
+        origin = int(replayed.since.timestamp())
+        for index, used in enumerate(replayed.usage):
+            bucket = (origin + 60 * index) // bucket_seconds * bucket_seconds
+            highest[bucket] = max(highest.get(bucket, 0), used)
+        return [UsagePoint(datetime.fromtimestamp(bucket, tz=UTC), display_amount(quota, used)) for bucket, used in highest.items()]
     start = _bucket_start(since - window, step)
     steps = int((until - start).total_seconds() // step) + 1
-    covered = Q(model_key__in=quota.model_keys) if quota.model_keys else Q(provider_slug=quota.provider)
+    covered = covered_by(quota)
     counted = {"outcome__in": [*COUNTED_OUTCOMES, LedgerMinute.REPORTED]}
     if step == 60:
-        rows = LedgerMinute.objects.filter(covered, minute__gte=start, minute__lte=until, **counted).annotate(at=F("minute"))
+        rows = LedgerMinute.objects.filter(covered, minute__gte=start, minute__lte=until, **counted).values(at=EpochSeconds("minute"))
     else:
-        rows = LedgerHour.objects.filter(covered, hour__gte=start, hour__lte=until, **counted).annotate(at=F("hour"))
+        rows = LedgerHour.objects.filter(covered, hour__gte=start, hour__lte=until, **counted).values(at=EpochSeconds("hour"))
     per_step = [0] * steps
-    for at, counted in rows.values("at").annotate(counted=_counted_sum(quota)).order_by().values_list("at", "counted"):
-        per_step[int((at - start).total_seconds() // step)] += round(counted or 0)
-    length = max(1, quota.window_seconds // step)
     first, origin = int(_bucket_start(since, step).timestamp()), int(start.timestamp())
+    for at, counted in rows.annotate(counted=summed_amount(quota)).order_by().values_list("at", "counted"):
+        per_step[(at - origin) // step] += round(counted or 0)
+    length = max(1, quota.window_seconds // step)
     highest: dict[int, int] = {}
     total, period = 0, None
     for index, value in enumerate(per_step):
@@ -744,13 +749,24 @@ class Catalog:
         return self.routes.get((category, complexity)) or self.routes.get((category, "any"))
 
 
+# The catalog read for the policy snapshot this process routes on: (snapshot, catalog).
+_catalog: tuple[PolicySnapshot, Catalog] | None = None
+
+
 def catalog() -> Catalog:
-    return Catalog(
-        providers=dict(Provider.objects.values_list("slug", "pk")),
-        models=dict(LLMModel.objects.values_list("key", "pk")),
-        routes={(category, complexity): pk for category, complexity, pk in Route.objects.values_list("category__slug", "complexity", "pk")},
-        tiers=dict(Tier.objects.values_list("slug", "pk")),
-    )
+    """The ids of the current policy's objects, read again only when the policy snapshot is (router.snapshot): every
+    edit of a provider, model, route or tier moves the policy version, so the ids are as fresh as the routing."""
+    global _catalog
+    snapshot = current_snapshot()
+    if _catalog is None or _catalog[0] is not snapshot:
+        _catalog = snapshot, Catalog(
+            providers=dict(Provider.objects.values_list("slug", "pk")),
+            models=dict(LLMModel.objects.values_list("key", "pk")),
+            routes={(category, complexity): pk
+                    for category, complexity, pk in Route.objects.values_list("category__slug", "complexity", "pk")},
+            tiers=dict(Tier.objects.values_list("slug", "pk")),
+        )
+    return _catalog[1]
 
 
 # Retry-After --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from router.engine import UnknownChoice
 from router.exports import decisions_csv
 from router.models import Decision
 from router.snapshot import current_snapshot
-from router.tuning import DEFAULT_DAYS, tune
+from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune, tune_period
 
 VIEW_PERMISSION = "router.view_decision"
 HISTORY_PAGE_SIZE = 50
@@ -31,9 +31,6 @@ POLICY_VERSIONS_PAGE_SIZE = 20
 # The history counts at most this many matches: an exact count of a long history is a full scan on every view.
 HISTORY_COUNT_CAP = 10_000
 REFRESH_SECONDS = 15
-# A quota's page shows its tuning over the last day whatever the range: a week of a busy quota's fallbacks takes
-# the best part of a second to replay (the tuning page has the longer periods).
-QUOTA_TUNING_DAYS = 1
 # Quick ranges offered above the history's filters: (label, hours back).
 QUICK_RANGES = (("Last hour", 1), ("Last 6 h", 6), ("Last 24 h", 24), ("Last 7 days", 24 * 7))
 
@@ -124,7 +121,11 @@ def quota(request: HttpRequest, quota_id: int) -> HttpResponse:
         bar = None
     limit, soft_limit = display_amount(spec, spec.limit), display_amount(spec, spec.soft_limit)
     markers = selectors.quota_policy_changes(spec, period.since, period.until)
-    chart = quota_chart(selectors.quota_usage(spec, period.since, period.until, period.bucket_seconds),
+    try:
+        tuning = next(iter(tune_period(period.since, period.until, quota_ids={quota_id})), None)
+    except TuningError:  # a range within the minute under way holds no whole minute
+        tuning = None
+    chart = quota_chart(selectors.quota_usage(spec, period.since, period.until, period.bucket_seconds, replayed=tuning),
                         since=period.since, until=period.until, limit=limit, soft_limit=soft_limit, markers=markers,
                         format_value=lambda value: quota_amount(value, spec.metric))
     return render(request, "dashboard/quota.html", {
@@ -135,8 +136,10 @@ def quota(request: HttpRequest, quota_id: int) -> HttpResponse:
         "chart": chart,
         "markers": markers,
         "decisions": selectors.quota_decisions(spec, period.since, period.until),
-        "tuning": next(iter(tune(QUOTA_TUNING_DAYS, quota_ids={quota_id})), None),
-        "tuning_days": QUOTA_TUNING_DAYS,
+        "tuning": tuning,
+        # Over a longer custom range the tuning keeps to the days the per-minute sums are sure to hold.
+        "tuning_shortened": tuning is not None and tuning.since - period.since >= timedelta(minutes=1),
+        "tuning_days_max": MAXIMUM_DAYS,
         "catalog": selectors.catalog(),
         "range": period,
         "range_form": range_form,

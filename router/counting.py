@@ -22,8 +22,12 @@ the decisions did. `amount` is linear in a Usage's fields, so a report's change 
 difference between what the call used and what its decision reserved.
 """
 
+import operator
 from dataclasses import dataclass, fields
 from decimal import Decimal
+from functools import reduce
+
+from django.db.models import F, FloatField, Q, Sum
 
 from router.snapshot import COST_SCALE, ModelSpec, QuotaSpec
 from router.windows import bucket_at, oldest_counted_bucket
@@ -76,6 +80,20 @@ def amount(quota: QuotaSpec, usage: Usage) -> int:
     all_input = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_write_input_tokens
     return {Metric.TOKENS: all_input + usage.output_tokens, Metric.INPUT_TOKENS: all_input,
             Metric.OUTPUT_TOKENS: usage.output_tokens}[quota.metric]
+
+
+def summed_amount(quota: QuotaSpec) -> Sum:
+    """`amount` of a group of the ledger's sums (LedgerMinute, LedgerHour) as the database sums it: `amount` adds up
+    some of the columns, each with a weight, so one unit of each column gives the weights. A week of minutes then
+    comes back as one number a minute (exact: cost is stored to the micro-dollar, the quota's unit)."""
+    weights = {name: amount(quota, Usage(**{name: Decimal(1) if name == "cost_usd" else 1})) for name in USAGE_FIELDS}
+    terms = [F(name) * weight if weight != 1 else F(name) for name, weight in weights.items() if weight]
+    return Sum(reduce(operator.add, terms), output_field=FloatField())
+
+
+def covered_by(quota: QuotaSpec) -> Q:
+    """The ledger's rows (or sums) that count against the quota: its models', or every model's of its provider."""
+    return Q(model_key__in=quota.model_keys) if quota.model_keys else Q(provider_slug=quota.provider)
 
 
 def reservation(model: ModelSpec, input_tokens: int, max_tokens: int, cache_read: int = 0) -> Usage:

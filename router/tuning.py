@@ -22,15 +22,15 @@ Usage is taken per minute: a quota of a rolling minute is judged on whole minute
 
 import math
 from collections import Counter, deque
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import connection
-from django.db.models import BigIntegerField, Func, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Func
 
-from router.counting import COST_SCALE, LEDGER_FIELDS, USAGE_FIELDS, Usage, amount
+from router.counting import COST_SCALE, covered_by, summed_amount
 from router.models import Decision, LedgerHour, LedgerMinute
 from router.retention import MINIMUM_DAYS
 from router.snapshot import QuotaSpec, current_snapshot
@@ -40,7 +40,6 @@ from switchboard.vocabulary import COUNTED_OUTCOMES, Metric, Outcome, Reset, Ski
 DEFAULT_DAYS = 7
 # The per-minute sums are kept for MINIMUM_DAYS: a longer period would be judged on hours.
 MAXIMUM_DAYS = MINIMUM_DAYS - 1
-SUMS = {name: Sum(name) for name in LEDGER_FIELDS}
 
 
 class EpochSeconds(Func):
@@ -70,67 +69,49 @@ class QuotaTuning:
     refusals: int = 0  # refused decisions that passed a candidate over for this quota
     since: datetime | None = None  # the period: [since, until)
     until: datetime | None = None
+    # The usage replayed at each minute of the period, oldest first: a chart of the period draws it without reading
+    # the sums again.
+    usage: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def unnecessary_rate(self) -> float:
         return self.unnecessary / self.fallbacks if self.fallbacks else 0.0
 
 
-@dataclass(frozen=True)
-class _Fallback:
+class _Fallback(NamedTuple):  # a NamedTuple: a week of a busy quota makes thousands
     minute: int  # index into the quota's minutes
     used: int  # the quota's usage when the decision was made, as the trace shows it
     estimate: int
 
 
-def _counter_units(quota: QuotaSpec, value: float) -> int:
-    return round(value * COST_SCALE) if quota.metric == Metric.COST_USD else round(value)
-
-
-def _sums(rows: QuerySet, period: str) -> Iterator[tuple[int, str, str, Usage]]:
-    """Each (second the `period` starts, model key, provider slug) of `rows` with its sums, read from the cursor as
-    the database sends them: a week of minutes is tens of thousands of rows, and converting each value of each
-    row through the ORM would cost more than the query."""
-    grouped = (rows.annotate(at=EpochSeconds(period)).values("at", "model_key", "provider_slug")
-               .annotate(entries=Sum("entries"), **SUMS).order_by())
-    with connection.cursor() as cursor:
-        cursor.execute(*grouped.query.sql_with_params())
-        names = [column[0] for column in cursor.description]
-        at, model_key, provider_slug, cost = (names.index(name) for name in ("at", "model_key", "provider_slug", "cost_usd"))
-        counts = [(name, names.index(name)) for name in USAGE_FIELDS if name != "cost_usd"]
-        for row in cursor:
-            # PostgreSQL sums integers as numeric, SQLite a decimal column as a float: the ORM's types, by hand.
-            sums = Usage(**{name: int(row[index]) for name, index in counts}, cost_usd=Decimal(str(row[cost])))
-            yield row[at], row[model_key], row[provider_slug], sums
+def _counter_scale(quota: QuotaSpec) -> int:
+    """What turns a trace's figure for the quota into counter units (micro-dollars for a cost quota)."""
+    return COST_SCALE if quota.metric == Metric.COST_USD else 1
 
 
 def _minute_usage(quotas: list[QuotaSpec], start: datetime, end: datetime) -> dict[int, list[int]]:
     """Per quota, what each minute from `start` to `end` (exclusive) counted against it (hours older than the kept
-    minutes are put on their first minute)."""
+    minutes are put on their first minute).
+
+    One query per quota over the sums of its models, the database adding up what the quota counts into one number
+    a period (router.counting.summed_amount): a week of minutes comes back as 10,080 numbers, whatever the models."""
     minutes = int((end - start).total_seconds() // 60)
     usage = {quota.id: [0] * minutes for quota in quotas}
     # Hours before the hour of the oldest minute kept, minutes from then on (a pruned part of that hour is missed).
     oldest = LedgerMinute.objects.order_by("minute").values_list("minute", flat=True).first() or end
     switch = min(oldest.replace(minute=0, second=0, microsecond=0), end)
     counted = {"outcome__in": [*COUNTED_OUTCOMES, LedgerMinute.REPORTED], "entries__gt": 0}
-    covered = Q()
-    for quota in quotas:
-        covered |= Q(model_key__in=quota.model_keys) if quota.model_keys else Q(provider_slug=quota.provider)
-    sources = [
-        ("minute", LedgerMinute.objects.filter(covered, minute__gte=max(start, switch), minute__lt=end, **counted)),
-        ("hour", LedgerHour.objects.filter(covered, hour__gte=start - timedelta(hours=1), hour__lt=switch, **counted)),
-    ]
-    covering: dict[tuple[str, str], list[QuotaSpec]] = {}
     first_second = int(start.timestamp())
-    for period, rows in sources:
-        for at, model_key, provider_slug, sums in _sums(rows, period):
-            model = (model_key, provider_slug)
-            if model not in covering:
-                covering[model] = [quota for quota in quotas
-                                   if (model_key in quota.model_keys if quota.model_keys else provider_slug == quota.provider)]
-            index = max(0, (at - first_second) // 60)
-            for quota in covering[model]:
-                usage[quota.id][index] += amount(quota, sums)
+    for quota in quotas:
+        sources = [
+            ("minute", LedgerMinute.objects.filter(covered_by(quota), minute__gte=max(start, switch), minute__lt=end, **counted)),
+            ("hour", LedgerHour.objects.filter(covered_by(quota), hour__gte=start - timedelta(hours=1), hour__lt=switch, **counted)),
+        ]
+        per_minute = usage[quota.id]
+        for period, rows in sources:
+            sums = rows.values(at=EpochSeconds(period)).annotate(counted=summed_amount(quota)).order_by().values_list("at", "counted")
+            for at, value in sums:
+                per_minute[max(0, (at - first_second) // 60)] += round(value)
     return usage
 
 
@@ -155,19 +136,47 @@ def _counted(per_minute: list[int], ends: list[int]) -> list[int]:
     return counted
 
 
+# The quotas that turned each quota fallback's primary away below their hard limit, one row each: (second of the
+# decision, quota id, its usage then, the call's estimate). The database takes the trace apart, so that a week of a busy
+# quota's fallbacks (thousands of rows) comes back as numbers, neither JSON nor timezone-aware datetimes to convert.
+_BLOCKED_SQL = {
+    "postgresql": """
+        SELECT CAST(EXTRACT(EPOCH FROM decision.created_at) AS bigint), CAST(blocked ->> 'quota_id' AS bigint),
+               CAST(blocked ->> 'used' AS double precision), CAST(blocked ->> 'estimate' AS double precision)
+        FROM router_decision AS decision
+             CROSS JOIN LATERAL jsonb_array_elements(decision.trace -> 0 -> 'quotas') AS blocked
+        WHERE decision.outcome = 'fallback' AND decision.created_at >= %s AND decision.created_at < %s
+          AND decision.trace -> 0 ->> 'verdict' = 'skipped' AND decision.trace -> 0 ->> 'reason' = 'quota'
+          AND jsonb_typeof(decision.trace -> 0 -> 'quotas') = 'array'
+          AND CAST(blocked ->> 'quota_id' AS bigint) IN ({quota_ids})
+          AND CAST(blocked ->> 'used' AS numeric) + CAST(blocked ->> 'estimate' AS numeric) <= CAST(blocked ->> 'limit' AS numeric)
+    """,
+    "sqlite": """
+        SELECT CAST(strftime('%%s', decision.created_at) AS integer), json_extract(blocked.value, '$.quota_id'),
+               json_extract(blocked.value, '$.used'), json_extract(blocked.value, '$.estimate')
+        FROM router_decision AS decision, json_each(decision.trace, '$[0].quotas') AS blocked
+        WHERE decision.outcome = 'fallback' AND decision.created_at >= %s AND decision.created_at < %s
+          AND json_extract(decision.trace, '$[0].verdict') = 'skipped' AND json_extract(decision.trace, '$[0].reason') = 'quota'
+          AND json_extract(blocked.value, '$.quota_id') IN ({quota_ids})
+          AND json_extract(blocked.value, '$.used') + json_extract(blocked.value, '$.estimate')
+              <= json_extract(blocked.value, '$.limit')
+    """,
+}
+
+
 def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, until: datetime) -> dict[int, list[_Fallback]]:
     """Per quota, the period's fallbacks that its soft limit caused: it turned the primary (the trace's first
     candidate) away below its hard limit (used + estimate within the limit)."""
     found: dict[int, list[_Fallback]] = {quota_id: [] for quota_id in quotas}
-    decisions = (Decision.objects.filter(outcome=Outcome.FALLBACK, created_at__gte=since, created_at__lt=until,
-                                         trace__0__verdict="skipped", trace__0__reason=SkipReason.QUOTA)
-                 .values_list("created_at", "trace__0__quotas"))
-    for created_at, blocking in decisions.iterator(chunk_size=2000):
-        minute = int((created_at - start).total_seconds() // 60)
-        for blocked in blocking or []:
-            quota = quotas.get(blocked.get("quota_id"))
-            if quota and blocked["used"] + blocked["estimate"] <= blocked["limit"]:
-                found[quota.id].append(_Fallback(minute, _counter_units(quota, blocked["used"]), _counter_units(quota, blocked["estimate"])))
+    first_second = int(start.timestamp())
+    sql = _BLOCKED_SQL[connection.vendor].format(quota_ids=", ".join(str(int(quota_id)) for quota_id in quotas))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(since), connection.ops.adapt_datetimefield_value(until)])
+        rows = cursor.fetchall()
+    scales = {quota.id: _counter_scale(quota) for quota in quotas.values()}
+    for second, quota_id, used, estimate in rows:
+        scale = scales[quota_id]
+        found[quota_id].append(_Fallback((second - first_second) // 60, round(used * scale), round(estimate * scale)))
     return found
 
 
@@ -186,11 +195,13 @@ def _refusals(quota_ids: set[int], since: datetime, until: datetime) -> Counter:
 
 def _highest_until(counted: list[int], ends: list[int]) -> list[int]:
     """For each minute, the highest usage from that minute until what it counts leaves the window (a sliding maximum)."""
-    highest = [0] * len(counted)
+    minutes = len(counted)
+    highest = [0] * minutes
     window: deque[int] = deque()
     right = 0
-    for i in range(len(counted)):
-        while right < min(ends[i], len(counted)):
+    for i in range(minutes):
+        end = ends[i] if ends[i] < minutes else minutes
+        while right < end:
             while window and counted[window[-1]] <= counted[right]:
                 window.pop()
             window.append(right)
@@ -241,15 +252,26 @@ def tune(days: int = DEFAULT_DAYS, now: datetime | None = None, quota_ids: Colle
         raise TuningError(f"days must be a whole number from 1 to {MAXIMUM_DAYS}: the per-minute sums the tuning reads "
                           f"are kept for {MINIMUM_DAYS} days.")
     now = (now or datetime.now(tz=UTC)).replace(second=0, microsecond=0)
-    since = now - timedelta(days=days)
+    return tune_period(now - timedelta(days=days), now, quota_ids, now=now)
+
+
+def tune_period(since: datetime, until: datetime, quota_ids: Collection[int] | None = None,
+                now: datetime | None = None) -> list[QuotaTuning]:
+    """The tuning over [since, until), both taken to their minute, `until` to the last whole minute at the latest,
+    and `since` to at most MAXIMUM_DAYS before it; each result's `since` and `until` say the period it covers."""
+    last_whole_minute = (now or datetime.now(tz=UTC)).replace(second=0, microsecond=0)
+    until = min(until.replace(second=0, microsecond=0), last_whole_minute)
+    since = max(since.replace(second=0, microsecond=0), until - timedelta(days=MAXIMUM_DAYS))
+    if since >= until:
+        raise TuningError("The period must end after it starts, at the last whole minute at the latest.")
     quotas = [quota for quota in current_snapshot().quotas if quota_ids is None or quota.id in quota_ids]
     if not quotas:
         return []
     longest = max(quota.window_seconds for quota in quotas)
     start = since - timedelta(seconds=longest)
-    per_minute = _minute_usage(quotas, start, now)
-    fallbacks = _fallbacks({quota.id: quota for quota in quotas}, since, start, now)
-    refusals = _refusals({quota.id for quota in quotas}, since, now)
+    per_minute = _minute_usage(quotas, start, until)
+    fallbacks = _fallbacks({quota.id: quota for quota in quotas}, since, start, until)
+    refusals = _refusals({quota.id for quota in quotas}, since, until)
     first = int((since - start).total_seconds() // 60)
     results = []
     for quota in quotas:
@@ -262,6 +284,6 @@ def tune(days: int = DEFAULT_DAYS, now: datetime | None = None, quota_ids: Colle
             quota=quota, fallbacks=len(caused), unnecessary=unnecessary,
             peak_ratio=round(max(counted[first:], default=0) / quota.limit, 4) if quota.limit else 0.0,
             suggested_soft_limit_ratio=_suggested_ratio(quota, counted, ends, caused, first),
-            refusals=refusals[quota.id], since=since, until=now,
+            refusals=refusals[quota.id], since=since, until=until, usage=tuple(counted[first:]),
         ))
     return results

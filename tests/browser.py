@@ -3,9 +3,13 @@
 Outside CI a missing chromium skips these tests; in CI (the CI environment variable set) it fails them.
 tests/conftest.py loads this module as a plugin, so its fixtures (`browser`, `page`) serve every test module;
 they import `log_in` and `PASSWORD`.
+
+The tests save what a person sees with `screenshot(page, name)`: PNGs in SCREENSHOT_DIR (default var/screenshots/,
+git-ignored), which `.ci/run` leaves in place and names at its end, for CI to keep as artifacts.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,6 +19,21 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-b
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "a-long-test-password-4711"
 TIMEOUT_MS = 10_000
+
+
+def screenshot_dir() -> Path:
+    from django.conf import settings
+
+    directory = Path(os.environ.get("SCREENSHOT_DIR") or Path(settings.BASE_DIR) / "var" / "screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def screenshot(page, name: str, *, full_page: bool = False) -> Path:
+    """Saves the page as `name`.png in screenshot_dir(); `full_page` takes the whole page, else the screen."""
+    path = screenshot_dir() / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,11 @@
 
 Logs in through the admin login page, reads the overview (and watches it refresh itself), filters the
 fallback history and exports it as CSV, and runs a what-if. Outside CI a missing chromium skips these
-tests; in CI (the CI environment variable set) it fails them.
-
-`DASHBOARD_SCREENSHOT=docs/overview.png pytest tests/test_browser_dashboard.py` also saves the
-overview's first screen at 1400x1000, with the example policy and a day of traffic, as the README's screenshot.
+tests; in CI (the CI environment variable set) it fails them. The overview with a day of traffic is kept as a
+screenshot (tests.browser.screenshot).
 """
 
 import csv
-import os
 import random
 import uuid
 from dataclasses import replace
@@ -27,7 +24,7 @@ from router.decisions import what_if
 from router.engine import RouteRequest
 from router.models import Decision, UsageEvent
 from switchboard.vocabulary import Availability
-from tests.browser import PASSWORD, log_in
+from tests.browser import PASSWORD, log_in, screenshot
 
 EXAMPLE_POLICY = Path(django_settings.BASE_DIR) / "policy.example.yaml"
 
@@ -148,7 +145,7 @@ def _provider_id(slug: str) -> int:
 # The tests -------------------------------------------------------------------------------------------------
 
 
-def test_the_overview_shows_quotas_and_availability_and_refreshes_itself(page, viewer, tmp_path):
+def test_the_overview_shows_quotas_and_availability_and_refreshes_itself(page, viewer):
     from playwright.sync_api import expect
 
     demo_data()
@@ -168,11 +165,7 @@ def test_the_overview_shows_quotas_and_availability_and_refreshes_itself(page, v
     expect(page.locator('#now-quotas [data-quota="anthropic/sonnet-pool"]')).to_contain_text("86%")
     assert page.locator("#latest-fallbacks tbody tr").count() == 10
 
-    if target := os.environ.get("DASHBOARD_SCREENSHOT"):
-        page.set_viewport_size({"width": 1400, "height": 1000})
-        page.screenshot(path=target)  # the first screen, as the person on call sees it
-        page.set_viewport_size({"width": 1440, "height": 900})
-    page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+    screenshot(page, "overview-day-1440", full_page=True)
 
     Decision.objects.create(created_at=timezone.now(), category="security_auth_change", complexity="high", outcome="failed_fast",
                             primary_key="gpt-4-turbo", reason="a refusal that arrived after the page was loaded", trace=[],

@@ -2,26 +2,24 @@
 
 The example policy with a day of traffic (tests.test_browser_dashboard.demo_data), then the incident: OpenAI's
 daily tokens past the soft limit, 429s with a retry-after reported on two models, and a provider without
-credentials. Screenshots are saved under var/screenshots/ (git-ignored; CI keeps them as artifacts).
+credentials. Each test keeps what the person sees as screenshots (tests.browser.screenshot: SCREENSHOT_DIR, by default
+var/screenshots/, which CI keeps as artifacts); the README's picture, docs/overview.png, is overview-1400.png.
 """
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, Permission, User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from providers.models import LLMModel
 from router.models import Decision, UsageEvent
-from tests.browser import PASSWORD, log_in
+from tests.browser import PASSWORD, log_in, screenshot
 from tests.calls import report
 from tests.factories import make_api_key
 from tests.test_browser_dashboard import demo_data, quota
 
-SCREENSHOTS = Path(django_settings.BASE_DIR) / "var" / "screenshots"
 DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 
@@ -36,7 +34,6 @@ def incident_settings(settings, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     monkeypatch.delenv("ZHIPU_API_KEY", raising=False)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture
@@ -95,7 +92,7 @@ def test_the_first_screen_names_the_quota_and_the_models_and_links_to_them(brows
         assert in_first_screen(item, DESKTOP["height"])
     expect(page.locator("p.not-configured")).to_contain_text("zhipu")
     expect(page.locator("#provider-zhipu .check-error")).to_have_count(0)  # no red "no API key" box
-    page.screenshot(path=str(SCREENSHOTS / "overview-1400.png"))
+    screenshot(page, "overview-1400")
 
     openai_day.locator("a.now-name").click()
     page.wait_for_url(f"**/quotas/{incident['openai_day'].id}/")
@@ -103,7 +100,11 @@ def test_the_first_screen_names_the_quota_and_the_models_and_links_to_them(brows
     expect(page.locator(".quota-chart .limit-hard")).to_have_count(1)
     expect(page.locator(".quota-chart .limit-soft")).to_have_count(1)
     expect(page.locator("#quota-tuning")).to_contain_text("Refusals it caused")
-    page.screenshot(path=str(SCREENSHOTS / "quota-1400.png"), full_page=True)
+    expect(page.locator("#quota-tuning-period")).to_contain_text("(the last whole minute)")
+    screenshot(page, "quota-1400", full_page=True)
+    page.get_by_role("link", name="Last 7 days").click()  # the tuning follows the range
+    page.wait_for_url("**range=7d**")
+    expect(page.locator("#quota-tuning-title")).to_contain_text("last 7 days")
     page.click("#edit-quota")
     page.wait_for_url(f"**/admin/providers/quota/{incident['openai_day'].id}/change/")
 
@@ -140,7 +141,7 @@ def test_on_a_phone_nothing_scrolls_sideways_and_rows_show_outcome_and_reason_fi
     log_in(page, viewer, "/")
     expect(page.locator('#now-quotas [data-quota="openai/tokens-day"]')).to_be_visible()
     assert horizontal_overflow(page) <= 0
-    page.screenshot(path=str(SCREENSHOTS / "overview-390.png"), full_page=True)
+    screenshot(page, "overview-390", full_page=True)
 
     page.goto("/fallbacks/")
     assert horizontal_overflow(page) <= 0
@@ -148,7 +149,7 @@ def test_on_a_phone_nothing_scrolls_sideways_and_rows_show_outcome_and_reason_fi
     outcome, reason, when = (row.locator(cell).bounding_box() for cell in (".cell-outcome", ".cell-reason", ".cell-when"))
     assert outcome["y"] < reason["y"] < when["y"]
     assert row.locator(".cell-outcome").bounding_box()["width"] > 300  # a card, not a squeezed column
-    page.screenshot(path=str(SCREENSHOTS / "fallbacks-390.png"))
+    screenshot(page, "fallbacks-390")
 
     for path in (f"/quotas/{incident['openai_day'].id}/", "/tuning/", "/policy/history/"):
         page.goto(path)
@@ -162,7 +163,7 @@ def test_on_a_phone_nothing_scrolls_sideways_and_rows_show_outcome_and_reason_fi
     assert result.bounding_box()["y"] < form.bounding_box()["y"]
     assert in_first_screen(page.locator("#chosen-model"), PHONE["height"])
     assert horizontal_overflow(page) <= 0
-    page.screenshot(path=str(SCREENSHOTS / "what-if-390.png"))
+    screenshot(page, "what-if-390")
     context.close()
 
 

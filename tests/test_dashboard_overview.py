@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from dashboard import selectors
@@ -12,7 +13,7 @@ from dashboard.charts import volume_chart
 from dashboard.templatetags import dashboard_format as fmt
 from providers.models import AvailabilityCheck, LLMModel, Quota
 from router.models import Decision, UsageEvent
-from switchboard.vocabulary import COUNTED_OUTCOMES, Availability, Metric, Outcome, Reset, Window
+from switchboard.vocabulary import COUNTED_OUTCOMES, NOT_PRIMARY, Availability, Metric, Outcome, Reset, Window
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 
 pytestmark = pytest.mark.django_db
@@ -317,3 +318,25 @@ def test_times_for_people():
     assert fmt.ago(now - timedelta(hours=30)) == "30 h ago"
     assert fmt.ago(now) == "just now"
     assert fmt.ago(None) == "never"
+
+
+def test_the_latest_fallbacks_and_the_top_reasons_are_one_read_each(django_assert_num_queries, monkeypatch):
+    """On PostgreSQL each outcome's newest rows are read in one UNION ALL; the reasons count only the newest of each
+    outcome that were read, and say when an outcome had more."""
+    monkeypatch.setattr(selectors, "REASONS_READ_PER_OUTCOME", 3)
+    now = timezone.now()
+    for minutes in range(5):
+        decision(Outcome.FALLBACK, now - timedelta(minutes=minutes + 1), primary_key=f"model-{minutes}")
+    decision(Outcome.EXHAUSTED, now - timedelta(minutes=30))
+    decision(Outcome.FAILED_FAST, now - timedelta(days=2))  # before the range; still among the latest
+    union = connection.features.supports_slicing_ordering_in_compound
+
+    with django_assert_num_queries(1 if union else len(NOT_PRIMARY) - 1):  # unroutable requests have their own panel
+        reasons, capped = selectors.top_reasons(now - timedelta(hours=1), now)
+    with django_assert_num_queries(1 if union else len(NOT_PRIMARY)):
+        latest = selectors.latest_fallbacks()
+
+    assert capped
+    assert sorted((reason.outcome, reason.subject) for reason in reasons) == [
+        ("exhausted", "gpt-4o"), ("fallback", "model-0"), ("fallback", "model-1"), ("fallback", "model-2")]
+    assert [d.outcome for d in latest] == ["fallback"] * 5 + ["exhausted", "failed_fast"]

@@ -93,9 +93,32 @@ def test_it_lists_the_fallbacks_and_refusals_it_caused_with_its_tuning(client, v
     assert table.count("turned away by openai/tokens-hour") == 2
     assert f'href="/fallbacks/?quota={quota.id}"' in page
     tuning = page[page.index('id="quota-tuning"'):page.index("</section>", page.index('id="quota-tuning"'))]
-    assert "(last 1 day to " in tuning
+    assert "(last 24 h)" in tuning
     assert re.search(r"Refusals it caused</dt><dd>2</dd>", tuning)
     assert "Suggested soft-limit ratio</dt><dd>1.00" in tuning
+
+
+def test_the_tuning_follows_the_range_and_says_its_period(client, viewer, quota):
+    now = timezone.now()
+    refusal(quota, now - timedelta(minutes=10))
+    refusal(quota, now - timedelta(days=3))
+    refusal(quota, now - timedelta(days=9))
+
+    def tuning(**params) -> str:
+        page = client.get(f"/quotas/{quota.id}/", params).content.decode()
+        return page[page.index('id="quota-tuning"'):page.index("</section>", page.index('id="quota-tuning"'))]
+
+    week = tuning(range="7d")
+    end = now.replace(second=0, microsecond=0)
+    assert "(last 7 days)" in week and re.search(r"Refusals it caused</dt><dd>2</dd>", week)
+    assert (f"{end - timedelta(days=7):%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, as of {end:%H:%M} UTC (the last whole minute)."
+            in week)
+    assert re.search(r"Refusals it caused</dt><dd>1</dd>", tuning(range="1h"))
+
+    since = now - timedelta(days=10)
+    longer = tuning(range="custom", since=f"{since:%Y-%m-%dT%H:%M}", until=f"{now:%Y-%m-%dT%H:%M}")
+    assert "the tuning covers at most the range's last 7 days" in longer
+    assert re.search(r"Refusals it caused</dt><dd>2</dd>", longer)  # the one 9 days ago is before those 7 days
 
 
 def test_the_history_filtered_to_the_quota_lists_only_what_named_it(client, viewer, quota):
@@ -115,7 +138,8 @@ def test_a_quota_not_in_the_policy_is_a_404(client, viewer, quota):
     assert client.get(f"/quotas/{quota.id + 100}/").status_code == 404
 
 
-def test_the_page_reads_a_bounded_number_of_queries(client, viewer, quota, django_assert_max_num_queries):
+def test_the_page_reads_a_bounded_number_of_queries(client, viewer, quota, django_assert_max_num_queries, settings):
+    settings.ROUTER_POLICY_RECHECK_SECONDS = 3600  # a render slower than the recheck interval would read the policy's version again
     current_snapshot()  # built once per policy version, not per page
     for minutes in range(0, 300, 7):
         use(10, timezone.now() - timedelta(minutes=minutes))
