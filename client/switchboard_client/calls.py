@@ -17,7 +17,7 @@ from switchboard_client.adapters import anthropic_bedrock, bedrock, handed_in
 from switchboard_client.adapters import openai as openai_adapter
 from switchboard_client.api import Complexity, Decision, Model
 from switchboard_client.chat import ChatRequest
-from switchboard_client.errors import RateLimited, Refused, SwitchboardError
+from switchboard_client.errors import FailedFast, RateLimited, Refused, SwitchboardError
 from switchboard_client.estimate import estimate_tokens
 from switchboard_client.finals import CompletionCollector, ConverseCollector, MessageCollector
 from switchboard_client.usage import Failure, describe_provider_error
@@ -175,6 +175,17 @@ class Attempts:
             refusal.args = (f"{refusal.args[0]} (after {self.last_model} answered {describe_provider_error(self.last_error)})",)
             refusal.__cause__ = self.last_error
         return refusal
+
+    def wait_out(self, refusal: Refused) -> float | None:
+        """Seconds to wait before routing again after Switchboard refused a route that never falls back because the
+        provider asked its primary to wait (a reported retry-after, a cooldown, rate-limit headers), when that is under
+        the back-off cap; None to raise the refusal. Waits count against the attempts, without being provider calls."""
+        waiting = {"cooldown", "rate_limit"}
+        if (type(refusal) is not FailedFast or refusal.retry_after is None or refusal.retry_after > self.backoff_cap
+                or self.backoffs + 1 >= self.max_attempts or not any(entry.get("cause") in waiting for entry in refusal.trace)):
+            return None
+        self.backoffs += 1
+        return float(refusal.retry_after)
 
     def skip(self, decision: Decision) -> None:
         """Routes past a model this helper cannot call; that is not an attempt."""

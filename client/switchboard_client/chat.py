@@ -121,7 +121,11 @@ class ChatRequest:
         params: dict[str, Any] = {"max_tokens": self.max_tokens, "messages": _merged([_to_anthropic(m) for m in self.messages])}
         if self.system:
             params["system"] = self.system
-        _optional(params, temperature=self.temperature, top_p=self.top_p)
+        # The anthropic SDK's create() no longer names temperature and top_p: they go in the body as they are.
+        sampling: dict[str, Any] = {}
+        _optional(sampling, temperature=self.temperature, top_p=self.top_p)
+        if sampling:
+            params["extra_body"] = sampling
         if self.stop:
             params["stop_sequences"] = self.stop
         if self.tools:

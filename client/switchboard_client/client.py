@@ -20,6 +20,8 @@ The loop of every helper (`messages`, `chat_completions`, `converse`):
    used nothing and the error raised as it is;
 5. on a route that never falls back, a provider 429 is waited out instead (its retry-after, if under `backoff_cap`)
    and the same model tried again as the next attempt; then `RateLimited` is raised with the provider's retry-after.
+   A refusal of such a route because the provider asked its primary to wait (a cooldown from a reported
+   retry-after, rate-limit headers) is waited out the same way when Switchboard's Retry-After is under the cap.
 
 `sb.chat(...)` runs the same loop with one neutral request, sent in the words of whichever API the chosen model
 speaks (switchboard_client.chat).
@@ -249,7 +251,11 @@ class Switchboard(_Shared, RoutingAPI):
             try:
                 decision = self.decide(attempts.route_args())
             except Refused as refusal:
-                raise attempts.refused(refusal)  # noqa: B904 (the cause is the last provider failure, if any)
+                wait = attempts.wait_out(refusal)
+                if wait is None:
+                    raise attempts.refused(refusal)  # noqa: B904 (the cause is the last provider failure, if any)
+                time.sleep(wait)
+                continue
             if not speaks(call.helper, decision.model):
                 self._quietly(self.release, decision)
                 attempts.skip(decision)
@@ -428,7 +434,11 @@ class AsyncSwitchboard(_Shared, AsyncRoutingAPI):
             try:
                 decision = await self.decide(attempts.route_args())
             except Refused as refusal:
-                raise attempts.refused(refusal)  # noqa: B904 (the cause is the last provider failure, if any)
+                wait = attempts.wait_out(refusal)
+                if wait is None:
+                    raise attempts.refused(refusal)  # noqa: B904 (the cause is the last provider failure, if any)
+                await asyncio.sleep(wait)
+                continue
             if not speaks(call.helper, decision.model):
                 await self._quietly(self.release(decision), decision)
                 attempts.skip(decision)
