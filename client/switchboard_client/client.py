@@ -41,6 +41,7 @@ import logging
 import threading
 import time
 from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx2
@@ -66,9 +67,16 @@ from switchboard_client.errors import FailedFast, Refused, SwitchboardError, Una
 from switchboard_client.failopen import FailOpen, FailOpenState
 from switchboard_client.routed import AsyncRoutedCall, RoutedCall
 from switchboard_client.streams import AsyncReportingStream, ReportingStream
-from switchboard_client.usage import Observation, failure_for
+from switchboard_client.usage import Failure, Observation, failure_for
 
 logger = logging.getLogger("switchboard_client")
+
+
+def _without_headers(failure: Failure | None) -> Failure | None:
+    """A 429 about to be waited out, reported with its retry-after but not its rate-limit headers: the retry-after is
+    the provider's own word on when the same model may be called again, while the headers' reset times say when its
+    limits are full again, which would hold the model back far longer."""
+    return replace(failure, ratelimit_headers={}) if failure is not None else None
 
 
 def _events_of(response: Any) -> Any:
@@ -265,8 +273,10 @@ class Switchboard(_Shared, RoutingAPI):
                 response, observation = self._invoke(decision, sent)
             except Exception as exc:
                 failure = failure_for(exc)
-                self._quietly(self.report_failure, decision, failure)
-                if failure is not None and failure.status == "rate_limited" and self._never_falls_back(attempts, decision):
+                backing_off = failure is not None and failure.status == "rate_limited" and self._never_falls_back(attempts, decision)
+                self._quietly(self.report_failure, decision, _without_headers(failure) if backing_off else failure)
+                if backing_off:
+                    assert failure is not None
                     time.sleep(attempts.back_off(decision, failure, exc))
                     continue
                 if not attempts.retry(decision, failure, exc):
@@ -448,8 +458,10 @@ class AsyncSwitchboard(_Shared, AsyncRoutingAPI):
                 response, observation = await self._invoke(decision, sent)
             except Exception as exc:
                 failure = failure_for(exc)
-                await self._quietly(self.report_failure(decision, failure), decision)
-                if failure is not None and failure.status == "rate_limited" and await self._never_falls_back(attempts, decision):
+                backing_off = failure is not None and failure.status == "rate_limited" and await self._never_falls_back(attempts, decision)
+                await self._quietly(self.report_failure(decision, _without_headers(failure) if backing_off else failure), decision)
+                if backing_off:
+                    assert failure is not None
                     await asyncio.sleep(attempts.back_off(decision, failure, exc))
                     continue
                 if not attempts.retry(decision, failure, exc):

@@ -200,6 +200,11 @@ def describe_provider_error(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     message = getattr(exc, "message", None) or str(exc)
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):  # anthropic: {"error": {"type", "message"}}; openai: the error object itself
+        error = body.get("error") if isinstance(body.get("error"), Mapping) else body
+        if error.get("message"):
+            message = f"{error.get('type') or error.get('code') or 'error'}: {error['message']}"
     headers = getattr(response, "headers", None)
     if isinstance(response, Mapping) and "Error" in response:
         meta = response.get("ResponseMetadata") or {}
