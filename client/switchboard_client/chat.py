@@ -317,7 +317,8 @@ def chat_response(decision: Decision, raw: Any, observation: Observation, report
     model = decision.model
     kind = "bedrock" if model.kind == "bedrock" else "anthropic" if model.kind == "anthropic" else "openai"
     text, calls, stop_reason, answered = response_fields(kind, raw)
-    key = ((report or {}).get("model") or {}).get("key") or model.key
+    reported = (report or {}).get("model")  # the usage event's model, or the key a queued report names
+    key = (reported.get("key") if isinstance(reported, Mapping) else reported) or model.key
     return ChatResponse(text=text, tool_calls=calls, stop_reason=stop_reason, usage=observation.usage, model=answered or model.invoke_id,
                         model_key=key, provider=model.provider, kind=model.kind, raw=raw, switchboard_decision=None if fail_open else decision,
                         switchboard_report=report, fail_open=fail_open)
