@@ -331,8 +331,8 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, candidates: Candidates
          now: float, unavailable: frozenset[str] = frozenset()) -> WalkResult:
     """The candidate walk over `candidates`, the answer of candidates_for(snapshot, request)."""
     chain = candidates.chain
-    # The primary is the first candidate the caller can call: those of other APIs are passed over, never fallen back from.
-    primary = next((key for key in candidates.models if request.can_call(snapshot.models.get(key))), chain.models[0])
+    # The primary is the route's first model the caller can call: those of other APIs are passed over, never fallen back from.
+    primary = next((key for key in chain.models if request.can_call(snapshot.models.get(key))), chain.models[0])
     if chain.max_attempts is not None and request.attempt > chain.max_attempts:
         reason = f"attempt {request.attempt} is past the {chain.max_attempts} attempts its {candidates.source} allows"
         return WalkResult(Outcome.ATTEMPTS_EXHAUSTED, None, primary, reason, [], [])
