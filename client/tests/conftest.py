@@ -35,6 +35,7 @@ ANTHROPIC_STANDIN = {name: dict(ANTHROPIC_LIMITS) for name in (
 # Output tokens per minute that admit one call of 1,000 and make the next wait about 2 s (retry-after 3).
 ANTHROPIC_STANDIN["claude-storm"] = {**ANTHROPIC_LIMITS, "output_tokens_per_minute": 1935}
 ANTHROPIC_STANDIN["claude-storm-cap"] = {**ANTHROPIC_LIMITS, "output_tokens_per_minute": 1935}
+ANTHROPIC_STANDIN["claude-storm-async"] = {**ANTHROPIC_LIMITS, "output_tokens_per_minute": 1935}
 ANTHROPIC_STANDIN["claude-snap"] = {**ANTHROPIC_LIMITS, "answered_by": "claude-other"}
 OPENAI_STANDIN = {name: dict(OPENAI_LIMITS) for name in ("gpt-a", "gpt-b", "gpt-500", "gpt-500-async", "glm-a", "gpt-cache", "gpt-stream",
                                                          "gpt-chat", "gpt-mixed", "gpt-threads")}
@@ -104,10 +105,11 @@ ROUTES = {
     "threads": ["gpt-threads", "claude-threads"],
     "storm": ["claude-storm", "claude-b"],
     "storm_cap": ["claude-storm-cap", "claude-b"],
+    "storm_async": ["claude-storm-async", "claude-b"],
     "named_404": ["claude-nf-named"],
     "failopen": ["claude-failopen"],
 }
-NEVER = {"disabled_never", "quota_never", "storm", "storm_cap"}
+NEVER = {"disabled_never", "quota_never", "storm", "storm_cap", "storm_async"}
 # Routes that limit attempts (`max_attempts`): a route past it is refused with 429 attempts_exhausted.
 MAX_ATTEMPTS = {"attempts": 2}
 

@@ -4,10 +4,12 @@ provider's retry time and chains its 429."""
 
 from __future__ import annotations
 
+import asyncio
+
 import anthropic
 import pytest
 from conftest import decisions
-from switchboard_client import RateLimited, Switchboard
+from switchboard_client import AsyncSwitchboard, RateLimited, Switchboard
 
 ASK = [{"role": "user", "content": "Summarise. [[output_tokens=100]]"}]
 
@@ -44,3 +46,14 @@ def test_past_the_cap_it_raises_rate_limited_with_the_providers_retry_time(switc
     assert isinstance(limited.value.__cause__, anthropic.RateLimitError)
     rows = decisions(admin, "storm_cap")
     assert [row["model"]["key"] for row in rows] == ["claude-storm-cap"]  # refused, not fallen back
+
+
+def test_async_back_off_on_a_never_fallback_route(switchboard, standins):
+    drain(standins, "claude-storm-async")
+
+    async def scenario():
+        async with AsyncSwitchboard(switchboard["url"], switchboard["key"]) as sb:
+            return await sb.messages(category="storm_async", messages=ASK, max_tokens=100)
+
+    reply = asyncio.run(scenario())
+    assert reply.switchboard_decision.model.key == "claude-storm-async" and reply.switchboard_decision.attempt == 2

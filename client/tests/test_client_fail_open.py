@@ -4,6 +4,7 @@ counted once Switchboard answers again. Refusals never fail open; without fail_o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -11,7 +12,7 @@ import httpx2
 import pytest
 from conftest import policy
 from sb_server import Server, prepare, server_env
-from switchboard_client import FailOpen, QuotaExceeded, Switchboard, Unavailable
+from switchboard_client import AsyncSwitchboard, FailOpen, QuotaExceeded, Switchboard, Unavailable
 
 HELLO = [{"role": "user", "content": "Say hello. [[output_tokens=12]]"}]
 
@@ -90,3 +91,20 @@ def test_a_given_default_serves_a_call_switchboard_never_answered(own_server, st
         server.start()
         assert sb.flush_reports() == 1
     assert failopen_used(server, key) == 1
+
+
+def test_async_fail_open_queues_and_sends_when_switchboard_answers_again(own_server, standins):
+    server, key = own_server
+
+    async def scenario() -> tuple[list, int]:
+        async with AsyncSwitchboard(server.url, key, retries=0, fail_open=FailOpen(recheck_after=0)) as sb:
+            await sb.messages(category="failopen", messages=HELLO, max_tokens=30)
+            server.stop()
+            answers = await asyncio.gather(*(sb.messages(category="failopen", messages=HELLO, max_tokens=30) for _ in range(3)))
+            queued = sb.queued_reports
+            server.start()
+        return answers, queued  # aclose() sent what was queued
+
+    answers, queued = asyncio.run(scenario())
+    assert all(answer.switchboard_decision.fail_open for answer in answers) and queued == 3
+    assert failopen_used(server, key) == 1 + 3
