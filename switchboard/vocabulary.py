@@ -45,7 +45,7 @@ class SkipReason(models.TextChoices):
     RATE_LIMIT = "rate_limit"
     CONTEXT_WINDOW = "context_window"
     QUOTA = "quota"
-    API = "api"  # its provider's API is not one of those the request named in `apis`
+    API = "api", "API the caller cannot call"  # its provider's kind is not among the request's `apis`
 
 
 # Reasons that do not depend on the counters: a walk that passed candidates over only for these
