@@ -7,7 +7,7 @@ overview at each range, the busiest quota's page over 7 days), the quota tuning 
 while `prune_ledger` deletes most of that history.
 Counted decisions on the database counters (no Redis) are measured too, before and after the history,
 as are the provider workloads (bench/providers.py) and what the client library adds to a call
-(client/bench.py).
+(bench/client_overhead.py, on a database and Redis DB of its own).
 
 Both apps are served at once and their runs alternate, round after round (BENCH_ROUNDS): a shared
 machine's speed drifts from minute to minute, and a ratio taken from runs minutes apart measures
@@ -365,7 +365,7 @@ def main() -> None:
     with Drainer(), Server("switchboard.wsgi", ENV, PORT):
         providers.report(switchboard, key)
     # What the client library adds to a call (route + report), against the provider stand-ins.
-    print(run(str(BIN / "python"), "client/bench.py", "-n", "200", env=dict(os.environ), capture=True), end="", flush=True)
+    print(run(str(BIN / "python"), "bench/client_overhead.py", "-n", "200", env=dict(os.environ), capture=True), end="", flush=True)
 
     if HISTORY_EVENTS:
         store_and_rebuild()

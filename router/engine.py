@@ -28,7 +28,7 @@ class UnknownChoice(Exception):
 
 class Unroutable(UnknownChoice):
     """The policy has nothing the request could ever use: an unknown category or tier, no route for its complexity,
-    no default tier, or an estimate beyond every candidate's context window. `code` says which; `detail` what
+    no default tier, an estimate beyond every candidate's context window, or no candidate of the caller's `apis`. `code` says which; `detail` what
     would make it routable. Stored as a refusal, so that a broken policy shows on the dashboard."""
 
 
@@ -44,6 +44,11 @@ class RouteRequest(msgspec.Struct, frozen=True, kw_only=True):
     exclude: frozenset[str] = frozenset()
     attempt: int = 1  # the how-manieth try of the same task
     request_id: str | None = None  # a retry with the same id answers the same decision (router.retries); the walk ignores it
+    apis: frozenset[str] | None = None  # the provider kinds the caller can call; None: any
+
+    def can_call(self, model: ModelSpec | None) -> bool:
+        """Whether the caller can call this model's provider API (a model missing from the catalog: the walk says so)."""
+        return self.apis is None or model is None or model.provider_kind in self.apis
 
 
 @dataclass(frozen=True)
@@ -168,8 +173,29 @@ def candidates_for(snapshot: PolicySnapshot, request: RouteRequest) -> Candidate
     source = "route" if category else "tier"
     _check_context_windows(snapshot, request, chain, category)
     if chain.escalation and chain.escalate_after is not None and request.attempt > chain.escalate_after:
-        return Candidates(chain.escalation, chain, category, source, escalated=True)
-    return Candidates(chain.models, chain, category, source)
+        candidates = Candidates(chain.escalation, chain, category, source, escalated=True)
+    else:
+        candidates = Candidates(chain.models, chain, category, source)
+    _check_apis(snapshot, request, candidates)
+    return candidates
+
+
+def _owner(snapshot: PolicySnapshot, request: RouteRequest, category: str | None) -> str:
+    return f"route for {category}/{request.complexity}" if category else f"tier {request.tier or snapshot.default_tier}"
+
+
+def _check_apis(snapshot: PolicySnapshot, request: RouteRequest, candidates: Candidates) -> None:
+    """Raises Unroutable when the caller can call none of the candidates' APIs, naming the APIs that would serve."""
+    if request.apis is None:
+        return
+    models = [snapshot.models[key] for key in candidates.models if key in snapshot.models]
+    if not models or any(request.can_call(model) for model in models):
+        return
+    serving = sorted({model.provider_kind for model in models})
+    which = "escalation list" if candidates.escalated else "models"
+    raise Unroutable("api", f"No model of the {_owner(snapshot, request, candidates.category)} is served by an API the request "
+                     f"can call ({', '.join(sorted(request.apis))}): its {which} are served by {', '.join(serving)}. Call it with "
+                     "one of those APIs, or add a model served by yours to it.", serving)
 
 
 def _check_context_windows(snapshot: PolicySnapshot, request: RouteRequest, chain: ChainSpec, category: str | None) -> None:
@@ -181,8 +207,8 @@ def _check_context_windows(snapshot: PolicySnapshot, request: RouteRequest, chai
     if not windows:
         return
     largest = max(windows, key=windows.get)
-    owner = f"route for {category}/{request.complexity}" if category else f"tier {request.tier or snapshot.default_tier}"
-    raise Unroutable("context_window", f"The estimate of {needed:,} tokens exceeds the context window of every model of the {owner} "
+    raise Unroutable("context_window", f"The estimate of {needed:,} tokens exceeds the context window of every model of the "
+                     f"{_owner(snapshot, request, category)} "
                      f"(the largest is {largest}'s, {windows[largest]:,} tokens): send a smaller request, or add a model with a "
                      "larger context window to it.", sorted(windows))
 
@@ -255,6 +281,9 @@ def _check(model: ModelSpec | None, key: str, request: RouteRequest, readings: R
         return _skipped(entry, SkipReason.EXCLUDED, "the request excluded it (it has just failed for this task)")
     if model is None:
         return _skipped(entry, SkipReason.DISABLED, "not in the policy's catalog")
+    if not request.can_call(model):
+        return _skipped(entry, SkipReason.API, f"its provider speaks {model.provider_kind}, not an API the request can call "
+                                               f"({', '.join(sorted(request.apis or ()))})")
     if key in seen:
         return _skipped(entry, SkipReason.ALREADY_TRIED, "listed earlier in this route")
     if not model.provider_enabled:
@@ -302,7 +331,8 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, candidates: Candidates
          now: float, unavailable: frozenset[str] = frozenset()) -> WalkResult:
     """The candidate walk over `candidates`, the answer of candidates_for(snapshot, request)."""
     chain = candidates.chain
-    primary = chain.models[0]
+    # The primary is the route's first model the caller can call: those of other APIs are passed over, never fallen back from.
+    primary = next((key for key in chain.models if request.can_call(snapshot.models.get(key))), chain.models[0])
     if chain.max_attempts is not None and request.attempt > chain.max_attempts:
         reason = f"attempt {request.attempt} is past the {chain.max_attempts} attempts its {candidates.source} allows"
         return WalkResult(Outcome.ATTEMPTS_EXHAUSTED, None, primary, reason, [], [])
@@ -313,7 +343,8 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, candidates: Candidates
 
     trace: list[dict] = []
     seen: set[str] = set()
-    for index, key in enumerate(candidates.models):
+    index = 0  # the candidate's place among those the caller can call
+    for key in candidates.models:
         if never_fallback and index > 0:
             break
         entry, charges = _check(snapshot.models.get(key), key, request, readings, now, seen, headroom, unavailable)
@@ -329,10 +360,12 @@ def walk(snapshot: PolicySnapshot, request: RouteRequest, candidates: Candidates
             if index == 0:
                 return WalkResult(Outcome.PRIMARY, model, primary, f"primary {key} is within its limits", trace, charges)
             return WalkResult(Outcome.FALLBACK, model, primary, f"fell back to {key} ({passed})", trace, charges)
+        if request.can_call(snapshot.models.get(key)):
+            index += 1
 
     quota_blocked = any(e.get("reason") == SkipReason.QUOTA for e in trace)
     if never_fallback:
-        skipped = trace[0]
+        skipped = trace[-1]
         reason = (f"category {candidates.category} never falls back, and its primary {primary} was passed over: "
                   f"{skipped['reason']} ({skipped.get('detail', '')})")
         outcome = Outcome.FAILED_FAST

@@ -67,6 +67,9 @@ class RouteBody(Struct, forbid_unknown_fields=True):
     request_id: Annotated[Annotated[str, Meta(min_length=1, max_length=MAX_REQUEST_ID)] | None, Meta(description=(
         "Any printable text naming this request: a retry with the same request_id within an hour answers the same decision, "
         "counted once; another body under it answers 409 request_id_reused."))] = None
+    apis: Annotated[Annotated[list[Literal[tuple(ProviderKind.values)]], Meta(min_length=1)] | None, Meta(description=(
+        "The provider kinds the caller can call (e.g. [\"anthropic\", \"bedrock\"]): candidates of other kinds are passed over "
+        "with cause `api`, never reserved; a route with none of them is 400 unroutable with cause `api`."))] = None
 
     def __post_init__(self) -> None:
         self.category = _printable("category", self.category)
@@ -146,7 +149,8 @@ def route_request(body: bytes | Any) -> tuple[RouteRequest, bool]:
     call = _decode(RouteBody, ROUTE_BODY, body)
     request = RouteRequest(category=call.category, complexity=call.complexity, tier=call.tier, estimated_input_tokens=call.estimated_input_tokens,
                            estimated_output_tokens=call.estimated_output_tokens, estimated_cache_read_tokens=call.estimated_cache_read_tokens,
-                           exclude=frozenset(call.exclude), attempt=call.attempt, request_id=call.request_id)
+                           exclude=frozenset(call.exclude), attempt=call.attempt, request_id=call.request_id,
+                           apis=None if call.apis is None else frozenset(call.apis))
     return request, call.dry_run
 
 

@@ -51,6 +51,8 @@ def fingerprint(request: RouteRequest) -> str:
     """What makes two routing requests the same request: every field but the request_id."""
     fields = [request.category, request.complexity, request.tier, request.estimated_input_tokens, request.estimated_output_tokens,
               request.estimated_cache_read_tokens, sorted(request.exclude), request.attempt]
+    if request.apis is not None:
+        fields.append(sorted(request.apis))
     return hashlib.sha256(orjson.dumps(fields)).hexdigest()[:32]
 
 

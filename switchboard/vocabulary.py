@@ -45,12 +45,14 @@ class SkipReason(models.TextChoices):
     RATE_LIMIT = "rate_limit"
     CONTEXT_WINDOW = "context_window"
     QUOTA = "quota"
+    API = "api", "API the caller cannot call"  # its provider's kind is not among the request's `apis`
 
 
 # Reasons that do not depend on the counters: a walk that passed candidates over only for these
 # gives the same answer whatever the counters read.
 STATIC_SKIP_REASONS = frozenset({
     SkipReason.EXCLUDED, SkipReason.DISABLED, SkipReason.ALREADY_TRIED, SkipReason.UNAVAILABLE, SkipReason.CONTEXT_WINDOW,
+    SkipReason.API,
 })
 
 

@@ -55,6 +55,8 @@ ROUTE_VALUES = {
     "exclude": st.lists(model_keys, max_size=3) | st.sampled_from([[], ["a"] * (MAX_EXCLUDED + 1), ["ok", " "], ["ok", 5], "gpt-4o"]),
     "dry_run": st.booleans(),
     "request_id": padded,
+    "apis": st.lists(st.sampled_from(["anthropic", "openai", "openai_compatible", "bedrock"]), max_size=3)
+    | st.sampled_from([["vertex"], ["bedrock", 5], "bedrock"]),
 }
 USAGE_VALUES = {
     "model": model_keys,

@@ -8,23 +8,27 @@
 __version__ = "0.1.0"
 
 from switchboard_client.api import Decision, Model  # noqa: E402
+from switchboard_client.chat import AsyncChatStream, ChatChunk, ChatResponse, ChatStream, ToolCall  # noqa: E402
 from switchboard_client.client import AsyncSwitchboard, Switchboard  # noqa: E402
 from switchboard_client.errors import (  # noqa: E402
     AttemptsExhausted,
     FailedFast,
     NoCapacity,
     QuotaExceeded,
+    RateLimited,
     Refused,
     RequestError,
     SwitchboardError,
     Unavailable,
 )
+from switchboard_client.failopen import FailOpen  # noqa: E402
 from switchboard_client.routed import AsyncRoutedCall, RoutedCall  # noqa: E402
 from switchboard_client.streams import AsyncReportingStream, ReportingStream  # noqa: E402
 from switchboard_client.usage import Failure, Observation, Usage, failure_for, observe  # noqa: E402
 
 __all__ = [
-    "AsyncReportingStream", "AsyncRoutedCall", "AsyncSwitchboard", "AttemptsExhausted", "Decision", "FailedFast", "Failure", "Model",
-    "NoCapacity", "Observation", "QuotaExceeded", "Refused", "ReportingStream", "RequestError", "RoutedCall", "Switchboard",
-    "SwitchboardError", "Unavailable", "Usage", "__version__", "failure_for", "observe",
+    "AsyncChatStream", "AsyncReportingStream", "AsyncRoutedCall", "AsyncSwitchboard", "AttemptsExhausted", "ChatChunk", "ChatResponse",
+    "ChatStream", "Decision", "FailOpen", "FailedFast", "Failure", "Model", "NoCapacity", "Observation", "QuotaExceeded", "RateLimited",
+    "Refused", "ReportingStream", "RequestError", "RoutedCall", "Switchboard", "SwitchboardError", "ToolCall", "Unavailable", "Usage",
+    "__version__", "failure_for", "observe",
 ]

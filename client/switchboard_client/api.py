@@ -21,13 +21,16 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 
 from switchboard_client import __version__
 from switchboard_client.errors import RETRYABLE_CODES, SwitchboardError, Unavailable, error_for
 from switchboard_client.usage import Failure, Observation, Usage, retry_after
+
+if TYPE_CHECKING:
+    from switchboard_client.failopen import FailOpenState
 
 logger = logging.getLogger("switchboard_client")
 
@@ -71,6 +74,9 @@ class Decision:
     dry_run: bool = False
     attempt: int = 1
     """The try of the task this decision is for (1 for the first), as sent to Switchboard."""
+    fail_open: bool = False
+    """True for a decision the client made itself because Switchboard could not answer (`fail_open=`): its reports
+    are queued until Switchboard answers again."""
 
     @classmethod
     def from_answer(cls, data: Mapping[str, Any], attempt: int = 1) -> Decision:
@@ -86,7 +92,8 @@ class Decision:
 
 def route_body(*, category: str | None, complexity: str | None, tier: str | None, estimated_input_tokens: int | None,
                estimated_output_tokens: int | None, exclude: Iterable[str], attempt: int, dry_run: bool,
-               estimated_cache_read_tokens: int | None = None, request_id: str | None = None) -> dict[str, Any]:
+               estimated_cache_read_tokens: int | None = None, request_id: str | None = None,
+               apis: Iterable[str] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if category is not None:
         body["category"] = category
@@ -109,6 +116,8 @@ def route_body(*, category: str | None, complexity: str | None, tier: str | None
         body["dry_run"] = True
     if request_id is not None:
         body["request_id"] = request_id
+    if apis is not None:
+        body["apis"] = list(apis)
     return body
 
 
@@ -189,6 +198,16 @@ class _Base:
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": f"switchboard-client/{__version__}"}
         self._catalog: dict[str, dict[str, str]] | None = None
         self._catalog_at = 0.0
+        self._fail_open: FailOpenState | None = None
+
+    def _queue(self, decision: Decision, body: dict[str, Any]) -> dict[str, Any]:
+        """Keeps a fail-open decision's report until Switchboard answers again (a report without a decision, naming the
+        model, under the decision's own idempotency key); returns it, marked `queued`."""
+        report = {name: value for name, value in body.items() if name != "decision_id"}
+        report["model"] = report.get("model") or decision.model.key
+        if self._fail_open is not None:
+            self._fail_open.enqueue(report)
+        return {**report, "queued": True}
 
     def _unreachable(self, exc: httpx2.TransportError) -> Unavailable:
         error = Unavailable(f"Switchboard at {self.url} cannot be reached: {exc!r}")
@@ -262,13 +281,16 @@ class RoutingAPI(_Base):
 
     def route(self, category: str | None = None, *, complexity: Complexity | None = None, tier: str | None = None,
               estimated_input_tokens: int | None = None, estimated_output_tokens: int | None = None, exclude: Iterable[str] = (),
-              attempt: int = 1, dry_run: bool = False, estimated_cache_read_tokens: int | None = None) -> Decision:
+              attempt: int = 1, dry_run: bool = False, estimated_cache_read_tokens: int | None = None,
+              apis: Iterable[str] | None = None) -> Decision:
         """Which model to call for this task, now. `estimated_input_tokens` is all the input, cached or not;
-        `estimated_cache_read_tokens` the part of it you expect the provider's prompt cache to hold. Raises a `Refused`
+        `estimated_cache_read_tokens` the part of it you expect the provider's prompt cache to hold; `apis` the provider
+        kinds you can call (e.g. `["anthropic", "bedrock"]`: models of other kinds are passed over, never reserved;
+        a route with none of them raises RequestError `unroutable`). Raises a `Refused`
         error (e.g. `NoCapacity`, `QuotaExceeded`) when none may be, `RequestError` for bad input and `Unavailable` when Switchboard cannot answer."""
         body = route_body(category=category, complexity=complexity, tier=tier, estimated_input_tokens=estimated_input_tokens,
                           estimated_output_tokens=estimated_output_tokens, exclude=exclude, attempt=attempt, dry_run=dry_run,
-                          estimated_cache_read_tokens=estimated_cache_read_tokens, request_id=new_request_id())
+                          estimated_cache_read_tokens=estimated_cache_read_tokens, request_id=new_request_id(), apis=apis)
         return Decision.from_answer(self._result(self._send("POST", "/api/v1/route", body)), attempt)
 
     def report(self, decision: Decision, usage: Usage | None = None, *, status: ReportStatus = "ok", model: str | None = None,
@@ -277,12 +299,40 @@ class RoutingAPI(_Base):
         key, so sending it again counts once). `model` is the Switchboard key of the model that answered when it was
         not the decision's. A failed call: `status` and `retry_after`, usage optional. Returns the usage event."""
         body = report_body(decision, usage, status=status, model=model, retry_after=retry_after, ratelimit_headers=ratelimit_headers)
+        if decision.fail_open:
+            return self._queue(decision, body)
         return self._result(self._send("POST", "/api/v1/usage", body))
 
     def release(self, decision: Decision) -> dict[str, Any]:
         """Reports that the decision's call was never sent to the provider (`status: not_sent`): its whole reservation
-        is given back on every quota, whatever the provider's rule, and no cooldown is fed."""
+        is given back on every quota, whatever the provider's rule, and no cooldown is fed. A fail-open decision
+        reserved nothing: nothing is sent."""
+        if decision.fail_open:
+            return {"status": "not_sent", "queued": False}
         return self.report(decision, status="not_sent")
+
+    def flush_reports(self) -> int:
+        """Sends the usage reports queued while failing open (see `switchboard_client.failopen`); returns how many
+        were sent. The client calls it when Switchboard answers again."""
+        taken = self._fail_open.take() if self._fail_open is not None else None
+        if taken is None:
+            return 0
+        reports, dropped = taken
+        sent = 0
+        try:
+            for body in reports:
+                try:
+                    self._result(self._send("POST", "/api/v1/usage", body))
+                except Unavailable:
+                    raise
+                except SwitchboardError as exc:
+                    logger.warning("switchboard_client: a usage report queued while failing open was refused: %s", exc)
+                sent += 1
+        except Unavailable:
+            pass
+        finally:
+            self._fail_open.done(reports[sent:], sent, dropped)
+        return sent
 
     def answering_key(self, decision: Decision, answered_id: str | None) -> str | None:
         """The Switchboard key of the model a provider says answered, when it is not the decision's model (None
@@ -360,22 +410,49 @@ class AsyncRoutingAPI(_Base):
 
     async def route(self, category: str | None = None, *, complexity: Complexity | None = None, tier: str | None = None,
                     estimated_input_tokens: int | None = None, estimated_output_tokens: int | None = None, exclude: Iterable[str] = (),
-                    attempt: int = 1, dry_run: bool = False, estimated_cache_read_tokens: int | None = None) -> Decision:
+                    attempt: int = 1, dry_run: bool = False, estimated_cache_read_tokens: int | None = None,
+              apis: Iterable[str] | None = None) -> Decision:
         """See `RoutingAPI.route`."""
         body = route_body(category=category, complexity=complexity, tier=tier, estimated_input_tokens=estimated_input_tokens,
                           estimated_output_tokens=estimated_output_tokens, exclude=exclude, attempt=attempt, dry_run=dry_run,
-                          estimated_cache_read_tokens=estimated_cache_read_tokens, request_id=new_request_id())
+                          estimated_cache_read_tokens=estimated_cache_read_tokens, request_id=new_request_id(), apis=apis)
         return Decision.from_answer(self._result(await self._send("POST", "/api/v1/route", body)), attempt)
 
     async def report(self, decision: Decision, usage: Usage | None = None, *, status: ReportStatus = "ok", model: str | None = None,
                      retry_after: int | None = None, ratelimit_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """See `RoutingAPI.report`."""
         body = report_body(decision, usage, status=status, model=model, retry_after=retry_after, ratelimit_headers=ratelimit_headers)
+        if decision.fail_open:
+            return self._queue(decision, body)
         return self._result(await self._send("POST", "/api/v1/usage", body))
 
     async def release(self, decision: Decision) -> dict[str, Any]:
         """See `RoutingAPI.release`."""
+        if decision.fail_open:
+            return {"status": "not_sent", "queued": False}
         return await self.report(decision, status="not_sent")
+
+    async def flush_reports(self) -> int:
+        """See `RoutingAPI.flush_reports`."""
+        taken = self._fail_open.take() if self._fail_open is not None else None
+        if taken is None:
+            return 0
+        reports, dropped = taken
+        sent = 0
+        try:
+            for body in reports:
+                try:
+                    self._result(await self._send("POST", "/api/v1/usage", body))
+                except Unavailable:
+                    raise
+                except SwitchboardError as exc:
+                    logger.warning("switchboard_client: a usage report queued while failing open was refused: %s", exc)
+                sent += 1
+        except Unavailable:
+            pass
+        finally:
+            self._fail_open.done(reports[sent:], sent, dropped)
+        return sent
 
     async def answering_key(self, decision: Decision, answered_id: str | None) -> str | None:
         """See `RoutingAPI.answering_key`."""

@@ -11,10 +11,13 @@
         ├── AttemptsExhausted   the task has been tried more often than its route allows (`attempts_exhausted`).
         └── FailedFast          a category that never falls back found its primary passed over: nothing else
             │                   was tried (`primary_unavailable`).
-            └── QuotaExceeded   ... because a quota of the primary is exhausted (`quota_exceeded`).
+            ├── QuotaExceeded   ... because a quota of the primary is exhausted (`quota_exceeded`).
+            └── RateLimited     ... because the provider kept answering 429 after the client's back-off on the
+                                same model (`provider_rate_limited`; raised by the client, chained to the SDK's 429).
 
 `Refused.quota` is True when a quota was among the reasons (HTTP 429); such a refusal usually names a
-`retry_after`. Errors of the providers' SDKs are never wrapped: a helper raises them as the SDK did.
+`retry_after`. A refusal that follows provider failures of the same call names the last one in its message and has it
+as its `__cause__`. Other errors of the providers' SDKs are not wrapped: a helper raises them as the SDK did.
 """
 
 from __future__ import annotations
@@ -92,6 +95,16 @@ class QuotaExceeded(FailedFast):
     """A category that never falls back found its primary over quota (`quota_exceeded`); see `retry_after`."""
 
 
+class RateLimited(FailedFast):
+    """On a route that never falls back, the provider answered 429 and the client's back-off on the same model did not
+    get an answer: the retry-after was beyond the cap, or the attempts ran out. `retry_after` is the provider's;
+    `__cause__` the SDK's 429."""
+
+    @property
+    def quota(self) -> bool:
+        return True
+
+
 REFUSALS: dict[str, type[Refused]] = {
     "no_capacity": NoCapacity,
     "attempts_exhausted": AttemptsExhausted,
@@ -114,5 +127,7 @@ def error_for(status: int, body: dict[str, Any], retry_after: int | None) -> Swi
     return RequestError(message, status=status, code=code, body=body)
 
 
-__all__ = ["AttemptsExhausted", "FailedFast", "NoCapacity", "QuotaExceeded", "Refused", "RequestError", "SwitchboardError", "Unavailable",
-           "error_for"]
+__all__ = [
+    "AttemptsExhausted", "FailedFast", "NoCapacity", "QuotaExceeded", "RateLimited", "Refused", "RequestError",
+    "SwitchboardError", "Unavailable", "error_for",
+]

@@ -8,6 +8,9 @@ answering model and rate-limit headers from the SDKs' responses. Whatever happen
 - the block ending without a report: used nothing (and a warning is logged).
 
 A routed block is one attempt: to try the next candidate, open another block with `exclude=[call.decision.model.key]`.
+Name the APIs the block can call with `apis=` (e.g. `["anthropic"]`), so that Switchboard never reserves a model it
+cannot call. With `fail_open=`, a block opened while Switchboard cannot answer gets the default model's decision
+(`call.decision.fail_open`), and its report is queued.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class RoutedCall(_Routed):
     _switchboard: Switchboard
 
     def __enter__(self) -> RoutedCall:
-        self._decision = self._switchboard.route(**self._route)
+        self._decision = self._switchboard.decide(dict(self._route))
         return self
 
     def report(self, response: Any = None, *, usage: Usage | None = None, status: ReportStatus = "ok", model: str | None = None,
@@ -119,7 +122,7 @@ class AsyncRoutedCall(_Routed):
     _switchboard: AsyncSwitchboard
 
     async def __aenter__(self) -> AsyncRoutedCall:
-        self._decision = await self._switchboard.route(**self._route)
+        self._decision = await self._switchboard.decide(dict(self._route))
         return self
 
     async def report(self, response: Any = None, *, usage: Usage | None = None, status: ReportStatus = "ok", model: str | None = None,

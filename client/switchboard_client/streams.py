@@ -1,7 +1,12 @@
 """Streams that report when they end: the SDK's stream (or boto3's event stream) is passed through event by event
 while its usage is read; the report is sent once, when the stream is read to its end, closed early, fails, or is
 garbage collected unread (abandoned). A stream that ends without the provider's final usage (closed early) reports
-the usage seen so far, its output estimated from the text received."""
+the usage seen so far, its output estimated from the text received.
+
+Like the SDKs' own streams, a reporting stream also offers `text_stream` (the text deltas only) and the final answer
+built from its events with the SDK's own accumulators (`get_final_message()`: anthropic's `Message` or boto3's
+Converse dict; `get_final_completion()`: openai's `ChatCompletion`), and `on_end` callbacks run once it has ended,
+however it ended."""
 
 from __future__ import annotations
 
@@ -26,20 +31,55 @@ class Accumulator(Protocol):
     def observation(self) -> Observation: ...
 
 
+class Collector(Protocol):
+    """Builds the final answer of one API's stream from its events (see switchboard_client.finals)."""
+
+    def feed(self, event: Any) -> None: ...
+
+    def final(self) -> Any: ...
+
+    def text(self, event: Any) -> str | None: ...
+
+
 Finish = Callable[[Observation, "BaseException | None"], "dict[str, Any] | None"]
+EndCallback = Callable[["ReportingStream[Any] | AsyncReportingStream[Any]", "BaseException | None"], Any]
 
 
 class _Reporting:
     """What a reporting stream holds, sync or async: the routing decision, the report once sent, the provider's
     response, and what the events said so far."""
 
-    def __init__(self, accumulator: Accumulator, decision: Decision, response: Any, feed: bool) -> None:
+    def __init__(self, accumulator: Accumulator, decision: Decision, response: Any, feed: bool, collector: Collector | None) -> None:
         self._accumulator = accumulator
         self._feed = feed
+        self._collector = collector
         self._done = False
+        self._end_callbacks: list[EndCallback] = []
+        self.error: BaseException | None = None
+        """The exception that ended the stream, if one did."""
         self.switchboard_decision = decision
         self.switchboard_report: dict[str, Any] | None = None
         self.response = response
+
+    def on_end(self, callback: EndCallback) -> None:
+        """Calls `callback(stream, error)` once the stream has ended and been reported (error: what ended it, or None);
+        at once if it already has. An exception raised by the callback is logged, not raised."""
+        if self._done:
+            self._call(callback)
+        else:
+            self._end_callbacks.append(callback)
+
+    def _call(self, callback: EndCallback) -> Any:
+        try:
+            return callback(self, self.error)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("switchboard_client: a stream's on_end callback failed")
+            return None
+
+    def _final(self) -> Any:
+        if self._collector is None:
+            raise TypeError("this stream's events have no final answer to build")
+        return self._collector.final()
 
     @property
     def done(self) -> bool:
@@ -54,7 +94,12 @@ class _Reporting:
     def _read(self, event: T) -> T:
         if self._feed:
             self._accumulator.feed(event)
+        if self._collector is not None:
+            self._collector.feed(event)
         return event
+
+    def _text(self, event: Any) -> str | None:
+        return self._collector.text(event) if self._collector is not None else None
 
 
 class ReportingStream(_Reporting, Generic[T]):
@@ -64,8 +109,8 @@ class ReportingStream(_Reporting, Generic[T]):
     `response` the provider's HTTP response where the SDK exposes it. Call `close()` to stop early."""
 
     def __init__(self, events: Iterator[T], accumulator: Accumulator, *, decision: Decision, finish: Finish,
-                 close: Callable[[], Any] | None = None, response: Any = None, feed: bool = True) -> None:
-        super().__init__(accumulator, decision, response, feed)
+                 close: Callable[[], Any] | None = None, response: Any = None, feed: bool = True, collector: Collector | None = None) -> None:
+        super().__init__(accumulator, decision, response, feed, collector)
         self._events = events
         self._finish = finish
         self._close = close
@@ -90,14 +135,38 @@ class ReportingStream(_Reporting, Generic[T]):
         if self._done:
             return
         self._done = True
+        self.error = error
         if self._close is not None:
             with contextlib.suppress(Exception):
                 self._close()
         self.switchboard_report = self._finish(self._accumulator.observation(), error)
+        for callback in self._end_callbacks:
+            self._call(callback)
 
     def close(self) -> None:
         """Stops reading (closing the provider's connection) and reports what was used."""
         self._end(None)
+
+    @property
+    def text_stream(self) -> Iterator[str]:
+        """The text deltas of the rest of the stream, as the SDKs' `text_stream` (reading it reads the stream)."""
+        for event in self:
+            text = self._text(event)
+            if text:
+                yield text
+
+    def until_done(self) -> None:
+        """Reads the stream to its end."""
+        for _ in self:
+            pass
+
+    def get_final_message(self) -> Any:
+        """Reads the stream to its end and returns the answer its events make: anthropic's `Message` (also for a
+        Bedrock model through `messages`), openai's `ChatCompletion`, or a Converse response dict."""
+        self.until_done()
+        return self._final()
+
+    get_final_completion = get_final_message
 
     def __enter__(self) -> ReportingStream[T]:
         return self
@@ -118,8 +187,8 @@ class AsyncReportingStream(_Reporting, Generic[T]):
     def __init__(self, events: AsyncIterator[T], accumulator: Accumulator, *, decision: Decision,
                  finish: Callable[[Observation, BaseException | None], Awaitable[dict[str, Any] | None]],
                  close: Callable[[], Awaitable[Any]] | None = None, response: Any = None, feed: bool = True,
-                 schedule: Callable[[Coroutine[Any, Any, Any]], None] | None = None) -> None:
-        super().__init__(accumulator, decision, response, feed)
+                 schedule: Callable[[Coroutine[Any, Any, Any]], None] | None = None, collector: Collector | None = None) -> None:
+        super().__init__(accumulator, decision, response, feed, collector)
         self._events = events
         self._finish = finish
         self._close = close
@@ -145,6 +214,7 @@ class AsyncReportingStream(_Reporting, Generic[T]):
         if self._done:
             return
         self._done = True
+        self.error = error
         await self._report(self._accumulator.observation(), error)
 
     async def _report(self, observation: Observation, error: BaseException | None) -> None:
@@ -152,12 +222,39 @@ class AsyncReportingStream(_Reporting, Generic[T]):
             with contextlib.suppress(Exception):
                 await self._close()
         self.switchboard_report = await self._finish(observation, error)
+        for callback in self._end_callbacks:
+            result = self._call(callback)
+            if asyncio.iscoroutine(result):
+                try:
+                    await result
+                except Exception:
+                    logger.exception("switchboard_client: a stream's on_end callback failed")
 
     async def close(self) -> None:
         """Stops reading (closing the provider's connection) and reports what was used."""
         await self._end(None)
 
     aclose = close
+
+    @property
+    async def text_stream(self) -> AsyncIterator[str]:
+        """The text deltas of the rest of the stream (`async for text in stream.text_stream`)."""
+        async for event in self:
+            text = self._text(event)
+            if text:
+                yield text
+
+    async def until_done(self) -> None:
+        """Reads the stream to its end."""
+        async for _ in self:
+            pass
+
+    async def get_final_message(self) -> Any:
+        """See `ReportingStream.get_final_message`."""
+        await self.until_done()
+        return self._final()
+
+    get_final_completion = get_final_message
 
     async def __aenter__(self) -> AsyncReportingStream[T]:
         return self
@@ -179,4 +276,4 @@ class AsyncReportingStream(_Reporting, Generic[T]):
             self._schedule(self._report(self._accumulator.observation(), None))
 
 
-__all__ = ["Accumulator", "AsyncReportingStream", "ReportingStream"]
+__all__ = ["Accumulator", "AsyncReportingStream", "Collector", "ReportingStream"]

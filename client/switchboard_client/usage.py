@@ -194,6 +194,28 @@ def failure_for(exc: BaseException) -> Failure | None:
     return None
 
 
+def describe_provider_error(exc: BaseException) -> str:
+    """The provider's own answer in a few words: its HTTP status, its message and any retry-after
+    (`HTTP 404 (Model claude-x not found)`, `HTTP 429 (...), retry-after 2 s`)."""
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    message = getattr(exc, "message", None) or str(exc)
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):  # anthropic: {"error": {"type", "message"}}; openai: the error object itself
+        error = body.get("error") if isinstance(body.get("error"), Mapping) else body
+        if error.get("message"):
+            message = f"{error.get('type') or error.get('code') or 'error'}: {error['message']}"
+    headers = getattr(response, "headers", None)
+    if isinstance(response, Mapping) and "Error" in response:
+        meta = response.get("ResponseMetadata") or {}
+        status = meta.get("HTTPStatusCode")
+        headers = meta.get("HTTPHeaders")
+        message = f"{(response.get('Error') or {}).get('Code')}: {(response.get('Error') or {}).get('Message')}"
+    answer = f"HTTP {status} ({message[:300]})" if status else f"{type(exc).__name__} ({message[:300]})"
+    seconds = retry_after(headers)
+    return answer + (f", retry-after {seconds} s" if seconds is not None else "")
+
+
 def _by_status(status: int, headers: Any) -> Failure | None:
     if status == 429:
         return Failure("rate_limited", retry_after(headers), ratelimit_headers(headers))
@@ -204,5 +226,7 @@ def _by_status(status: int, headers: Any) -> Failure | None:
     return None
 
 
-__all__ = ["Failure", "FailureStatus", "Observation", "Usage", "answering_model", "failure_for", "observe", "ratelimit_headers",
-           "retry_after", "usage_of"]
+__all__ = [
+    "Failure", "FailureStatus", "Observation", "Usage", "answering_model", "describe_provider_error", "failure_for",
+    "observe", "ratelimit_headers", "retry_after", "usage_of",
+]

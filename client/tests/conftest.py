@@ -30,15 +30,22 @@ OPENAI_LIMITS = {**BIG, "tokens_per_minute": 100_000_000}
 ANTHROPIC_STANDIN = {name: dict(ANTHROPIC_LIMITS) for name in (
     "claude-a", "claude-b", "claude-c", "claude-d", "claude-429", "claude-429-async", "claude-500", "claude-400", "claude-other",
     "claude-exhaust-1", "claude-exhaust-2", "claude-handed", "claude-stream", "claude-cache", "claude-routed-fail",
+    "claude-chat", "claude-mixed", "claude-threads", "claude-failopen",
 )}
+# Output tokens per minute that admit one call of 1,000 and make the next wait about 2 s (retry-after 3).
+ANTHROPIC_STANDIN["claude-storm"] = {**ANTHROPIC_LIMITS, "output_tokens_per_minute": 1935}
+ANTHROPIC_STANDIN["claude-storm-cap"] = {**ANTHROPIC_LIMITS, "output_tokens_per_minute": 1935}
+ANTHROPIC_STANDIN["claude-storm-async"] = {**ANTHROPIC_LIMITS, "output_tokens_per_minute": 1935}
 ANTHROPIC_STANDIN["claude-snap"] = {**ANTHROPIC_LIMITS, "answered_by": "claude-other"}
-OPENAI_STANDIN = {name: dict(OPENAI_LIMITS) for name in ("gpt-a", "gpt-b", "gpt-500", "gpt-500-async", "glm-a", "gpt-cache", "gpt-stream")}
+OPENAI_STANDIN = {name: dict(OPENAI_LIMITS) for name in ("gpt-a", "gpt-b", "gpt-500", "gpt-500-async", "glm-a", "gpt-cache", "gpt-stream",
+                                                         "gpt-chat", "gpt-mixed", "gpt-threads")}
 OPENAI_STANDIN["gpt-alias"] = {**OPENAI_LIMITS, "answered_by": "gpt-alias-2024-08-06"}
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 ROUTER = "us.anthropic.claude-router-v1:0"
 NOVA = "amazon.nova-pro-v1:0"
-BEDROCK_STANDIN: dict[str, Any] = {SONNET: {}, HAIKU: {}, NOVA: {}, ROUTER: {"answered_by": HAIKU}}
+NOVA_LITE = "amazon.nova-lite-v1:0"
+BEDROCK_STANDIN: dict[str, Any] = {SONNET: {}, HAIKU: {}, NOVA: {}, NOVA_LITE: {}, ROUTER: {"answered_by": HAIKU}}
 
 # Switchboard models: key -> (provider slug, model id).
 MODELS = {
@@ -50,6 +57,7 @@ MODELS = {
     "glm-a": ("glm", "glm-a"), "gpt-routed-nf": ("openai", "gpt-routed-nf"), "gpt-release": ("openai", "gpt-release"),
     "bedrock-sonnet": ("bedrock", SONNET), "bedrock-haiku": ("bedrock", HAIKU), "bedrock-router": ("bedrock", ROUTER),
     "nova-pro": ("bedrock", NOVA), "bedrock-missing": ("bedrock", "us.anthropic.claude-missing-v1:0"),
+    "nova-lite": ("bedrock", NOVA_LITE), "claude-nf-named": ("anthropic", "claude-missing-3"),
 }
 DISABLED = {"claude-off"}
 # category -> route (primary first). Categories in NEVER do not fall back.
@@ -89,8 +97,19 @@ ROUTES = {
     "attempts": ["claude-d", "claude-b"],
     "safe_retries": ["claude-d"],
     "release": ["gpt-release"],
+    # sb.chat: mixed families, each provider first in one of them.
+    "neutral_anthropic": ["claude-chat", "gpt-chat", "nova-lite"],
+    "neutral_openai": ["gpt-chat", "nova-lite", "claude-chat"],
+    "neutral_bedrock": ["nova-lite", "claude-chat", "gpt-chat"],
+    "mixed_family": ["gpt-mixed", "claude-mixed"],
+    "threads": ["gpt-threads", "claude-threads"],
+    "storm": ["claude-storm", "claude-b"],
+    "storm_cap": ["claude-storm-cap", "claude-b"],
+    "storm_async": ["claude-storm-async", "claude-b"],
+    "named_404": ["claude-nf-named"],
+    "failopen": ["claude-failopen"],
 }
-NEVER = {"disabled_never", "quota_never"}
+NEVER = {"disabled_never", "quota_never", "storm", "storm_cap", "storm_async"}
 # Routes that limit attempts (`max_attempts`): a route past it is refused with 429 attempts_exhausted.
 MAX_ATTEMPTS = {"attempts": 2}
 
@@ -102,6 +121,7 @@ def policy(urls: dict[str, str]) -> dict[str, Any]:
         "default_tier": "default",
         "providers": [
             {"slug": "anthropic", "kind": "anthropic", "base_url": urls["anthropic"], "credential_env": "ANTHROPIC_API_KEY", "quotas": [
+                {"name": "failopen-requests", "metric": "requests", "window": "day", "limit": 1_000_000, "models": ["claude-failopen"]},
                 {**one_request, "name": "quota-never", "models": ["claude-quota-never"]},
                 {**one_request, "name": "quota-allow", "models": ["claude-quota"]},
                 {**one_request, "name": "quota-allow-b", "models": ["claude-quota-b"]},
@@ -109,6 +129,8 @@ def policy(urls: dict[str, str]) -> dict[str, Any]:
             {"slug": "openai", "kind": "openai", "base_url": urls["openai"] + "/v1", "credential_env": "OPENAI_API_KEY", "quotas": [
                 {"name": "release-tpm", "metric": "tokens", "window": "minute", "limit": 1_000_000, "soft_limit_ratio": 1.0,
                  "models": ["gpt-release"]},
+                {"name": "gpt-mixed-tpm", "metric": "tokens", "window": "minute", "limit": 1_000_000, "soft_limit_ratio": 1.0,
+                 "models": ["gpt-mixed"]},
             ]},
             {"slug": "glm", "kind": "openai_compatible", "base_url": urls["openai"] + "/v1", "credential_env": "GLM_API_KEY", "quotas": []},
             {"slug": "bedrock", "kind": "bedrock", "region": "us-east-1", "quotas": []},

@@ -125,3 +125,56 @@ def test_async_streams(switchboard, admin):
     assert recorded(admin, "bedrock_claude", bedrock_messages.switchboard_decision.id)["reported"]
     assert recorded(admin, "streams", closed.switchboard_decision.id)["reported"]
     assert recorded(admin, "streams", dropped_id)["reported"]
+
+
+def test_streams_keep_the_sdks_conveniences(sb, admin, standins):
+    ended = []
+    stream = sb.messages(category="streams", messages=LONG, max_tokens=500, stream=True)
+    stream.on_end(lambda finished, error: ended.append((finished.switchboard_report["status"], error)))
+    text = "".join(stream.text_stream)
+    message = stream.get_final_message()
+    assert isinstance(message, anthropic.types.Message)
+    assert message.content[0].text == text and len(text) == 1600 and message.usage.output_tokens == 400
+    assert message.stop_reason == "end_turn" and ended == [("ok", None)]
+
+    completion = sb.chat_completions(category="chat_streams", messages=LONG, max_tokens=500, stream=True).get_final_completion()
+    assert len(completion.choices[0].message.content) == 1600 and completion.usage.completion_tokens == 400
+
+    converse = sb.converse(category="converse", messages=CONVERSE_LONG, inferenceConfig={"maxTokens": 500}, stream=True)
+    final = converse["stream"].get_final_message()
+    assert len(final["output"]["message"]["content"][0]["text"]) == 1600 and final["usage"]["outputTokens"] == 400
+    assert final["stopReason"] == "end_turn"
+
+    bedrock_message = sb.messages(category="bedrock_claude", messages=LONG, max_tokens=500, stream=True).get_final_message()
+    assert bedrock_message.model == SONNET and len(bedrock_message.content[0].text) == 1600
+
+
+def test_on_end_hears_of_a_stream_that_failed(sb, admin):
+    ended = []
+    stream = sb.messages(category="streams", messages=LONG, max_tokens=500, stream=True)
+    stream.on_end(lambda finished, error: ended.append(type(error)))
+    next(stream)
+
+    def broken():
+        raise anthropic.APIConnectionError(request=stream.response.request)
+        yield  # pragma: no cover
+
+    stream._events = broken()
+    with pytest.raises(anthropic.APIConnectionError):
+        list(stream.text_stream)
+    assert ended == [anthropic.APIConnectionError] and stream.switchboard_report["status"] == "error"
+
+
+def test_async_streams_keep_the_sdks_conveniences(switchboard):
+    async def scenario():
+        async with AsyncSwitchboard(switchboard["url"], switchboard["key"]) as sb:
+            stream = await sb.messages(category="streams", messages=LONG, max_tokens=500, stream=True)
+            text = "".join([piece async for piece in stream.text_stream])
+            message = await stream.get_final_message()
+            chunks = await sb.chat_completions(category="chat_streams", messages=LONG, max_tokens=500, stream=True)
+            completion = await chunks.get_final_completion()
+            return text, message, completion
+
+    text, message, completion = asyncio.run(scenario())
+    assert message.content[0].text == text and message.usage.output_tokens == 400
+    assert completion.usage.completion_tokens == 400

@@ -66,6 +66,7 @@ from tests.standins.base import (
     fingerprint,
     read_markers,
     rfc3339,
+    tool_call,
 )
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -230,6 +231,11 @@ class AnthropicStandIn(StandIn):
         request_id = f"req_standin_{self.next_id()}"
         stop_reason = "max_tokens" if capped else "end_turn"
         text = filler_text(output)
+        wanted = tool_call([tool.get("name", "") for tool in body.get("tools") or [] if isinstance(tool, dict)], markers)
+        tool_block = None
+        if wanted and not capped:
+            stop_reason = "tool_use"
+            tool_block = {"type": "tool_use", "id": f"toolu_standin{self.next_id()}", "name": wanted[0], "input": wanted[1]}
 
         def settle() -> dict[str, str]:
             with self.lock:
@@ -256,7 +262,7 @@ class AnthropicStandIn(StandIn):
             headers = settle()
             reply.json(200, {
                 "id": message_id, "type": "message", "role": "assistant", "model": answering,
-                "content": [{"type": "text", "text": text}] if output else [],
+                "content": ([{"type": "text", "text": text}] if output else []) + ([tool_block] if tool_block else []),
                 "stop_reason": stop_reason, "stop_sequence": None, "usage": usage,
             }, {"request-id": request_id, **headers})
             return
@@ -280,6 +286,11 @@ class AnthropicStandIn(StandIn):
             delta = {"type": "text_delta", "text": text[start:start + step]}
             event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
         event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        if tool_block:
+            event("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {**tool_block, "input": {}}})
+            event("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                          "delta": {"type": "input_json_delta", "partial_json": json.dumps(tool_block["input"])}})
+            event("content_block_stop", {"type": "content_block_stop", "index": 1})
         settle()
         delta_usage = {key: usage[key] for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")}
         if "iterations" in usage:

@@ -8,7 +8,9 @@ Per-request markers, written anywhere in the text of the LAST user message:
 
 - ``[[output_tokens=600]]``: the call produces 600 output tokens (still capped at the request's max_tokens);
 - ``[[input_tokens=1500]]``: the call reports (and, where the provider tokenizes exactly, counts) 1,500 input tokens
-  in total, whatever the text's length.
+  in total, whatever the text's length;
+- ``[[tool_call=N]]``: when the request offers tools, the answer (after its text) asks to call the first of them with
+  the input ``{"call": N}``, and stops for it.
 
 Limiters: ``TokenBucket`` (capacity = the per-minute limit, refilled continuously at limit/60 per second; Anthropic
 documents this algorithm, and OpenAI's reset headers describe the same behaviour) and ``RollingWindow`` (the sum of
@@ -37,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 Clock = Callable[[], float]
 
-MARKER = re.compile(r"\[\[\s*(output_tokens|input_tokens)\s*=\s*(\d+)\s*\]\]")
+MARKER = re.compile(r"\[\[\s*(output_tokens|input_tokens|tool_call)\s*=\s*(\d+)\s*\]\]")
 MINUTE = 60.0
 DAY = 86_400.0
 CACHE_TTL = {"5m": 300.0, "1h": 3600.0}
@@ -72,6 +74,13 @@ def count_tokens(text: str) -> int:
 def read_markers(text: str) -> dict[str, int]:
     """The ``[[name=N]]`` markers in a text; the last one of a name wins."""
     return {name: int(value) for name, value in MARKER.findall(text)}
+
+
+def tool_call(tool_names: list[str], markers: dict[str, int]) -> tuple[str, dict[str, int]] | None:
+    """(name, input) of the tool call the ``[[tool_call=N]]`` marker asks for, if the request offers a tool."""
+    if "tool_call" not in markers or not tool_names:
+        return None
+    return tool_names[0], {"call": markers["tool_call"]}
 
 
 def filler_text(tokens: int) -> str:

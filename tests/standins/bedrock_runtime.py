@@ -78,6 +78,7 @@ from tests.standins.base import (
     filler_text,
     fingerprint,
     read_markers,
+    tool_call,
 )
 
 ERROR_TYPES = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException", 408: "ModelTimeoutException",
@@ -260,6 +261,13 @@ class BedrockStandIn(StandIn):
         trace = {"trace": {"promptRouter": {"invokedModelId": config.answered_by}}} if config.answered_by else {}
         stop_reason = "max_tokens" if capped else "end_turn"
         text = filler_text(output)
+        names = [(tool.get("toolSpec") or {}).get("name", "") for tool in (body.get("toolConfig") or {}).get("tools") or []
+                 if isinstance(tool, dict) and "toolSpec" in tool]
+        wanted = tool_call(names, markers)
+        tool_use = None
+        if wanted and not capped:
+            stop_reason = "tool_use"
+            tool_use = {"toolUseId": f"tooluse_standin{self.next_id()}", "name": wanted[0], "input": wanted[1]}
 
         def settle() -> None:
             with self.lock:
@@ -283,7 +291,8 @@ class BedrockStandIn(StandIn):
             self.hold()
             settle()
             reply.json(200, {
-                "output": {"message": {"role": "assistant", "content": [{"text": text}] if output else []}},
+                "output": {"message": {"role": "assistant", "content": ([{"text": text}] if output else [])
+                                                                       + ([{"toolUse": tool_use}] if tool_use else [])}},
                 "stopReason": stop_reason, "usage": usage, "metrics": {"latencyMs": 1}, **trace,
             }, {"x-amzn-RequestId": request_id})
             return
@@ -295,6 +304,11 @@ class BedrockStandIn(StandIn):
         for start in range(0, len(text), step):
             reply.write(event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text[start:start + step]}}))
         reply.write(event("contentBlockStop", {"contentBlockIndex": 0}))
+        if tool_use:
+            start = {"toolUse": {"toolUseId": tool_use["toolUseId"], "name": tool_use["name"]}}
+            reply.write(event("contentBlockStart", {"contentBlockIndex": 1, "start": start}))
+            reply.write(event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": json.dumps(tool_use["input"])}}}))
+            reply.write(event("contentBlockStop", {"contentBlockIndex": 1}))
         reply.write(event("messageStop", {"stopReason": stop_reason}))
         settle()
         reply.write(event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}, **trace}))

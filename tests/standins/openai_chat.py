@@ -60,6 +60,7 @@ from tests.standins.base import (
     filler_text,
     read_markers,
     strip_markers,
+    tool_call,
 )
 
 DELTA_TOKENS = 16
@@ -259,6 +260,13 @@ class OpenAIStandIn(StandIn):
         }
         finish_reason = "length" if capped else "stop"
         text = filler_text(output)
+        names = [(tool.get("function") or {}).get("name", "") for tool in body.get("tools") or [] if isinstance(tool, dict)]
+        wanted = tool_call(names, markers)
+        calls = []
+        if wanted and not capped:
+            finish_reason = "tool_calls"
+            calls = [{"id": f"call_standin{self.next_id()}", "type": "function",
+                      "function": {"name": wanted[0], "arguments": json.dumps(wanted[1])}}]
         completion_id = f"chatcmpl-standin{self.next_id()}"
         created = int(call.at)
         base = {"id": completion_id, "created": created, "model": answering, "system_fingerprint": "fp_standin", "service_tier": "default"}
@@ -268,7 +276,8 @@ class OpenAIStandIn(StandIn):
             self.record(call)
             reply.json(200, {
                 **base, "object": "chat.completion",
-                "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None, "annotations": [],
+                                                     **({"tool_calls": calls} if calls else {})},
                              "logprobs": None, "finish_reason": finish_reason} for i in range(n)],
                 "usage": usage,
             }, {**self._ids(), **headers})
@@ -290,6 +299,12 @@ class OpenAIStandIn(StandIn):
         for i in range(n):
             for start in range(0, len(text), step):
                 chunk([{"index": i, "delta": {"content": text[start:start + step]}, "logprobs": None, "finish_reason": None}])
+            for call_index, requested in enumerate(calls):
+                function = requested["function"]
+                opening = {"index": call_index, "id": requested["id"], "type": "function", "function": {"name": function["name"], "arguments": ""}}
+                rest = {"index": call_index, "function": {"arguments": function["arguments"]}}
+                for delta in (opening, rest):
+                    chunk([{"index": i, "delta": {"tool_calls": [delta]}, "logprobs": None, "finish_reason": None}])
             chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish_reason}])
         self.record(call)
         if include_usage:
@@ -299,7 +314,7 @@ class OpenAIStandIn(StandIn):
 
     @staticmethod
     def _prompt(body: dict[str, Any]) -> tuple[str, dict[str, int]]:
-        """(the request's text as the limiter sees it, markers of the last user message)."""
+        """(the request's text as the limiter sees it, markers of the last user or tool message)."""
         parts: list[str] = []
         for tool in body.get("tools") or []:
             parts.append(json.dumps(tool, sort_keys=True))
@@ -320,7 +335,7 @@ class OpenAIStandIn(StandIn):
             if isinstance(message.get("name"), str):
                 parts.append(message["name"])
             parts.extend(strip_markers(text) for text in texts)
-            if message.get("role") == "user":
+            if message.get("role") in ("user", "tool"):  # a tool result answers for the user, as in the other APIs
                 markers = read_markers(" ".join(texts))
         return "".join(parts), markers
 
