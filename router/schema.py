@@ -6,7 +6,12 @@ import msgspec
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
 
+from switchboard.vocabulary import ProviderKind
+
 COMPONENTS = "#/components/schemas/{name}"
+# The provider kinds as msgspec lists an enum's values (sorted), so that SPECTACULAR_SETTINGS' ENUM_NAME_OVERRIDES
+# names them one enum wherever they appear.
+PROVIDER_KINDS = sorted(ProviderKind.values)
 
 
 class StructExtension(OpenApiSerializerExtension):

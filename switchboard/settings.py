@@ -214,6 +214,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The provider kinds are one enum wherever they appear (a routed model's kind, a route request's apis).
+    "ENUM_NAME_OVERRIDES": {"ProviderKindEnum": "router.schema.PROVIDER_KINDS"},
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "router.schema.add_undeclared_answers"],
 }
 
