@@ -1,5 +1,6 @@
-"""Many deciders in several processes admit exactly what a quota has room for, never more, and no
-more than the quota when Redis stops in the middle of their burst."""
+"""Many deciders in several processes admit exactly what a quota has room for, never more (on the database, a
+standalone Redis, a primary found through Sentinel and a Redis Cluster), and no more than the quota when Redis
+stops in the middle of their burst."""
 
 import multiprocessing
 import time
@@ -35,6 +36,11 @@ def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started
         "REDIS_URL": settings.REDIS_URL,
         "ROUTER_REDIS_PREFIX": settings.ROUTER_REDIS_PREFIX,
         "ROUTER_REDIS_DOWN": settings.ROUTER_REDIS_DOWN,
+        "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in settings.REDIS_SENTINELS),
+        "REDIS_SENTINEL_MASTER": settings.REDIS_SENTINEL_MASTER,
+        "REDIS_CLUSTER": settings.REDIS_CLUSTER,
+        "REDIS_MIN_REPLICAS": str(settings.REDIS_MIN_REPLICAS),
+        "REDIS_MIN_REPLICAS_TIMEOUT_MS": str(settings.REDIS_MIN_REPLICAS_TIMEOUT_MS),
     }
     connections.close_all()
     context = multiprocessing.get_context("spawn")
@@ -51,6 +57,16 @@ def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started
     return [outcome for report in reports for outcome in report["outcomes"]]
 
 
+@pytest.fixture(params=["database", "standalone", "sentinel", "cluster"])
+def counting_on(request, settings):
+    """Runs the test on database counters, and on Redis counters on each topology of Redis."""
+    if request.param == "database":
+        settings.REDIS_URL = ""
+    else:
+        request.getfixturevalue({"standalone": "redis_client", "sentinel": "redis_on_sentinel", "cluster": "redis_on_cluster"}[request.param])
+    return request.param
+
+
 @pytest.fixture
 def one_model_route(settings):
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and settings.DATABASES["default"]["NAME"].startswith("file:"):
@@ -62,7 +78,7 @@ def one_model_route(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, counters):
+def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, counting_on):
     provider, model = one_model_route
     QuotaFactory(provider=provider, metric="requests", window="minute", limit=25, soft_limit_ratio=1, models=[model])
 
@@ -75,7 +91,7 @@ def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, co
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_admits_exactly_the_tokens_a_quota_has_room_for(one_model_route, counters):
+def test_it_admits_exactly_the_tokens_a_quota_has_room_for(one_model_route, counting_on):
     provider, model = one_model_route
     QuotaFactory(provider=provider, metric="tokens", window="minute", limit=1000, soft_limit_ratio=1, models=[model])
 
