@@ -142,7 +142,8 @@ class ClusterServers:
     or two after it stops answering."""
 
     def __init__(self, directory: Path) -> None:
-        self.nodes = [RedisServer(directory / f"node-{i}", "--appendonly", "yes", "--cluster-enabled", "yes",
+        # The cluster bus on a free port of its own: the default, the node's port + 10000, may be taken or past 65535.
+        self.nodes = [RedisServer(directory / f"node-{i}", "--appendonly", "yes", "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
                                   "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
                                   "--cluster-replica-validity-factor", "0") for i in range(6)]
         self.url = self.nodes[0].url
@@ -171,10 +172,22 @@ class ClusterServers:
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster.from_url(self.url)
 
-    def primary_of(self, key: str) -> RedisServer:
-        """The node holding `key`'s slot now."""
-        host, port = self.client().get_node_from_key(key).name.rsplit(":", 1)
-        return next(node for node in self.nodes if node.port == int(port))
+    def primary_of_slot(self, slot: int, asking: list[RedisServer] | None = None) -> RedisServer | None:
+        """The primary holding `slot` now, as the first node of `asking` (default: every node) that answers says;
+        None while no primary of it answers."""
+        for node in asking or self.nodes:
+            try:
+                layout = redis.Redis(port=node.port, decode_responses=True).cluster("shards")
+            except redis.ConnectionError:
+                continue
+            for shard in layout:
+                bounds = shard["slots"]  # start, end, start, end...
+                if any(bounds[i] <= slot <= bounds[i + 1] for i in range(0, len(bounds), 2)):
+                    for member in shard["nodes"]:
+                        if member["role"] == "master" and member["health"] == "online":
+                            return next(server for server in self.nodes if server.port == int(member["port"]))
+            return None
+        return None
 
     def kill(self) -> None:
         for node in self.nodes:

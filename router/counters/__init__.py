@@ -126,10 +126,11 @@ def redis_counters() -> RedisCounters:
            settings.REDIS_MIN_REPLICAS, settings.REDIS_MIN_REPLICAS_TIMEOUT_MS, settings.ROUTER_REDIS_PREFIX, installation_id())
     if key not in _redis:
         cluster = not settings.REDIS_SENTINELS and is_cluster(settings.REDIS_URL, settings.REDIS_CLUSTER)
+        replicas_wait = settings.REDIS_MIN_REPLICAS_TIMEOUT_MS / 1000 if settings.REDIS_MIN_REPLICAS else 0
         client = client_for(settings.REDIS_URL, max_connections=settings.ROUTER_REDIS_MAX_CONNECTIONS,
                             timeout=settings.ROUTER_REDIS_POOL_TIMEOUT, sentinels=settings.REDIS_SENTINELS,
                             sentinel_master=settings.REDIS_SENTINEL_MASTER, sentinel_password=settings.REDIS_SENTINEL_PASSWORD,
-                            cluster=cluster)
+                            cluster=cluster, read_timeout=0.5 + replicas_wait)
         _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[-1], min_replicas=settings.REDIS_MIN_REPLICAS,
                                     replicas_timeout_ms=settings.REDIS_MIN_REPLICAS_TIMEOUT_MS)
     return _redis[key]

@@ -55,12 +55,14 @@ def is_cluster(url: str, setting: str) -> bool:
 
 
 def client_for(url: str, *, max_connections: int, timeout: float, sentinels: list[tuple[str, int]] | None = None,
-               sentinel_master: str = "", sentinel_password: str = "", cluster: bool = False) -> Redis | RedisCluster:
+               sentinel_master: str = "", sentinel_password: str = "", cluster: bool = False,
+               read_timeout: float = 0.5) -> Redis | RedisCluster:
     """A client with this process's bounded pool. With `sentinels`, each new connection asks them for the primary of
     `sentinel_master` (redis-py's Sentinel-managed connections): after a failover the next connection reaches the
     new primary, with no restart; the host in `url` is not used then. With `cluster`, a cluster client that finds
-    every node from the one in `url`, with a bounded pool per node."""
-    options = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": 0.5, "socket_connect_timeout": 0.5,
+    every node from the one in `url`, with a bounded pool per node. `read_timeout` bounds the wait for any answer
+    (longer than a WAIT's own timeout)."""
+    options = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": read_timeout, "socket_connect_timeout": 0.5,
                "health_check_interval": 30}
     if cluster:
         del options["health_check_interval"]  # not a cluster client's option: a connection is checked before each use
