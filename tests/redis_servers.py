@@ -106,22 +106,23 @@ class SentinelServer:
 
 
 class SentinelGroup:
-    """A primary, its replica (both appendonly) and three Sentinels watching them as `master`."""
+    """A primary, its `replicas` (all appendonly) and three Sentinels watching them as `master`."""
 
-    def __init__(self, directory: Path, master: str = "switchboard-test") -> None:
+    def __init__(self, directory: Path, master: str = "switchboard-test", replicas: int = 1) -> None:
         self.master = master
         self.primary = RedisServer(directory, "--appendonly", "yes", "--dbfilename", "primary.rdb", "--appendfilename", "primary.aof")
-        self.replica = RedisServer(directory, "--appendonly", "yes", "--dbfilename", "replica.rdb", "--appendfilename", "replica.aof",
-                                   "--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replicas = [RedisServer(directory, "--appendonly", "yes", "--dbfilename", f"replica-{i}.rdb",
+                                     "--appendfilename", f"replica-{i}.aof", "--replicaof", "127.0.0.1", str(self.primary.port))
+                         for i in range(replicas)]
+        self.replica = self.replicas[0]
         self.sentinels = [SentinelServer(directory / f"sentinel-{i}", master, self.primary.port) for i in range(3)]
 
     def start(self) -> "SentinelGroup":
-        self.primary.start()
-        self.replica.start()
-        for sentinel in self.sentinels:
-            sentinel.start()
-        wait_until(lambda: redis.Redis(port=self.replica.port).info("replication")["master_link_status"] == "up", 30,
-                   "the replica to follow its primary")
+        for server in (self.primary, *self.replicas, *self.sentinels):
+            server.start()
+        for replica in self.replicas:
+            wait_until(lambda replica=replica: redis.Redis(port=replica.port).info("replication")["master_link_status"] == "up", 30,
+                       "the replica to follow its primary")
         return self
 
     @property
@@ -133,7 +134,7 @@ class SentinelGroup:
         return redis.Sentinel(self.addresses).master_for(self.master)
 
     def kill(self) -> None:
-        for server in (*self.sentinels, self.replica, self.primary):
+        for server in (*self.sentinels, *self.replicas, self.primary):
             server.kill()
 
 

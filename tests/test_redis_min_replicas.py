@@ -2,6 +2,9 @@
 replica that does not acknowledge in time gets 503 counters_unavailable with Retry-After, and a primary killed in
 the middle of a burst loses no answered decision to the failover."""
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 import redis
 
@@ -55,11 +58,13 @@ def test_a_count_no_replica_acknowledged_in_time_is_answered_503_never_a_success
 
 @pytest.mark.django_db(transaction=True)
 def test_a_primary_killed_in_the_middle_of_a_burst_loses_no_answered_decision(tmp_path, settings, postgres_only, api):
-    """Four processes decide on a 50-per-minute quota while the primary is killed -9 and Sentinel promotes its replica:
-    at most 50 are admitted across the failover, each one admitted is in the ledger once drained, and the counters
+    """Four processes decide on a 50-per-minute quota while the primary is killed -9 and Sentinel promotes one of its
+    two replicas (the other then follows it, so the new primary has the replica it needs): at most 50 are admitted
+    across the failover, each one admitted before and after it is in the ledger once drained, and the counters
     equal the ledger."""
     policy(limit=50)
-    group = SentinelGroup(tmp_path).start()
+    group = SentinelGroup(tmp_path, replicas=2).start()
+    killed_at = []
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_SENTINELS, settings.REDIS_SENTINEL_MASTER = group.addresses, group.master
     settings.REDIS_MIN_REPLICAS, settings.REDIS_MIN_REPLICAS_TIMEOUT_MS = 1, 500
@@ -68,14 +73,15 @@ def test_a_primary_killed_in_the_middle_of_a_burst_loses_no_answered_decision(tm
         client = redis.Redis(port=group.primary.port)
         wait_until(lambda: any(client.xlen(key) >= 5 for key in client.scan_iter(_type="STREAM")), 30, "a few admitted decisions")
         group.primary.kill()
+        killed_at.append(time.time())
 
     admitted: list[str] = []
     try:
         outcomes = run_deciders(count=60, pause=0.03, once_started=kill_the_primary_once_it_has_admitted_some, admitted=admitted)
-        wait_until(lambda: all(sentinel.primary_port() == group.replica.port for sentinel in group.sentinels), 30,
-                   "Sentinel to promote the replica")
+        promoted = {replica.port for replica in group.replicas}
+        wait_until(lambda: all(sentinel.primary_port() in promoted for sentinel in group.sentinels), 30, "Sentinel to promote a replica")
         flush_ledger()
-        stored = set(Decision.objects.filter(outcome="primary").values_list("id", flat=True))
+        stored = dict(Decision.objects.filter(outcome="primary").values_list("id", "created_at"))
         used = quotas_used(api)["requests-minute"]
     finally:
         group.kill()
@@ -85,3 +91,4 @@ def test_a_primary_killed_in_the_middle_of_a_burst_loses_no_answered_decision(tm
     assert {str(decision_id) for decision_id in stored} >= set(admitted)
     assert len(stored) <= 50
     assert used == len(stored)
+    assert any(created_at > datetime.fromtimestamp(killed_at[0], UTC) for created_at in stored.values()), "none admitted after"
