@@ -107,3 +107,18 @@ def test_with_min_replicas_a_decision_is_answered_once_the_replica_of_its_slot_h
     assert answer["outcome"] == "primary"
     assert report(api, answer["decision_id"]) == 201
     assert quotas_used(api)["requests-minute"] == 1
+
+
+def test_the_user_and_password_in_the_url_reach_every_node_of_the_cluster(api, general, redis_on_cluster, cluster_servers, settings):
+    password = "a-password-of-this-test"
+    for node in cluster_servers.nodes:  # an ACL user who may do only what the counters do, on every node
+        redis.Redis(port=node.port).acl_setuser("counters", enabled=True, passwords=[f"+{password}"], keys=["switchboard-test-*"],
+                                                  channels=["*"], commands=["+@all", "-@dangerous", "+info", "+cluster"])
+    settings.REDIS_URL = f"redis://counters:{password}@127.0.0.1:{cluster_servers.nodes[0].port}/0"
+
+    answers = [route(api, category="general") for _ in range(2)]
+
+    assert all(answer["outcome"] == "primary" for answer in answers)
+    assert report(api, answers[0]["decision_id"]) == 201
+    assert quotas_used(api)["requests-minute"] == 2
+    assert counters.redis_counters().client.get_connection_kwargs()["username"] == "counters"
