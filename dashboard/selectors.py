@@ -409,7 +409,7 @@ def redis_loss() -> dict | None:
     (router.counters.marks); None on database counters."""
     if not settings.REDIS_URL:
         return None
-    return marks.last_loss(counters.redis_counters().prefix)
+    return marks.last_loss(counters.mark_store())
 
 
 def now_panel(cards: list[ProviderCard], since: datetime, until: datetime) -> NowPanel:

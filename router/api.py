@@ -28,6 +28,7 @@ from router import serializers as s
 from router.auth import AdminScope, ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
+from router.counters.redis import ReplicasBehind
 from router.counting import display_amount
 from router.decisions import Contended, UnroutableRequest, decide, refusal
 from router.engine import RouteRequest, UnknownChoice
@@ -105,10 +106,12 @@ def json_response(body: dict | msgspec.Struct, status_code: int = status.HTTP_20
 
 
 def counters_error(exc: Exception) -> ApiError:
-    """503 when the counters cannot answer: Redis down with ROUTER_REDIS_DOWN=refuse, or every connection of this
-    process busy for a moment (retry in a second)."""
+    """503 when the counters cannot answer: Redis down with ROUTER_REDIS_DOWN=refuse, every connection of this
+    process busy for a moment (retry in a second), or too few replicas holding what was counted (retry in a second)."""
     if isinstance(exc, PoolExhausted):
         return ApiError("counters_busy", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
+    if isinstance(exc, ReplicasBehind):
+        return ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
     return ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
@@ -184,7 +187,7 @@ class RouteView(RoutingCallView):
             raise unroutable_error(exc.cause.code, exc.cause.detail, exc.cause.valid, stored) from exc
         except UnknownChoice as exc:
             raise ApiError(exc.code, exc.detail, valid=exc.valid) from exc
-        except (CountersUnavailable, PoolExhausted) as exc:
+        except (CountersUnavailable, PoolExhausted, ReplicasBehind) as exc:
             raise counters_error(exc) from exc
         except Contended as exc:
             raise ApiError("counters_busy", f"{exc} Retry in a second.", status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -236,7 +239,7 @@ class UsageView(RoutingCallView):
         except UsageRejected as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
             raise ApiError(exc.code, exc.detail, exc.status, headers=headers, **exc.extra) from exc
-        except PoolExhausted as exc:
+        except (PoolExhausted, ReplicasBehind) as exc:
             raise counters_error(exc) from exc
         return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

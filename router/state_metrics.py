@@ -96,7 +96,7 @@ def _counting_families() -> Iterator[GaugeMetricFamily]:
     rows.add_metric([], waiting["rows"])
     yield from (backend, backlog, rows)
     if settings.REDIS_URL:
-        lost = marks.loss_timestamps(counters.redis_counters().prefix)
+        lost = marks.loss_timestamps(counters.mark_store())
         for bound, value in (("from", lost[0] if lost else 0), ("until", lost[1] if lost else 0)):
             yield GaugeMetricFamily(f"switchboard_redis_data_lost_{bound}_timestamp_seconds",
                                     f"Start and end of the last period whose answered rows Redis may have lost ({bound}; 0: never).",

@@ -234,6 +234,18 @@ REDIS_SENTINEL_PASSWORD = os.environ.get("REDIS_SENTINEL_PASSWORD", "")
 if REDIS_SENTINELS and not (REDIS_SENTINEL_MASTER and REDIS_URL):
     raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the primary's name in Sentinel) and REDIS_URL "
                                "(the database number, user, password and TLS; its host is the one Sentinel names).")
+# Cluster: "" finds out whether REDIS_URL names a Redis Cluster node (INFO cluster), "1" says it does, "0" that it does not.
+REDIS_CLUSTER = os.environ.get("REDIS_CLUSTER", "")
+if REDIS_CLUSTER not in {"", "0", "1"}:
+    raise ImproperlyConfigured(f"REDIS_CLUSTER must be 1, 0 or unset (found out from the server), got {REDIS_CLUSTER!r}")
+if REDIS_CLUSTER == "1" and REDIS_SENTINELS:
+    raise ImproperlyConfigured("REDIS_CLUSTER=1 and REDIS_SENTINELS exclude each other: a cluster promotes its replicas itself.")
+# Each counting script is followed by WAIT REDIS_MIN_REPLICAS REDIS_MIN_REPLICAS_TIMEOUT_MS: a decision or report is answered
+# with success only once that many replicas hold it, else 503 counters_unavailable (0: answer once the primary holds it).
+REDIS_MIN_REPLICAS = env_int("REDIS_MIN_REPLICAS", 0)
+REDIS_MIN_REPLICAS_TIMEOUT_MS = env_int("REDIS_MIN_REPLICAS_TIMEOUT_MS", 200)
+if REDIS_MIN_REPLICAS < 0 or REDIS_MIN_REPLICAS_TIMEOUT_MS < 1:
+    raise ImproperlyConfigured("REDIS_MIN_REPLICAS must be 0 or more and REDIS_MIN_REPLICAS_TIMEOUT_MS 1 or more.")
 ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 64)
 ROUTER_REDIS_POOL_TIMEOUT = float(os.environ.get("ROUTER_REDIS_POOL_TIMEOUT", "2"))
 # How long a process trusts its in-memory copy of the policy and of API keys before checking again.

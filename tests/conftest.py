@@ -35,6 +35,56 @@ def redis_client(settings):
         client.delete(*keys)
 
 
+def _own_keys(client, settings):
+    """This test's keys under their own prefix, removed afterwards."""
+    settings.ROUTER_REDIS_PREFIX = f"switchboard-test-{uuid.uuid4().hex[:12]}:"
+    yield client
+    keys = list(client.scan_iter(settings.ROUTER_REDIS_PREFIX + "*"))
+    for key in keys:  # one by one: a cluster's keys are in several slots
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def sentinel_servers(tmp_path_factory):
+    """A primary, its replica and three Sentinels, shared by the tests that count through Sentinel (none stops them)."""
+    from tests.redis_servers import SentinelGroup
+
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel")).start()
+    yield group
+    group.kill()
+
+
+@pytest.fixture(scope="session")
+def cluster_servers(tmp_path_factory):
+    """A cluster of three primaries with a replica each, shared by the tests that count on a cluster (none stops it)."""
+    from tests.redis_servers import ClusterServers
+
+    cluster = ClusterServers(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.kill()
+
+
+@pytest.fixture
+def redis_on_sentinel(sentinel_servers, settings):
+    """The counters find their primary through Sentinel; a client of that primary."""
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # its host is never used: Sentinel names the primary
+    settings.REDIS_SENTINELS, settings.REDIS_SENTINEL_MASTER = sentinel_servers.addresses, sentinel_servers.master
+    yield from _own_keys(sentinel_servers.primary_client(), settings)
+
+
+@pytest.fixture
+def redis_on_cluster(cluster_servers, settings):
+    """The counters on a Redis Cluster (found out from the server); a cluster client."""
+    settings.REDIS_URL = cluster_servers.url
+    yield from _own_keys(cluster_servers.client(), settings)
+
+
+@pytest.fixture(params=["standalone", "sentinel", "cluster"])
+def any_redis(request):
+    """Runs the test on REDIS_URL's Redis, on a primary found through Sentinel and on a Redis Cluster; a client of it."""
+    return request.getfixturevalue({"standalone": "redis_client", "sentinel": "redis_on_sentinel", "cluster": "redis_on_cluster"}[request.param])
+
+
 @pytest.fixture
 def postgres_only():
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":

@@ -6,29 +6,34 @@ import time
 
 def decide_many(env: dict, start, count: int, estimate: int, pause: float, results) -> None:
     """Waits at the `start` barrier with the other deciders, then asks for `count` decisions for
-    category 'general', `pause` seconds apart; puts on `results` the outcomes ("unavailable" for a 503)
-    and when it started and finished deciding."""
+    category 'general', `pause` seconds apart; puts on `results` the outcomes ("unavailable" for a 503), the ids
+    of the decisions that chose a model, and when it started and finished deciding."""
     os.environ.update(env)
     import django
 
     django.setup()
     from router.counters import CountersUnavailable
+    from router.counters.redis import ReplicasBehind
     from router.decisions import decide
     from router.engine import RouteRequest
     from router.snapshot import current_snapshot
 
     current_snapshot()  # loaded before the start, so that the deciders start together
     request = RouteRequest(category="general", estimated_input_tokens=estimate)
-    outcomes = []
+    outcomes, admitted = [], []
     start.wait(timeout=120)
     started = time.time()
     for _ in range(count):
         try:
-            outcomes.append(decide(request, caller=f"process-{os.getpid()}").outcome)
-        except CountersUnavailable:
+            decision = decide(request, caller=f"process-{os.getpid()}")
+        except (CountersUnavailable, ReplicasBehind):
             outcomes.append("unavailable")
+        else:
+            outcomes.append(decision.outcome)
+            if not decision.refused:
+                admitted.append(str(decision.id))
         time.sleep(pause)
-    results.put({"outcomes": outcomes, "started": started, "finished": time.time()})
+    results.put({"outcomes": outcomes, "admitted": admitted, "started": started, "finished": time.time()})
 
 
 def route_copy(env: dict, start, raw_key: str, body: dict, results) -> None:

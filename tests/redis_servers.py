@@ -1,4 +1,5 @@
-"""A redis-server of a test's own, to stop, kill and restart without touching the machine's Redis."""
+"""Redis servers of a test's own, to stop, kill and restart without touching the machine's Redis: one redis-server,
+a primary with its replica behind three Sentinels, and a cluster of three primaries each with a replica."""
 
 import shutil
 import socket
@@ -15,6 +16,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
 
 
 def _wait_until_it_answers(port: int, what: str) -> None:
@@ -34,10 +42,11 @@ class RedisServer:
     def __init__(self, directory: Path, *options: str) -> None:
         if not shutil.which("redis-server"):
             _required_in_ci("redis-server")
+        directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
-                        "--save", "", *options]
+                        "--save", "", "--repl-diskless-sync-delay", "0", *options]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "RedisServer":
@@ -94,3 +103,93 @@ class SentinelServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+class SentinelGroup:
+    """A primary, its `replicas` (all appendonly) and three Sentinels watching them as `master`."""
+
+    def __init__(self, directory: Path, master: str = "switchboard-test", replicas: int = 1) -> None:
+        self.master = master
+        self.primary = RedisServer(directory, "--appendonly", "yes", "--dbfilename", "primary.rdb", "--appendfilename", "primary.aof")
+        self.replicas = [RedisServer(directory, "--appendonly", "yes", "--dbfilename", f"replica-{i}.rdb",
+                                     "--appendfilename", f"replica-{i}.aof", "--replicaof", "127.0.0.1", str(self.primary.port))
+                         for i in range(replicas)]
+        self.replica = self.replicas[0]
+        self.sentinels = [SentinelServer(directory / f"sentinel-{i}", master, self.primary.port) for i in range(3)]
+
+    def start(self) -> "SentinelGroup":
+        for server in (self.primary, *self.replicas, *self.sentinels):
+            server.start()
+        for replica in self.replicas:
+            wait_until(lambda replica=replica: redis.Redis(port=replica.port).info("replication")["master_link_status"] == "up", 30,
+                       "the replica to follow its primary")
+        return self
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    def primary_client(self) -> redis.Redis:
+        """A client of the primary the Sentinels name now."""
+        return redis.Sentinel(self.addresses).master_for(self.master)
+
+    def kill(self) -> None:
+        for server in (*self.sentinels, *self.replicas, self.primary):
+            server.kill()
+
+
+class ClusterServers:
+    """A Redis Cluster of three primaries, each with a replica (appendonly); a replica takes over a primary a second
+    or two after it stops answering."""
+
+    def __init__(self, directory: Path) -> None:
+        # The cluster bus on a free port of its own: the default, the node's port + 10000, may be taken or past 65535.
+        self.nodes = [RedisServer(directory / f"node-{i}", "--appendonly", "yes", "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                                  "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                                  "--cluster-replica-validity-factor", "0") for i in range(6)]
+        self.url = self.nodes[0].url
+
+    def start(self) -> "ClusterServers":
+        if not shutil.which("redis-cli"):
+            _required_in_ci("redis-cli")
+        for node in self.nodes:
+            node.start()
+        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{node.port}" for node in self.nodes],
+                        "--cluster-replicas", "1", "--cluster-yes"], check=True, stdout=subprocess.DEVNULL)
+        wait_until(self.settled, 60, "the cluster to settle")
+        return self
+
+    def settled(self) -> bool:
+        """Every node answers with the cluster whole, and knows of three primaries with a replica in step each."""
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            if client.cluster("info")["cluster_state"] != "ok" or len(client.cluster("nodes")) != 6:
+                return False
+            replication = client.info("replication")
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                return False
+        return True
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url)
+
+    def primary_of_slot(self, slot: int, asking: list[RedisServer] | None = None) -> RedisServer | None:
+        """The primary holding `slot` now, as the first node of `asking` (default: every node) that answers says;
+        None while no primary of it answers."""
+        for node in asking or self.nodes:
+            try:
+                layout = redis.Redis(port=node.port, decode_responses=True).cluster("shards")
+            except redis.ConnectionError:
+                continue
+            for shard in layout:
+                bounds = shard["slots"]  # start, end, start, end...
+                if any(bounds[i] <= slot <= bounds[i + 1] for i in range(0, len(bounds), 2)):
+                    for member in shard["nodes"]:
+                        if member["role"] == "master" and member["health"] == "online":
+                            return next(server for server in self.nodes if server.port == int(member["port"]))
+            return None
+        return None
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()

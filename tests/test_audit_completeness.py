@@ -23,17 +23,17 @@ def policy(db):
 
 
 def test_the_lock_of_a_drainer_that_died_frees_within_seconds_and_the_audit_then_holds_every_decision(
-        api, policy, redis_client):
+        api, policy, any_redis):
     answered = [route(api, category="general")["decision_id"] for _ in range(3)]
     # What a worker killed while draining leaves behind: its lock, which it can no longer renew.
-    redis_client.set(f"{redis_counters().prefix}draining", "killed-worker", px=ledger.LOCK_MILLISECONDS)
+    any_redis.set(f"{redis_counters().prefix}draining", "killed-worker", px=ledger.LOCK_MILLISECONDS)
 
     assert sorted(row["decision_id"] for row in audit(api)) == sorted(answered)
 
 
-def test_the_audit_answers_503_when_another_drainer_holds_the_ledger_past_the_wait(api, policy, redis_client):
+def test_the_audit_answers_503_when_another_drainer_holds_the_ledger_past_the_wait(api, policy, any_redis):
     route(api, category="general")
-    redis_client.set(f"{redis_counters().prefix}draining", "a-drainer-that-keeps-renewing", px=60_000)
+    any_redis.set(f"{redis_counters().prefix}draining", "a-drainer-that-keeps-renewing", px=60_000)
 
     response = api.get("/api/v1/decisions", {"format": "csv"})
 

@@ -1,54 +1,28 @@
-"""Many deciders in several processes admit exactly what a quota has room for, never more, and no
-more than the quota when Redis stops in the middle of their burst."""
+"""Many deciders in several processes admit exactly what a quota has room for, never more (on the database, a
+standalone Redis, a primary found through Sentinel and a Redis Cluster), and no more than the quota when Redis
+stops in the middle of their burst."""
 
-import multiprocessing
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
-from django.conf import settings
-from django.db import connections
 
 from router.counters import flush_ledger
 from router.models import Decision
 from tests.conftest import _required_in_ci
-from tests.deciders import decide_many
+from tests.decider_processes import PROCESSES, run_deciders
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import RedisServer
 
-PROCESSES = 4
 
-
-def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started: Callable[[], None] = lambda: None) -> list[str]:
-    """PROCESSES processes that ask for `count` decisions each, all starting at one barrier (which this
-    process passes too, then calls `once_started`); asserts that they decided at the same time, and
-    returns every outcome."""
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        database_url = f"sqlite:///{database['NAME']}"
+@pytest.fixture(params=["database", "standalone", "sentinel", "cluster"])
+def counting_on(request, settings):
+    """Runs the test on database counters, and on Redis counters on each topology of Redis."""
+    if request.param == "database":
+        settings.REDIS_URL = ""
     else:
-        database_url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-    env = {
-        "DJANGO_SETTINGS_MODULE": "switchboard.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": settings.REDIS_URL,
-        "ROUTER_REDIS_PREFIX": settings.ROUTER_REDIS_PREFIX,
-        "ROUTER_REDIS_DOWN": settings.ROUTER_REDIS_DOWN,
-    }
-    connections.close_all()
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Barrier(PROCESSES + 1), context.Queue()
-    processes = [context.Process(target=decide_many, args=(env, start, count, estimate, pause, results)) for _ in range(PROCESSES)]
-    for process in processes:
-        process.start()
-    start.wait(timeout=120)
-    once_started()
-    reports = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
-    assert max(report["started"] for report in reports) < min(report["finished"] for report in reports), "the deciders did not overlap"
-    return [outcome for report in reports for outcome in report["outcomes"]]
+        request.getfixturevalue({"standalone": "redis_client", "sentinel": "redis_on_sentinel", "cluster": "redis_on_cluster"}[request.param])
+    return request.param
 
 
 @pytest.fixture
@@ -62,7 +36,7 @@ def one_model_route(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, counters):
+def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, counting_on):
     provider, model = one_model_route
     QuotaFactory(provider=provider, metric="requests", window="minute", limit=25, soft_limit_ratio=1, models=[model])
 
@@ -75,7 +49,7 @@ def test_it_admits_exactly_the_requests_a_quota_has_room_for(one_model_route, co
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_admits_exactly_the_tokens_a_quota_has_room_for(one_model_route, counters):
+def test_it_admits_exactly_the_tokens_a_quota_has_room_for(one_model_route, counting_on):
     provider, model = one_model_route
     QuotaFactory(provider=provider, metric="tokens", window="minute", limit=1000, soft_limit_ratio=1, models=[model])
 

@@ -14,7 +14,7 @@ from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make
 
 
 @pytest.fixture
-def policy(db, redis_client):
+def policy(db, any_redis):
     openai = ProviderFactory(slug="openai", kind="openai")
     gpt4o = LLMModelFactory(key="gpt-4o", provider=openai, input_cost_per_mtok=Decimal("2.5"), output_cost_per_mtok=Decimal(10))
     QuotaFactory(provider=openai, name="tokens", metric="tokens", window="day", limit=100_000)
@@ -27,7 +27,7 @@ def recreate_the_database_identity() -> None:
     counters.forget_installation()
 
 
-def test_a_fresh_database_next_to_an_old_redis_neither_sees_nor_drains_the_old_counts(api, policy, redis_client, caplog):
+def test_a_fresh_database_next_to_an_old_redis_neither_sees_nor_drains_the_old_counts(api, policy, any_redis, caplog):
     old = counters.installation_id()
     drain_ledger()  # the old installation's worker, alive a moment ago
     for _ in range(3):
@@ -43,7 +43,7 @@ def test_a_fresh_database_next_to_an_old_redis_neither_sees_nor_drains_the_old_c
         assert drain_ledger() == 1
     assert Decision.objects.count() == 1
     assert quotas_used(api) == {"tokens": 10}
-    assert redis_client.xlen(old_stream) == 3
+    assert any_redis.xlen(old_stream) == 3
     assert old in caplog.text
 
 

@@ -1,39 +1,23 @@
 """With REDIS_SENTINELS the counters find the Redis primary through Sentinel and follow it across a failover,
 with no restart: a primary killed, its replica promoted, and decisions counted on the new primary."""
 
-import time
-
 import pytest
 import redis
 
 from router import counters
 from tests.calls import post, quotas_used, route
 from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
-from tests.redis_servers import RedisServer, SentinelServer
-
-MASTER = "switchboard-test"
-
-
-def wait_until(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
+from tests.redis_servers import SentinelGroup, wait_until
 
 
 @pytest.fixture
 def sentinel_redis(tmp_path, settings):
     """A primary, its replica and three Sentinels of this test's own; the settings point the counters at them."""
-    primary = RedisServer(tmp_path, "--appendonly", "yes", "--dbfilename", "primary.rdb", "--appendfilename", "primary.aof").start()
-    replica = RedisServer(tmp_path, "--appendonly", "yes", "--dbfilename", "replica.rdb", "--appendfilename", "replica.aof",
-                          "--replicaof", "127.0.0.1", str(primary.port)).start()
-    sentinels = [SentinelServer(tmp_path / f"sentinel-{i}", MASTER, primary.port).start() for i in range(3)]
+    group = SentinelGroup(tmp_path).start()
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # its host is never used: Sentinel names the primary
-    settings.REDIS_SENTINELS = [("127.0.0.1", sentinel.port) for sentinel in sentinels]
-    settings.REDIS_SENTINEL_MASTER = MASTER
-    yield primary, replica, sentinels
-    for server in (*sentinels, replica, primary):
-        server.kill()
+    settings.REDIS_SENTINELS, settings.REDIS_SENTINEL_MASTER = group.addresses, group.master
+    yield group.primary, group.replica, group.sentinels
+    group.kill()
 
 
 @pytest.fixture

@@ -19,13 +19,14 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from django.conf import settings
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router import ledger
-from router.counters.connections import client_for
+from router.counters.connections import client_for, is_cluster
 from router.counters.database import DatabaseCounters
-from router.counters.redis import RedisCounters
+from router.counters.redis import RedisCounters, installation_prefix
 from router.engine import Readings
 from router.ledger import LedgerBusy
 from router.models import Installation
@@ -34,10 +35,11 @@ from router.snapshot import ModelSpec, PolicySnapshot, QuotaSpec
 
 logger = logging.getLogger(__name__)
 
-# What the Redis backend raises when Redis cannot be reached (a refused or dropped connection, a timeout): the
-# caller fails over. A command or script error (redis.ResponseError) is a bug and reaches the caller as a 500;
-# a pool with no free connection raises connections.PoolExhausted: a fault on this side, never a failover.
-RedisUnreachable = (RedisConnectionError, RedisTimeoutError)
+# What the Redis backend raises when Redis cannot be reached (a refused or dropped connection, a timeout, a cluster
+# without a primary for the slot, or one still moving it after the wait): the caller fails over. A command or script
+# error (redis.ResponseError) is a bug and reaches the caller as a 500; a pool with no free connection raises
+# connections.PoolExhausted: a fault on this side, never a failover.
+RedisUnreachable = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError, AskError)
 # How long a process that lost Redis counts as ROUTER_REDIS_DOWN says before trying Redis again.
 RETRY_SECONDS = 1.0
 
@@ -118,14 +120,26 @@ def forget_installation() -> None:
 
 
 def redis_counters() -> RedisCounters:
-    key = (settings.REDIS_URL, tuple(settings.REDIS_SENTINELS), settings.REDIS_SENTINEL_MASTER, settings.ROUTER_REDIS_PREFIX,
-           installation_id())
+    """This process's Redis counters; the first call finds out whether REDIS_URL names a cluster (REDIS_CLUSTER unset),
+    and raises RedisUnreachable when it cannot."""
+    key = (settings.REDIS_URL, tuple(settings.REDIS_SENTINELS), settings.REDIS_SENTINEL_MASTER, settings.REDIS_CLUSTER,
+           settings.REDIS_MIN_REPLICAS, settings.REDIS_MIN_REPLICAS_TIMEOUT_MS, settings.ROUTER_REDIS_PREFIX, installation_id())
     if key not in _redis:
+        cluster = not settings.REDIS_SENTINELS and is_cluster(settings.REDIS_URL, settings.REDIS_CLUSTER)
+        replicas_wait = settings.REDIS_MIN_REPLICAS_TIMEOUT_MS / 1000 if settings.REDIS_MIN_REPLICAS else 0
         client = client_for(settings.REDIS_URL, max_connections=settings.ROUTER_REDIS_MAX_CONNECTIONS,
                             timeout=settings.ROUTER_REDIS_POOL_TIMEOUT, sentinels=settings.REDIS_SENTINELS,
-                            sentinel_master=settings.REDIS_SENTINEL_MASTER, sentinel_password=settings.REDIS_SENTINEL_PASSWORD)
-        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[-1])
+                            sentinel_master=settings.REDIS_SENTINEL_MASTER, sentinel_password=settings.REDIS_SENTINEL_PASSWORD,
+                            cluster=cluster, read_timeout=0.5 + replicas_wait)
+        _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[-1], min_replicas=settings.REDIS_MIN_REPLICAS,
+                                    replicas_timeout_ms=settings.REDIS_MIN_REPLICAS_TIMEOUT_MS)
     return _redis[key]
+
+
+def mark_store() -> str:
+    """Where this installation's Redis data-loss mark is kept in the database (router.counters.marks), known without
+    asking Redis."""
+    return installation_prefix(settings.ROUTER_REDIS_PREFIX, installation_id())
 
 
 def _while_down(refuse: bool) -> Counters:
@@ -144,8 +158,8 @@ def current(*, refuse: bool = True) -> Counters:
     if outage.since is not None:
         if outage.clock() < outage.retry_at:
             return _while_down(refuse)
-        counters = redis_counters()
         try:
+            counters = redis_counters()
             # What was counted on the database during the outage is not in Redis: rebuild from the ledger.
             counters.invalidate()
         except RedisUnreachable as exc:
@@ -153,7 +167,10 @@ def current(*, refuse: bool = True) -> Counters:
         logger.warning("Redis is reachable again; counters will be rebuilt from the database")
         outage.end()
         return counters
-    return redis_counters()
+    try:
+        return redis_counters()
+    except RedisUnreachable as exc:  # the first call of this process, which asks the server whether it is a cluster
+        return fail_over(exc, refuse=refuse)
 
 
 def fail_over(exc: Exception, *, refuse: bool = True) -> Counters:

@@ -5,14 +5,19 @@ costs the hot path), and gives back to the pool when the thread ends: a server t
 per request (Django's development server) gives them back as fast as it takes them. When every
 connection is in use, a caller waits up to ROUTER_REDIS_POOL_TIMEOUT seconds, then gets
 `PoolExhausted`: a fault on this side, which never moves counting to the database.
+
+On a Redis Cluster every key of one installation is in one hash slot (router.counters.redis), so the
+thread keeps its connection to the primary holding that slot, and follows the slot when the cluster
+moves it (resharding) or promotes a replica (ClusterConnections).
 """
 
 import os
 import threading
+import time
 import weakref
 
-from redis import BlockingConnectionPool, Connection, Redis
-from redis.exceptions import ConnectionError, TimeoutError
+from redis import BlockingConnectionPool, Connection, Redis, RedisCluster
+from redis.exceptions import AskError, ClusterDownError, ConnectionError, MovedError, TimeoutError, TryAgainError
 from redis.sentinel import Sentinel, SentinelConnectionPoolProxy, SentinelManagedConnection, SentinelManagedSSLConnection
 
 # What redis-py's BlockingConnectionPool says when its wait for a free connection ran out.
@@ -33,13 +38,35 @@ class CountersPool(BlockingConnectionPool):
             raise
 
 
+# How long a script waits, in steps, for the slot of its keys to finish moving to another primary (resharding).
+SLOT_MOVING_STEPS = 20
+SLOT_MOVING_STEP_SECONDS = 0.05
+
+
+def is_cluster(url: str, setting: str) -> bool:
+    """Whether `url` names a node of a Redis Cluster: REDIS_CLUSTER says so ("1" or "0"), or the server does (INFO cluster)."""
+    if setting:
+        return setting == "1"
+    probe = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return probe.info("cluster").get("cluster_enabled") == 1
+    finally:
+        probe.close()
+
+
 def client_for(url: str, *, max_connections: int, timeout: float, sentinels: list[tuple[str, int]] | None = None,
-               sentinel_master: str = "", sentinel_password: str = "") -> Redis:
+               sentinel_master: str = "", sentinel_password: str = "", cluster: bool = False,
+               read_timeout: float = 0.5) -> Redis | RedisCluster:
     """A client with this process's bounded pool. With `sentinels`, each new connection asks them for the primary of
     `sentinel_master` (redis-py's Sentinel-managed connections): after a failover the next connection reaches the
-    new primary, with no restart; the host in `url` is not used then."""
-    options = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": 0.5, "socket_connect_timeout": 0.5,
+    new primary, with no restart; the host in `url` is not used then. With `cluster`, a cluster client that finds
+    every node from the one in `url`, with a bounded pool per node. `read_timeout` bounds the wait for any answer
+    (longer than a WAIT's own timeout)."""
+    options = {"max_connections": max_connections, "timeout": timeout, "socket_timeout": read_timeout, "socket_connect_timeout": 0.5,
                "health_check_interval": 30}
+    if cluster:
+        del options["health_check_interval"]  # not a cluster client's option: a connection is checked before each use
+        return RedisCluster.from_url(url, connection_pool_class=CountersPool, **options)
     if not sentinels:
         return Redis(connection_pool=CountersPool.from_url(url, **options))
     managed = SentinelManagedSSLConnection if url.startswith("rediss://") else SentinelManagedConnection
@@ -82,3 +109,51 @@ class ThreadConnections:
             connection.disconnect()
             connection.connect()
         return connection
+
+    def follow(self, exc: BaseException) -> bool:
+        """A call on one server is never run again at once: the caller fails over (router.counters)."""
+        return False
+
+
+class ClusterConnections:
+    """Each thread's own connection to the cluster's primary holding `slot`, where every key of one installation is.
+
+    `follow` is told of every failed call: a slot that moved (MOVED) or is moving (ASK, TRYAGAIN while its keys
+    migrate) is followed and the call may run again at once, as it changed nothing; a primary that cannot be reached
+    makes the next call read the cluster's layout again, where a replica has taken its place.
+    """
+
+    def __init__(self, client: RedisCluster, slot: int) -> None:
+        self.client = client
+        self.slot = slot
+        self.by_node: dict[str, ThreadConnections] = {}
+        self.lock = threading.Lock()
+        self.stale = False
+
+    def get(self) -> Connection:
+        if self.stale:
+            self.stale = False
+            self.client.nodes_manager.initialize()
+        node = self.client.nodes_manager.get_node_from_slot(self.slot)
+        connections = self.by_node.get(node.name)
+        if connections is None:
+            with self.lock:
+                connections = self.by_node.setdefault(
+                    node.name, ThreadConnections(self.client.get_redis_connection(node).connection_pool))
+        try:
+            return connections.get()
+        except (ConnectionError, TimeoutError):
+            self.stale = True
+            raise
+
+    def follow(self, exc: BaseException) -> bool:
+        """After `exc` failed a call: True when it may run again at once."""
+        if isinstance(exc, MovedError):
+            self.client.nodes_manager.initialize()
+            return True
+        if isinstance(exc, AskError | TryAgainError):
+            time.sleep(SLOT_MOVING_STEP_SECONDS)
+            return True
+        if isinstance(exc, ConnectionError | TimeoutError | ClusterDownError):
+            self.stale = True
+        return False

@@ -4,6 +4,11 @@ The scripts (lua/*.lua, each prefixed with lua/quota.lua) count a decision or a 
 append its ledger row to a Redis stream in the same atomic step; router.ledger writes that stream to
 the database every second. The counters are rebuilt from the database's ledger whenever Redis comes
 back empty, after an outage, or when their layout changes (the ready marker is missing).
+
+Every key of one installation carries its hash tag ({sb:<installation>}): on a Redis Cluster they
+all live in one slot, so each script, pipeline and lock stays one step on one primary. With
+`min_replicas`, a script that admits a decision or counts a report is followed, on the same
+connection, by WAIT: a success is answered only once that many replicas hold it (ReplicasBehind).
 """
 
 import json
@@ -16,10 +21,10 @@ from importlib import resources
 import redis
 from django.utils import timezone
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from router import ledger
-from router.counters.connections import ThreadConnections
+from router.counters.connections import SLOT_MOVING_STEPS, ClusterConnections, ThreadConnections
 from router.counters.cooldown import MODEL_STATE_HORIZON, Cooldown, cooldown
 from router.counters.database import DatabaseCounters
 from router.counters.marks import keep_mark
@@ -37,6 +42,18 @@ logger = logging.getLogger(__name__)
 # still counted once, the repeat being taken back when the ledger is written (router.ledger).
 DECISION_MEMORY_SECONDS = 3600
 IDEMPOTENCY_MEMORY_SECONDS = 3600
+# How many times a script is sent while the cluster moves its slot (router.counters.connections.ClusterConnections).
+SLOT_TRIES = SLOT_MOVING_STEPS
+
+
+class ReplicasBehind(Exception):
+    """The primary counted a decision or report, but fewer replicas than REDIS_MIN_REPLICAS acknowledged it in time:
+    a failover now could lose it, so it is not answered as a success."""
+
+
+def installation_prefix(prefix: str, installation: str) -> str:
+    """The start of every key of one installation: its hash tag puts them all in one slot of a Redis Cluster."""
+    return f"{prefix}{{sb:{installation}}}:"
 
 
 def _script(name: str) -> str:
@@ -81,19 +98,27 @@ class RedisCounters:
     # and a new layout starts from a rebuild of the ledger (its ready marker is missing).
     LAYOUT = "v2"
 
-    def __init__(self, client: redis.Redis, prefix: str, installation: str) -> None:
+    def __init__(self, client: redis.Redis | redis.RedisCluster, prefix: str, installation: str, *, min_replicas: int = 0,
+                 replicas_timeout_ms: int = 200) -> None:
         self.client = client
-        # Every key is this installation's own (router.models.Installation); the registry, shared by
-        # every installation on this Redis under the same prefix, says which others keep state here.
+        # Every key is this installation's own (router.models.Installation), in one hash slot; the registry, shared
+        # by every installation on this Redis under the same prefix, says which others keep state here.
         self.installation = installation
-        self.prefix = f"{prefix}{installation}:"
+        self.prefix = installation_prefix(prefix, installation)
+        # Where a release before the hash tag kept this installation's ledger stream, drained until it is empty.
+        self.untagged_prefix = f"{prefix}{installation}:"
         self.registry_key = f"{prefix}installations"
+        self.min_replicas = min_replicas
+        self.replicas_timeout_ms = replicas_timeout_ms
         self._reported_installations: set[str] = set()
         self._read = client.register_script(_script("read"))
         self._reserve = client.register_script(_script("reserve"))
         self._usage = client.register_script(_script("usage"))
         self._take_back = client.register_script(_script("take_back"))
-        self._connections = ThreadConnections(client.connection_pool)
+        if isinstance(client, redis.RedisCluster):
+            self._connections = ClusterConnections(client, client.keyslot(self.ready_key))
+        else:
+            self._connections = ThreadConnections(client.connection_pool)
 
     def quota_key(self, quota_id: int) -> str:
         return f"{self.prefix}quota:{self.LAYOUT}:{quota_id}"
@@ -145,10 +170,11 @@ class RedisCounters:
         else:
             keys.append(self.decision_key(""))
             args.append(0)
-        ready, reserved, *values = self._evalsha(self._read, keys, args)
+        replicas = self.min_replicas if choice else 0
+        ready, reserved, *values = self._evalsha(self._read, keys, args, replicas)
         if not ready:
             self.ensure_built(snapshot, now)
-            ready, reserved, *values = self._evalsha(self._read, keys, args)
+            ready, reserved, *values = self._evalsha(self._read, keys, args, replicas)
 
         readings = Readings()
         for index, quota in enumerate(quotas):
@@ -165,21 +191,43 @@ class RedisCounters:
                 )
         return readings, bool(reserved)
 
-    def _evalsha(self, script: Script, keys: list, args: list):
-        """Run a registered script on this thread's own connection (router.counters.connections).
+    def _evalsha(self, script: Script, keys: list, args: list, replicas: int = 0, tries: int = SLOT_TRIES):
+        """Run a registered script on this thread's own connection (router.counters.connections), then, when
+        `replicas`, WAIT on the same connection for that many replicas to hold what it wrote (else ReplicasBehind).
 
         Script.__call__'s isinstance check on a typing Protocol, and taking a connection from redis-py's
         pool and giving it back around each call, are measurable on the hot path (docs/performance.md).
         """
         connection = self._connections.get()
         try:
-            connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return connection.read_response()
+            if not replicas:
+                connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return connection.read_response()
+            answer, acknowledged = self._evalsha_and_wait(connection, script, keys, args, replicas)
         except NoScriptError:
-            return script(keys=keys, args=args)
-        except BaseException:
+            connection.send_command("SCRIPT", "LOAD", script.script)
+            connection.read_response()
+            return self._evalsha(script, keys, args, replicas, tries)
+        except BaseException as exc:
             connection.disconnect()  # the reply may be half read: the next call starts on a new connection
+            if tries > 1 and self._connections.follow(exc):
+                return self._evalsha(script, keys, args, replicas, tries - 1)
             raise
+        if acknowledged < replicas:
+            raise ReplicasBehind(f"{acknowledged} of the {replicas} Redis replicas REDIS_MIN_REPLICAS asks for acknowledged the "
+                                 f"count within {self.replicas_timeout_ms} ms. Retry in a second.")
+        return answer
+
+    def _evalsha_and_wait(self, connection, script: Script, keys: list, args: list, replicas: int) -> tuple:
+        """EVALSHA and WAIT in one round trip: (the script's answer, how many replicas acknowledged its writes)."""
+        connection.send_packed_command(connection.pack_commands([
+            ("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", replicas, self.replicas_timeout_ms)]))
+        try:
+            answer = connection.read_response()
+        except ResponseError:
+            connection.read_response()  # WAIT's reply: the connection stays in step
+            raise
+        return answer, connection.read_response()
 
     def reserve(self, decision: DecisionRecord, now: float) -> bool:
         keys, args = [], []
@@ -188,7 +236,7 @@ class RedisCounters:
             args += [oldest_counted_bucket(charge.quota, now), *_charge_args(charge, now)]
         keys += [self.ready_key, self.stream_key, self.decision_key(decision.id)]
         args += [decision.row(), decision.memory(), DECISION_MEMORY_SECONDS]
-        answer = self._evalsha(self._reserve, keys, args)
+        answer = self._evalsha(self._reserve, keys, args, self.min_replicas)
         if answer == -1:
             self.ensure_built(current_snapshot(), now)
         return answer == 0
@@ -244,7 +292,7 @@ class RedisCounters:
             int(expires) + 1,
         ]
         while True:
-            answer = self._evalsha(self._usage, keys, args)
+            answer = self._evalsha(self._usage, keys, args, self.min_replicas)
             if answer[0] != -1:
                 break
             self.ensure_built(current_snapshot(), now)
@@ -286,6 +334,9 @@ class RedisCounters:
         self._register()
         started = timezone.now()
         moved = ledger.drain(self.client, self.stream_key, f"{self.prefix}draining", self.take_back, wait_seconds)
+        untagged = f"{self.untagged_prefix}ledger"
+        if self.client.exists(untagged):  # rows a process of the release before the hash tag accepted
+            moved += ledger.drain(self.client, untagged, f"{self.untagged_prefix}draining", self.take_back, wait_seconds)
         # Read after the drain: a Redis that lost its data at any time before this read has lost the mark too.
         if check_mark and keep_mark(self.client, self.mark_key, self.prefix, self.client.get(self.mark_key), started):
             self.invalidate()

@@ -5,6 +5,12 @@
 -- both with every change of a bucket; `counted` scans the buckets only when 'low' has left the
 -- window or holds no usage, deleting the buckets that no longer count.
 
+-- The quota rule, as router.engine.admits has it: room for `amount` within the hard limit and, unless the
+-- request may use the headroom (soft < 0), usage still below the soft limit.
+local function admits(used, amount, soft, limit)
+  return used + amount <= limit and (soft < 0 or used < soft)
+end
+
 local function add(key, bucket, amount, ttl)
   redis.call('HINCRBY', key, bucket, amount)
   redis.call('HINCRBY', key, 'total', amount)

@@ -36,7 +36,7 @@ local base = quotas + 3
 for c = 0, charges - 1 do
   local a = base + c * 6
   local q, amount, soft, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  if used[q] + amount > limit or (soft >= 0 and used[q] >= soft) then
+  if not admits(used[q], amount, soft, limit) then
     return out
   end
 end

@@ -14,7 +14,7 @@ for i = 1, n do
   local base = (i - 1) * 6
   local used = counted(KEYS[i], tonumber(ARGV[base + 1]))
   local amount, soft, limit = tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
-  if used + amount > limit or (soft >= 0 and used >= soft) then
+  if not admits(used, amount, soft, limit) then
     return i
   end
 end

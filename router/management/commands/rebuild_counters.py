@@ -17,8 +17,8 @@ class Command(BaseCommand):
         import redis
 
         snapshot = current_snapshot()
-        counters = redis_counters()
         try:
+            counters = redis_counters()
             counters.invalidate()
             counters.ensure_built(snapshot, time.time())
         except redis.RedisError as exc:
