@@ -60,11 +60,13 @@ def _recordset(columns: dict[str, str]) -> str:
 INSERT_DECISIONS = f"""
     INSERT INTO router_decision ({", ".join(DECISION_COLUMNS)}, reported)
     SELECT {", ".join(DECISION_COLUMNS)}, false FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(DECISION_COLUMNS)})
-    ON CONFLICT (id) DO NOTHING
+    ON CONFLICT DO NOTHING
 """
 # One statement: store the reports (a report naming a decision that is not in the ledger is stored
-# without it), settle each stored report's decision (UsageRecord.settles), and tell for every row of
-# the batch whether it is stored now or was already, and whether its decision was missing.
+# without it; one repeating the idempotency key of a stored report is not stored, checked here since
+# a partitioned table holds no unique index on the key alone, and one drainer at a time writes), settle
+# each stored report's decision (UsageRecord.settles), and tell for every row of the batch whether it
+# is stored now or was already, and whether its decision was missing.
 INSERT_USAGE = f"""
     WITH batch AS (
         SELECT * FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(USAGE_COLUMNS)})
@@ -72,6 +74,8 @@ INSERT_USAGE = f"""
         INSERT INTO router_usageevent ({", ".join(USAGE_COLUMNS)})
         SELECT {", ".join("decision.id" if name == "decision_id" else f"batch.{name}" for name in USAGE_COLUMNS)}
         FROM batch LEFT JOIN router_decision AS decision ON decision.id = batch.decision_id
+        WHERE batch.idempotency_key IS NULL
+           OR NOT EXISTS (SELECT 1 FROM router_usageevent AS earlier WHERE earlier.idempotency_key = batch.idempotency_key)
         ON CONFLICT DO NOTHING
         RETURNING id, decision_id, model_key, answered_instead, status, {", ".join(LEDGER_FIELDS)}
     ), reported AS (
@@ -123,7 +127,11 @@ def store_with_orm(decisions: list[bytes], events: list[bytes]) -> list[dict]:
             logger.error("Usage report %s names decision %s, which is not in the ledger; stored without it",
                          report.id, report.decision_id)
             reports[index] = replace(report, decision_id=None)
-    UsageEvent.objects.bulk_create([report.to_model() for report in reports], ignore_conflicts=True)
+    # Checked here rather than left to a unique index, which a partitioned table cannot hold.
+    keys = {report.idempotency_key for report in reports if report.idempotency_key}
+    taken = set(UsageEvent.objects.filter(idempotency_key__in=keys).exclude(id__in=[report.id for report in reports])
+                .values_list("idempotency_key", flat=True)) if keys else set()
+    UsageEvent.objects.bulk_create([report.to_model() for report in reports if report.idempotency_key not in taken], ignore_conflicts=True)
     stored = set(UsageEvent.objects.filter(id__in=[report.id for report in reports]).values_list("id", flat=True)) if reports else set()
     for report in reports:
         if report.id in stored and report.decision_id:
