@@ -67,15 +67,26 @@ INSERT_DECISIONS = f"""
 # a partitioned table holds no unique index on the key alone, and one drainer at a time writes), settle
 # each stored report's decision (UsageRecord.settles), and tell for every row of the batch whether it
 # is stored now or was already, and whether its decision was missing.
+#
+# Each row looks up its decision and its key on its own (LATERAL, skipped when it names none): on
+# partitioned tables a join would read every partition whole. The decision's whole primary key then
+# lets its update, and the check that a row was stored, read one partition.
 INSERT_USAGE = f"""
     WITH batch AS (
         SELECT * FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(USAGE_COLUMNS)})
+    ), named AS (
+        SELECT batch.*, decision.id AS found_id, decision.outcome AS found_outcome, decision.created_at AS found_created_at,
+               earlier.id IS NOT NULL AS key_taken
+        FROM batch
+        LEFT JOIN LATERAL (SELECT id, outcome, created_at FROM router_decision
+                           WHERE batch.decision_id IS NOT NULL AND router_decision.id = batch.decision_id LIMIT 1) AS decision ON true
+        LEFT JOIN LATERAL (SELECT id FROM router_usageevent
+                           WHERE batch.idempotency_key IS NOT NULL AND router_usageevent.idempotency_key = batch.idempotency_key
+                           LIMIT 1) AS earlier ON true
     ), inserted AS (
         INSERT INTO router_usageevent ({", ".join(USAGE_COLUMNS)})
-        SELECT {", ".join("decision.id" if name == "decision_id" else f"batch.{name}" for name in USAGE_COLUMNS)}
-        FROM batch LEFT JOIN router_decision AS decision ON decision.id = batch.decision_id
-        WHERE batch.idempotency_key IS NULL
-           OR NOT EXISTS (SELECT 1 FROM router_usageevent AS earlier WHERE earlier.idempotency_key = batch.idempotency_key)
+        SELECT {", ".join("found_id" if name == "decision_id" else name for name in USAGE_COLUMNS)}
+        FROM named WHERE NOT key_taken
         ON CONFLICT DO NOTHING
         RETURNING id, decision_id, model_key, answered_instead, status, {", ".join(LEDGER_FIELDS)}
     ), reported AS (
@@ -83,12 +94,14 @@ INSERT_USAGE = f"""
         SET {", ".join(f"{name} = CASE WHEN inserted.answered_instead THEN 0 ELSE inserted.{name} END" for name in LEDGER_FIELDS)},
             answered_by = CASE WHEN inserted.answered_instead THEN inserted.model_key ELSE '' END, reported = true,
             requests = CASE WHEN inserted.status = '{UsageStatus.NOT_SENT}' THEN 0 ELSE 1 END
-        FROM inserted WHERE decision.id = inserted.decision_id
+        FROM inserted JOIN named ON named.id = inserted.id
+        WHERE decision.id = named.found_id AND decision.outcome = named.found_outcome AND decision.created_at = named.found_created_at
     )
-    SELECT batch.id::text, batch.decision_id::text,
-           inserted.id IS NOT NULL OR EXISTS (SELECT 1 FROM router_usageevent AS stored WHERE stored.id = batch.id),
-           inserted.id IS NOT NULL AND batch.decision_id IS NOT NULL AND inserted.decision_id IS NULL
-    FROM batch LEFT JOIN inserted ON inserted.id = batch.id
+    SELECT named.id::text, named.decision_id::text,
+           inserted.id IS NOT NULL
+           OR EXISTS (SELECT 1 FROM router_usageevent AS stored WHERE stored.id = named.id AND stored.created_at = named.created_at),
+           inserted.id IS NOT NULL AND named.decision_id IS NOT NULL AND inserted.decision_id IS NULL
+    FROM named LEFT JOIN inserted ON inserted.id = named.id
 """
 
 
