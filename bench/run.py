@@ -3,7 +3,9 @@
 Prints requests/s, p50 and p99 for counted decisions and usage reports, the same for a bare WSGI app
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
 events and 1 million decisions and measures decisions again, the dashboard overview's render time,
-the quota tuning over 7 days, and decisions while `prune_ledger` deletes most of that history.
+the quota tuning over 7 days, and decisions while `prune_ledger` drops most of that history.
+What a decision and a usage report cost in CPU of the web workers and of Redis, and the rows a second one
+drain writes into PostgreSQL, are printed for the capacity model (docs/operations.md, "Scaling").
 Counted decisions on the database counters (no Redis) are measured too, before and after the history,
 as are the provider workloads (bench/providers.py) and what the client library adds to a call
 (client/bench.py).

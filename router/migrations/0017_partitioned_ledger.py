@@ -9,6 +9,9 @@ a decision's is (id, outcome, created_at) and a report's (id, created_at); the i
 is no longer unique (router.ledger checks earlier reports); and a report's decision_id is no longer a
 foreign key in the database (no unique index on a decision's id alone can exist to reference).
 
+On SQLite, altering the foreign key rebuilds the reports' table, and the triggers that keep the sums
+are made again on it.
+
 The copy takes as long as writing the ledger's rows again, with the tables locked: run it in a
 maintenance window on a large ledger (docs/operations.md, "Upgrading to the partitioned ledger").
 """
@@ -113,6 +116,15 @@ def unpartition(apps, schema_editor):
         schema_editor.execute(statement, params=None)
 
 
+def sqlite_triggers_again(apps, schema_editor):
+    """SQLite rebuilds a table to alter a column, without its triggers: the sums' triggers are made again."""
+    if schema_editor.connection.vendor != "sqlite":
+        return
+    retention().drop_triggers(apps, schema_editor)
+    for statement in sums_triggers().sqlite_triggers():
+        schema_editor.execute(statement, params=None)
+
+
 def create_schedule(apps, schema_editor):
     CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
@@ -140,12 +152,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(migrations.RunPython.noop, sqlite_triggers_again),
         migrations.AlterField(
             model_name="usageevent",
             name="decision",
             field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL,
                                     related_name="usage_events", to="router.decision"),
         ),
+        migrations.RunPython(sqlite_triggers_again, migrations.RunPython.noop),
         migrations.RunPython(partition, unpartition),
         migrations.RunPython(create_schedule, remove_schedule),
     ]
