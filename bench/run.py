@@ -4,7 +4,9 @@ Prints requests/s, p50 and p99 for counted decisions and usage reports, the same
 under the same gunicorn settings (the floor of the stack) and the ratio; then stores 10 million usage
 events and 1 million decisions and measures decisions again, the dashboard's pages (bench/pages.py: the
 overview at each range, the busiest quota's page over 7 days), the quota tuning over 7 days, and decisions
-while `prune_ledger` deletes most of that history.
+while `prune_ledger` drops most of that history.
+What a decision and a usage report cost in CPU of the web workers and of Redis, and the rows a second one
+drain writes into PostgreSQL, are printed for the capacity model (docs/operations.md, "Scaling").
 Counted decisions on the database counters (no Redis) are measured too, before and after the history,
 as are the provider workloads (bench/providers.py) and what the client library adds to a call
 (bench/client_overhead.py, on a database and Redis DB of its own).
@@ -25,6 +27,7 @@ the next), BENCH_PAGE_RENDERS (renders of each page, default 15), BENCH_HISTORY 
 history run, default 10000000; 0 skips it).
 """
 
+import contextlib
 import os
 import re
 import secrets
@@ -54,6 +57,7 @@ DURATION = os.environ.get("BENCH_DURATION", "10s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
 HISTORY_DECISIONS = HISTORY_EVENTS // 10
+HISTORY_DAYS = 60
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 BARE_PORT = PORT + 1
 
@@ -127,6 +131,10 @@ class Server:
         self.process.terminate()
         self.process.wait(timeout=20)
 
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
 
 class Drainer:
     """The Celery worker with beat that writes the ledger from Redis to PostgreSQL every second, as in production."""
@@ -152,6 +160,47 @@ def ledger_backlog() -> int:
 
     client = redis.Redis.from_url(REDIS_URL)  # the stream is named after the installation: <prefix><installation>:ledger
     return sum(client.xlen(key) for key in client.scan_iter(ENV["ROUTER_REDIS_PREFIX"] + "*:ledger"))
+
+
+def redis_cpu() -> tuple[float, float]:
+    """Redis's CPU seconds so far (user + system, INFO cpu) and its commands' time (INFO commandstats), in seconds."""
+    import redis
+    client = redis.Redis.from_url(REDIS_URL)
+    cpu = client.info("cpu")
+    commands = client.info("commandstats")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], sum(stats["usec"] for stats in commands.values()) / 1e6
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes used so far (user + system)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+class CpuPerRequest:
+    """What one request costs in CPU: of the web workers (gunicorn's children), of Redis, of Redis's commands."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+
+    def __enter__(self) -> "CpuPerRequest":
+        self.workers = self.server.workers()
+        self.web, (self.redis, self.commands) = process_cpu(self.workers), redis_cpu()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.web, (redis_seconds, command_seconds) = process_cpu(self.workers) - self.web, redis_cpu()
+        self.redis, self.commands = redis_seconds - self.redis, command_seconds - self.commands
+
+    def report(self, label: str, requests: int) -> str:
+        return (f"{label}: {requests} requests; per request, web workers {self.web / requests * 1e6:.0f} us CPU"
+                f" ({requests / self.web:.0f} requests per web core-second), Redis {self.redis / requests * 1e6:.0f} us CPU"
+                f" of which its commands {self.commands / requests * 1e6:.0f} us")
 
 
 def wait_for_ledger() -> tuple[int, float]:
@@ -182,6 +231,7 @@ def wrk(url: str, connections: int, key: str = "", body: str | None = None, dura
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "p50": latency("50"), "p99": latency("99"),
         "max": milliseconds(re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.M).group(1)),
         "errors": int(errors.group(1)) if errors else 0,
@@ -234,6 +284,45 @@ def measure(targets: list[Target], bare: Target) -> dict[str, float]:
     return {label: statistics.median(values) for label, values in ratios.items()}
 
 
+DRAIN_SCRIPT = (
+    "import time\n"
+    "from router.counters import redis_counters\n"
+    "started = time.perf_counter()\n"
+    "rows = redis_counters().drain()\n"
+    "print('DRAINED', rows, time.perf_counter() - started)\n"
+)
+
+
+def measure_capacity(targets: list[Target]) -> None:
+    """What a decision and a usage report cost, for the capacity model (docs/operations.md, "Scaling"): the CPU of
+    the web workers and of Redis (INFO cpu; INFO commandstats, its commands alone) during a run at 32 connections
+    with the drain worker writing the ledger, as in production; then how many rows a second one drain writes into
+    PostgreSQL, from a backlog made by a run without the drain worker."""
+    with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
+        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT) as server:
+            for target in targets:
+                wrk(target.url, 8, target.key, target.body, "3s")
+                with CpuPerRequest(server) as cpu:
+                    load = wrk(target.url, 32, target.key, target.body)
+                print(cpu.report(f"capacity, {target.label}", load["requests"]), flush=True)
+        wait_for_ledger()
+    with tempfile.TemporaryDirectory() as metrics_dir:
+        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT):
+            for target in targets:
+                wrk(target.url, 32, target.key, target.body)
+                output = run(str(BIN / "python"), "manage.py", "shell", "-c", DRAIN_SCRIPT, capture=True)
+                rows, seconds = re.search(r"DRAINED (\d+) ([\d.]+)", output).groups()
+                print(f"drain into PostgreSQL, {target.label}: {int(rows)} rows in {float(seconds):.1f} s,"
+                      f" {int(rows) / float(seconds):.0f} rows/s", flush=True)
+
+
+def create_history_partitions(days: int) -> None:
+    """The ledger's partitions for the history's days, as a ledger that has run that long holds them."""
+    script = ("from datetime import timedelta\nfrom django.utils import timezone\nfrom router.partitions import create_ahead\n"
+              f"create_ahead(now=timezone.now() - timedelta(days={days}), days={days})\n")
+    run(str(BIN / "python"), "manage.py", "shell", "-c", script)
+
+
 def measure_database_counters(target: Target) -> None:
     """Counted decisions on the database counters: a deployment without Redis, or ROUTER_REDIS_DOWN=db
     while Redis is down. One run at each load, with no drain worker: each decision is written before
@@ -248,8 +337,9 @@ def measure_database_counters(target: Target) -> None:
 
 
 def measure_pruning(target: Target) -> None:
-    """Counted decisions while `prune_ledger` deletes the history older than 8 days (about 9.5 million of
-    its rows): decisions/s during the pruning against just before, and the longest any decision waited."""
+    """Counted decisions while `prune_ledger` drops the history older than 8 days (about 9.5 million of its
+    rows, in its days' partitions): decisions/s during the pruning against just before, and the longest any
+    decision waited. The command prints the longest drop of one partition."""
     with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
         with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT):
             wrk(target.url, 8, target.key, target.body, "3s")
@@ -321,6 +411,7 @@ def page_timings() -> None:
 
 
 def store_and_rebuild() -> None:
+    create_history_partitions(HISTORY_DAYS + 1)
     seconds = store_history()
     print(f"stored {HISTORY_EVENTS:,} usage events and {HISTORY_DECISIONS:,} decisions in {seconds:.0f} s", flush=True)
     started = time.time()
@@ -362,6 +453,7 @@ def main() -> None:
     ratios = measure([decisions, usage], bare)
     print(f"ratio to the bare WSGI app at 32 connections (median of the rounds' ratios): decisions {ratios[decisions.label]:.2f},"
           f" usage reports {ratios[usage.label]:.2f}", flush=True)
+    measure_capacity([decisions, usage])
     with Drainer(), Server("switchboard.wsgi", ENV, PORT):
         providers.report(switchboard, key)
     # What the client library adds to a call (route + report), against the provider stand-ins.

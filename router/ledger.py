@@ -60,18 +60,33 @@ def _recordset(columns: dict[str, str]) -> str:
 INSERT_DECISIONS = f"""
     INSERT INTO router_decision ({", ".join(DECISION_COLUMNS)}, reported)
     SELECT {", ".join(DECISION_COLUMNS)}, false FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(DECISION_COLUMNS)})
-    ON CONFLICT (id) DO NOTHING
+    ON CONFLICT DO NOTHING
 """
 # One statement: store the reports (a report naming a decision that is not in the ledger is stored
-# without it), settle each stored report's decision (UsageRecord.settles), and tell for every row of
-# the batch whether it is stored now or was already, and whether its decision was missing.
+# without it; one repeating the idempotency key of a stored report is not stored, checked here since
+# a partitioned table holds no unique index on the key alone, and one drainer at a time writes), settle
+# each stored report's decision (UsageRecord.settles), and tell for every row of the batch whether it
+# is stored now or was already, and whether its decision was missing.
+#
+# Each row looks up its decision and its key on its own (LATERAL, skipped when it names none): on
+# partitioned tables a join would read every partition whole. The decision's whole primary key then
+# lets its update, and the check that a row was stored, read one partition.
 INSERT_USAGE = f"""
     WITH batch AS (
         SELECT * FROM jsonb_to_recordset(%s::jsonb) AS batch({_recordset(USAGE_COLUMNS)})
+    ), named AS (
+        SELECT batch.*, decision.id AS found_id, decision.outcome AS found_outcome, decision.created_at AS found_created_at,
+               earlier.id IS NOT NULL AS key_taken
+        FROM batch
+        LEFT JOIN LATERAL (SELECT id, outcome, created_at FROM router_decision
+                           WHERE batch.decision_id IS NOT NULL AND router_decision.id = batch.decision_id LIMIT 1) AS decision ON true
+        LEFT JOIN LATERAL (SELECT id FROM router_usageevent
+                           WHERE batch.idempotency_key IS NOT NULL AND router_usageevent.idempotency_key = batch.idempotency_key
+                           LIMIT 1) AS earlier ON true
     ), inserted AS (
         INSERT INTO router_usageevent ({", ".join(USAGE_COLUMNS)})
-        SELECT {", ".join("decision.id" if name == "decision_id" else f"batch.{name}" for name in USAGE_COLUMNS)}
-        FROM batch LEFT JOIN router_decision AS decision ON decision.id = batch.decision_id
+        SELECT {", ".join("found_id" if name == "decision_id" else name for name in USAGE_COLUMNS)}
+        FROM named WHERE NOT key_taken
         ON CONFLICT DO NOTHING
         RETURNING id, decision_id, model_key, answered_instead, status, {", ".join(LEDGER_FIELDS)}
     ), reported AS (
@@ -79,12 +94,14 @@ INSERT_USAGE = f"""
         SET {", ".join(f"{name} = CASE WHEN inserted.answered_instead THEN 0 ELSE inserted.{name} END" for name in LEDGER_FIELDS)},
             answered_by = CASE WHEN inserted.answered_instead THEN inserted.model_key ELSE '' END, reported = true,
             requests = CASE WHEN inserted.status = '{UsageStatus.NOT_SENT}' THEN 0 ELSE 1 END
-        FROM inserted WHERE decision.id = inserted.decision_id
+        FROM inserted JOIN named ON named.id = inserted.id
+        WHERE decision.id = named.found_id AND decision.outcome = named.found_outcome AND decision.created_at = named.found_created_at
     )
-    SELECT batch.id::text, batch.decision_id::text,
-           inserted.id IS NOT NULL OR EXISTS (SELECT 1 FROM router_usageevent AS stored WHERE stored.id = batch.id),
-           inserted.id IS NOT NULL AND batch.decision_id IS NOT NULL AND inserted.decision_id IS NULL
-    FROM batch LEFT JOIN inserted ON inserted.id = batch.id
+    SELECT named.id::text, named.decision_id::text,
+           inserted.id IS NOT NULL
+           OR EXISTS (SELECT 1 FROM router_usageevent AS stored WHERE stored.id = named.id AND stored.created_at = named.created_at),
+           inserted.id IS NOT NULL AND named.decision_id IS NOT NULL AND inserted.decision_id IS NULL
+    FROM named LEFT JOIN inserted ON inserted.id = named.id
 """
 
 
@@ -123,7 +140,11 @@ def store_with_orm(decisions: list[bytes], events: list[bytes]) -> list[dict]:
             logger.error("Usage report %s names decision %s, which is not in the ledger; stored without it",
                          report.id, report.decision_id)
             reports[index] = replace(report, decision_id=None)
-    UsageEvent.objects.bulk_create([report.to_model() for report in reports], ignore_conflicts=True)
+    # Checked here rather than left to a unique index, which a partitioned table cannot hold.
+    keys = {report.idempotency_key for report in reports if report.idempotency_key}
+    taken = set(UsageEvent.objects.filter(idempotency_key__in=keys).exclude(id__in=[report.id for report in reports])
+                .values_list("idempotency_key", flat=True)) if keys else set()
+    UsageEvent.objects.bulk_create([report.to_model() for report in reports if report.idempotency_key not in taken], ignore_conflicts=True)
     stored = set(UsageEvent.objects.filter(id__in=[report.id for report in reports]).values_list("id", flat=True)) if reports else set()
     for report in reports:
         if report.id in stored and report.decision_id:

@@ -327,7 +327,11 @@ class UsageEvent(models.Model):
     caller = models.CharField(max_length=100, blank=True)
     model_key = models.CharField(max_length=100, validators=[MODEL_KEY])
     provider_slug = models.CharField(max_length=64)
-    decision = models.ForeignKey(Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events")
+    # Not a foreign key in the database: a partitioned router_decision (router.partitions) has no unique
+    # index on id alone to reference. A report made after midnight for a decision of the day before
+    # outlives it by up to a day once that day is dropped.
+    decision = models.ForeignKey(Decision, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events",
+                                 db_constraint=False)
     input_tokens = models.PositiveBigIntegerField(default=0, help_text="Uncached input tokens.")
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_read_input_tokens = models.PositiveBigIntegerField(default=0)
@@ -337,6 +341,8 @@ class UsageEvent(models.Model):
     counted_input_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's input-tokens limiter counts.")
     counted_output_tokens = models.PositiveBigIntegerField(default=0, help_text="What the provider's output-tokens limiter counts.")
     status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.OK)
+    # Unique on SQLite; on PostgreSQL a partitioned table cannot hold a unique index without its
+    # partition key, and the ledger's drain checks earlier reports instead (router.ledger).
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     retry_after = models.PositiveIntegerField(null=True, blank=True)
     ratelimit_headers = models.JSONField(default=dict, blank=True)

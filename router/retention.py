@@ -1,7 +1,8 @@
 """Pruning the ledger: counted decisions and usage reports older than the ages they are kept for are
-deleted in small batches, each its own short transaction; the per-minute and per-hour sums keep what
-they held (router.models.LedgerSums), so charts, forecasts, tuning and the database counters of a long
-window read the same after pruning as before.
+dropped a whole partition at a time on PostgreSQL (router.partitions), and deleted in small batches,
+each its own short transaction, on SQLite and from PostgreSQL's default partitions; the per-minute and
+per-hour sums keep what they held (router.models.LedgerSums), so charts, forecasts, tuning and the
+database counters of a long window read the same after pruning as before.
 
 A batch holds a LedgerPruning row for its transaction: the triggers that keep the sums leave that
 transaction's deletions out (migration 0010). It locks only the old rows it deletes, which no decider
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from router import partitions
 from router.models import Decision, LedgerHour, LedgerMinute, LedgerPruning, UsageEvent
 from switchboard.vocabulary import WINDOW_SECONDS, Outcome
 
@@ -53,13 +55,14 @@ class Retention:
 
 @dataclass
 class Pruned:
-    """How many rows a pruning deleted, per table."""
+    """How many rows a pruning deleted, per table, and the partitions it dropped."""
 
     decisions: int = 0
     usage_events: int = 0
     minutes: int = 0
     hours: int = 0
     batch_seconds: list[float] = field(default_factory=list, repr=False)
+    dropped: list[partitions.Dropped] = field(default_factory=list, repr=False)
 
 
 def _delete_batch(oldest, batch_size: int, with_usage_events: bool = False) -> tuple[int, int]:
@@ -96,11 +99,20 @@ def _delete_all(oldest, batch_size: int, pruned: Pruned, with_usage_events: bool
 def prune(retention: Retention, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> Pruned:
     """Delete what is older than the retention ages: usage reports and primary decisions after
     `primary_days`, fallbacks, escalations and refusals after `audit_days`; per-minute sums after the
-    longest window and a day, per-hour sums after `audit_days`."""
+    longest window and a day, per-hour sums after `audit_days`.
+
+    On a partitioned ledger the ages are rounded up to whole periods (a day, a month for the audit's
+    decisions): the partitions wholly older are dropped, and what is left older than that is only in
+    the default partitions, deleted by batches."""
     now = now or timezone.now()
     primary_cutoff = now - timedelta(days=retention.primary_days)
     audit_cutoff = now - timedelta(days=retention.audit_days)
     pruned = Pruned()
+    if partitions.is_partitioned():
+        ages = {"primary_days": retention.primary_days, "audit_days": retention.audit_days}
+        pruned.dropped = partitions.drop_expired(ages, now)
+        primary_cutoff = partitions.cutoff(partitions.PRIMARY_DECISIONS, retention.primary_days, now)
+        audit_cutoff = partitions.cutoff(partitions.AUDIT_DECISIONS, retention.audit_days, now)
     reports = UsageEvent.objects.filter(created_at__lt=primary_cutoff).order_by("created_at")
     pruned.usage_events += _delete_all(reports, batch_size, pruned)[0]
     for outcome in Outcome:
@@ -111,5 +123,6 @@ def prune(retention: Retention, now: datetime | None = None, batch_size: int = B
         pruned.usage_events += events
     minutes = LedgerMinute.objects.filter(minute__lt=now - timedelta(days=MINIMUM_DAYS)).order_by("minute")
     pruned.minutes = _delete_all(minutes, batch_size, pruned)[0]
-    pruned.hours = _delete_all(LedgerHour.objects.filter(hour__lt=audit_cutoff).order_by("hour"), batch_size, pruned)[0]
+    pruned.hours = _delete_all(LedgerHour.objects.filter(hour__lt=now - timedelta(days=retention.audit_days)).order_by("hour"),
+                               batch_size, pruned)[0]
     return pruned

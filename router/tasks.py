@@ -1,4 +1,5 @@
-"""Celery tasks of the router: writing the ledger from Redis to the database every second, and pruning it every hour (beat)."""
+"""Celery tasks of the router: writing the ledger from Redis to the database every second, pruning it every hour,
+and creating its partitions for the days ahead every day (beat)."""
 
 import logging
 
@@ -8,6 +9,7 @@ from django.conf import settings
 from router.counters import redis_counters
 from router.database_outage import DATABASE_ERRORS
 from router.ledger import LedgerBusy
+from router.partitions import create_ahead
 from router.retention import Retention, prune
 
 logger = logging.getLogger(__name__)
@@ -32,4 +34,11 @@ def drain_ledger() -> int:
 def prune_ledger() -> dict:
     """Delete what the ledger keeps no longer (router.retention); returns how many rows, per table."""
     pruned = prune(Retention.from_settings())
-    return {"decisions": pruned.decisions, "usage_events": pruned.usage_events, "minutes": pruned.minutes, "hours": pruned.hours}
+    return {"decisions": pruned.decisions, "usage_events": pruned.usage_events, "minutes": pruned.minutes, "hours": pruned.hours,
+            "partitions": [dropped.name for dropped in pruned.dropped]}
+
+
+@shared_task
+def create_ledger_partitions() -> list[str]:
+    """Create the ledger's partitions for the days ahead on PostgreSQL (router.partitions); returns their names."""
+    return create_ahead()

@@ -34,9 +34,11 @@ def sums(model, period: str) -> dict[tuple, tuple]:
 
 @pytest.fixture
 def ledger(db):
-    """Each outcome at 10, 31 and 401 days; usage reports alone at 10 and 31 days, and one naming an old primary."""
+    """Each outcome at 10, 31 and 440 days; usage reports alone at 10 and 31 days, and one naming an old primary.
+
+    440 days: a partitioned ledger keeps the audit's decisions for whole months past their age."""
     for outcome in ("primary", "fallback", "exhausted"):
-        for age in (10, 31, 401):
+        for age in (10, 31, 440):
             DecisionFactory(outcome=outcome, created_at=days_ago(age), caller=f"{outcome}-{age}")
     for age in (10, 31):
         UsageEventFactory(created_at=days_ago(age), caller=f"report-{age}")

@@ -4,7 +4,8 @@ from router.retention import Retention, RetentionError, prune
 
 
 class Command(BaseCommand):
-    help = ("Delete counted decisions and usage reports older than the ages they are kept for, in small batches; "
+    help = ("Delete counted decisions and usage reports older than the ages they are kept for (whole partitions on "
+            "PostgreSQL, small batches otherwise); "
             "the per-minute and per-hour sums keep what they held.")
 
     def add_arguments(self, parser):
@@ -21,6 +22,9 @@ class Command(BaseCommand):
         except RetentionError as exc:
             raise CommandError(f"{exc} Nothing was deleted.") from exc
         pruned = prune(retention)
+        if pruned.dropped:
+            self.stdout.write(f"Dropped {len(pruned.dropped)} partitions of the ledger (longest {max(d.seconds for d in pruned.dropped):.3f} s): "
+                              f"{', '.join(dropped.name for dropped in pruned.dropped)}.")
         self.stdout.write(
             f"Deleted {pruned.decisions} decisions and {pruned.usage_events} usage reports older than {retention.primary_days} "
             f"days (fallbacks and refusals: {retention.audit_days} days), {pruned.minutes} per-minute and {pruned.hours} "
