@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from django.db import IntegrityError
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpResponse
 
 from router import counters
@@ -109,6 +109,18 @@ def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], 
 
 
 def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], HttpResponse],
+                 replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
+    if connection.vendor != "postgresql":
+        return _decide_once(decision_id, decide, replay)
+    # On PostgreSQL the decisions are partitioned by day (router.partitions): their primary key holds the day, so
+    # it cannot refuse a second row under one id. Copies of one request take turns on an advisory lock instead.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [str(decision_id)])
+        return _decide_once(decision_id, decide, replay)
+
+
+def _decide_once(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], HttpResponse],
                  replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
     stored = Decision.objects.filter(pk=decision_id).first()
     if stored is None:

@@ -3,6 +3,16 @@
 import os
 import time
 
+COPIES = 4
+
+
+def database_url(settings) -> str:
+    """The test database's URL, for the processes a test starts."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{database['NAME']}"
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
 
 def decide_many(env: dict, start, count: int, estimate: int, pause: float, results) -> None:
     """Waits at the `start` barrier with the other deciders, then asks for `count` decisions for
@@ -36,9 +46,9 @@ def decide_many(env: dict, start, count: int, estimate: int, pause: float, resul
     results.put({"outcomes": outcomes, "admitted": admitted, "started": started, "finished": time.time()})
 
 
-def route_copy(env: dict, start, raw_key: str, body: dict, results) -> None:
-    """Waits at the `start` barrier with the other copies, then POSTs `body` to /api/v1/route as a service
-    retrying it would; puts on `results` the status and body of the answer."""
+def post_copy(env: dict, start, raw_key: str, path: str, body: dict, results) -> None:
+    """Waits at the `start` barrier with the other copies, then POSTs `body` to `path` as a service retrying it
+    would; puts on `results` the status and body of the answer."""
     os.environ.update(env)
     import django
 
@@ -53,5 +63,5 @@ def route_copy(env: dict, start, raw_key: str, body: dict, results) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     start.wait(timeout=120)
-    response = client.post("/api/v1/route", body, format="json")
+    response = client.post(path, body, format="json")
     results.put((response.status_code, response.json()))

@@ -44,7 +44,7 @@ def migrate(targets) -> None:
     executor.migrate(targets)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_migration_moves_a_ledger_holding_rows_into_partitions_and_keeps_its_sums(postgres_only):
     migrate(BEFORE)
     with connection.cursor() as cursor:

@@ -12,17 +12,8 @@ from router.models import Decision
 from router.snapshot import forget_snapshot
 from tests.calls import post, quotas_used, route
 from tests.conftest import _required_in_ci
-from tests.deciders import route_copy
+from tests.deciders import COPIES, database_url, post_copy
 from tests.factories import CategoryFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
-
-COPIES = 4
-
-
-def database_url(settings) -> str:
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{database['NAME']}"
-    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
 
 
 @pytest.fixture
@@ -128,7 +119,8 @@ def test_copies_of_one_request_arriving_together_make_one_decision(counters, set
     connections.close_all()
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(COPIES), context.Queue()
-    copies = [context.Process(target=route_copy, args=(env, start, raw_key, {"category": "general", "request_id": "burst-1"}, results))
+    copies = [context.Process(target=post_copy, args=(env, start, raw_key, "/api/v1/route", {"category": "general", "request_id": "burst-1"},
+                                            results))
               for _ in range(COPIES)]
     for copy in copies:
         copy.start()

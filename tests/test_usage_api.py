@@ -1,16 +1,20 @@
 """POST /api/v1/usage: recording what a call used, idempotently, and counting it against quotas."""
 
+import multiprocessing
 import uuid
 from decimal import Decimal
 
 import pytest
+from django.db import connections
 
 from providers.models import LLMModel
 from router.counters import flush_ledger
 from router.models import Decision, UsageEvent
 from switchboard.vocabulary import ProviderKind
 from tests.calls import quotas_used, report, route, stored_reports
-from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+from tests.conftest import _required_in_ci
+from tests.deciders import COPIES, database_url, post_copy
+from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
 
 
 @pytest.fixture
@@ -175,3 +179,31 @@ def test_a_provider_wide_quota_counts_reports_for_every_model_of_the_provider(ap
     report(api, model="gpt-4o-mini", input_tokens=20, output_tokens=0)
 
     assert quotas_used(api) == {"tokens": 120}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copies_of_one_report_arriving_together_are_stored_and_counted_once(counters, settings):
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and settings.DATABASES["default"]["NAME"].startswith("file:"):
+        _required_in_ci("a database that processes can share (an in-memory SQLite database cannot be; set DATABASE_URL)")
+    openai = ProviderFactory(slug="openai", kind=ProviderKind.OPENAI)
+    gpt4o = LLMModelFactory(key="gpt-4o", provider=openai)
+    QuotaFactory(provider=openai, name="tokens", metric="tokens", window="minute", limit=10_000, models=[gpt4o])
+    make_route("general", [gpt4o])
+    raw_key = make_api_key()
+    env = {"DJANGO_SETTINGS_MODULE": "switchboard.settings", "DATABASE_URL": database_url(settings), "REDIS_URL": settings.REDIS_URL,
+           "ROUTER_REDIS_PREFIX": settings.ROUTER_REDIS_PREFIX}
+    body = {"model": "gpt-4o", "input_tokens": 100, "output_tokens": 20, "idempotency_key": "report-1"}
+    connections.close_all()
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(COPIES), context.Queue()
+    copies = [context.Process(target=post_copy, args=(env, start, raw_key, "/api/v1/usage", body, results)) for _ in range(COPIES)]
+    for copy in copies:
+        copy.start()
+    answers = [results.get(timeout=120) for _ in copies]
+    for copy in copies:
+        copy.join(timeout=30)
+
+    assert sorted(status for status, _ in answers) == [200] * (COPIES - 1) + [201]
+    assert len({answer["usage_id"] for _, answer in answers}) == 1
+    flush_ledger()
+    assert UsageEvent.objects.filter(idempotency_key="report-1").count() == 1

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Min, Q, Sum, Value
 
 from providers.models import Quota
@@ -210,6 +210,8 @@ class DatabaseCounters:
         """Store the report and settle its decision: the ledger rows are the counters (`charges` are their change)."""
         try:
             with transaction.atomic():
+                if usage.idempotency_key and connection.vendor == "postgresql" and (first := _first_under_key(usage.idempotency_key)):
+                    return first, False
                 usage.to_model().save(force_insert=True)
                 if decision:
                     if Decision.objects.select_for_update().values_list("reported", flat=True).get(pk=decision.id):
@@ -221,3 +223,13 @@ class DatabaseCounters:
                 raise
             return UsageRecord.from_model(existing), False
         return usage, True
+
+
+def _first_under_key(idempotency_key: str) -> UsageRecord | None:
+    """The report already stored under this key, once no other transaction can be storing one: on PostgreSQL the
+    reports are partitioned by day (router.partitions), and a partitioned table holds no unique index on the key
+    alone, so reports under one key take turns on a transaction-level advisory lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [idempotency_key])
+    existing = UsageEvent.objects.filter(idempotency_key=idempotency_key).first()
+    return UsageRecord.from_model(existing) if existing else None
