@@ -6,7 +6,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connections
 
-from tests.deciders import decide_many
+from tests.deciders import database_url, decide_many
 
 PROCESSES = 4
 
@@ -16,14 +16,9 @@ def run_deciders(count: int, estimate: int = 0, pause: float = 0.0, once_started
     """PROCESSES processes that ask for `count` decisions each, all starting at one barrier (which this
     process passes too, then calls `once_started`); asserts that they decided at the same time, and
     returns every outcome, and the ids of the decisions that chose a model (`admitted`, when given a list)."""
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        database_url = f"sqlite:///{database['NAME']}"
-    else:
-        database_url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
     env = {
         "DJANGO_SETTINGS_MODULE": "switchboard.settings",
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database_url(settings),
         "REDIS_URL": settings.REDIS_URL,
         "ROUTER_REDIS_PREFIX": settings.ROUTER_REDIS_PREFIX,
         "ROUTER_REDIS_DOWN": settings.ROUTER_REDIS_DOWN,
