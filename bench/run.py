@@ -425,6 +425,7 @@ def pages_only() -> None:
     measured again as it is."""
     if "--keep" in sys.argv[1:]:
         run(str(BIN / "python"), "manage.py", "migrate", "--no-input", "-v", "0")
+        run(str(BIN / "python"), "manage.py", "collectstatic", "--no-input", "-v", "0")
         run(str(BIN / "python"), "manage.py", "rebuild_counters")
         key = run(str(BIN / "python"), "manage.py", "create_api_key", "bench-pages", "--scopes", "read", capture=True).strip().splitlines()[-1]
     else:
