@@ -124,7 +124,7 @@ def _decide_once(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], Ht
                  replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
     stored = Decision.objects.filter(pk=decision_id).first()
     if stored is None:
-        if _same_request_id(decision_id).exists():
+        if _same_request_id(decision_id).exclude(pk=decision_id).exists():  # not a copy that stored it since
             raise RequestIdReused("It was used within the last hour for a routing request with another body.")
         try:
             return decide(decision_id)
