@@ -22,7 +22,7 @@ class Deployment:
     (on a cluster, one installation's keys all carry one hash tag, so one of them does the work)."""
 
     def __init__(self, mode: str, env: dict[str, str], primaries: list[redis.Redis], servers: str) -> None:
-        self.mode, self.env, self.primaries, self.servers = mode, env, primaries, servers
+        self.env, self.primaries, self.servers = env, primaries, servers
         self.label = LABELS[mode]
 
     def describe(self) -> str:

@@ -166,12 +166,12 @@ class Drainer:
         self.schedule.cleanup()
 
 
-def ledger_backlog(primaries: list) -> int:
-    """Rows waiting in the ledger streams of the primaries (redis.Redis clients), named after the installation."""
+def ledger_backlog(primaries: list[redis.Redis]) -> int:
+    """Rows waiting in the primaries' ledger streams, each named after its installation: <prefix>{sb:<installation>}:ledger."""
     return sum(client.xlen(key) for client in primaries for key in client.scan_iter(ENV["ROUTER_REDIS_PREFIX"] + "*:ledger"))
 
 
-def redis_cpu(primaries: list) -> tuple[float, float]:
+def redis_cpu(primaries: list[redis.Redis]) -> tuple[float, float]:
     """The primaries' CPU seconds so far (user + system, INFO cpu) and their commands' time (INFO commandstats), in
     seconds, summed over them."""
     cpu = commands = 0.0
@@ -196,7 +196,7 @@ def process_cpu(pids: list[int]) -> float:
 class CpuPerRequest:
     """What one request costs in CPU: of the web workers (gunicorn's children), of the Redis primaries, of their commands."""
 
-    def __init__(self, server: "Server", primaries: list) -> None:
+    def __init__(self, server: "Server", primaries: list[redis.Redis]) -> None:
         self.server, self.primaries = server, primaries
 
     def __enter__(self) -> "CpuPerRequest":
@@ -219,7 +219,7 @@ class CpuPerRequest:
                 f" of which its commands {cost['commands']:.0f} us")
 
 
-def wait_for_ledger(primaries: list) -> tuple[int, float]:
+def wait_for_ledger(primaries: list[redis.Redis]) -> tuple[int, float]:
     """Rows still in Redis when the load stopped, and how long the drainer took to write them."""
     waiting, started = ledger_backlog(primaries), time.time()
     while ledger_backlog(primaries) and time.time() - started < 60:
