@@ -6,7 +6,12 @@ events and 1 million decisions and measures decisions again, the dashboard's pag
 overview at each range, the busiest quota's page over 7 days), the quota tuning over 7 days, and decisions
 while `prune_ledger` drops most of that history.
 What a decision and a usage report cost in CPU of the web workers and of Redis, and the rows a second one
-drain writes into PostgreSQL, are printed for the capacity model (docs/operations.md, "Scaling").
+drain writes into PostgreSQL, are printed for the capacity model (docs/operations.md, "Scaling"). The same CPU
+figures and requests/s are then measured with the counters on a Sentinel deployment (a primary, its replica and
+three Sentinels) and on a Redis Cluster (three primaries, a replica each), both started from redis-server on free
+ports in a temporary directory (bench/redis_modes.py) and stopped after, and printed beside the standalone Redis's.
+On the cluster Redis's CPU is summed over the primaries, though one does the work: every key of one installation
+carries one hash tag. Without redis-server (or redis-cli, for the cluster) those runs are skipped, saying so.
 Counted decisions on the database counters (no Redis) are measured too, before and after the history,
 as are the provider workloads (bench/providers.py) and what the client library adds to a call
 (bench/client_overhead.py, on a database and Redis DB of its own).
@@ -24,7 +29,9 @@ BENCH_BROKER_URL (Celery's broker for the worker that writes the ledger to the d
 redis://127.0.0.1:6379/3 — flushed), BENCH_WORKERS (gunicorn workers, default 2), BENCH_DURATION
 (per run, default 10s), BENCH_ROUNDS (default 3), BENCH_PORT (Switchboard's, default 8765; the bare app's is
 the next), BENCH_PAGE_RENDERS (renders of each page, default 15), BENCH_HISTORY (usage events to store for the
-history run, default 10000000; 0 skips it).
+history run, default 10000000; 0 skips it), BENCH_REDIS_MODES (the Redis deployments whose capacity figures are
+measured, of standalone,sentinel,cluster — the default, all three; the other runs use the standalone Redis and
+BENCH_BROKER_URL whatever it says).
 """
 
 import contextlib
@@ -42,8 +49,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import redis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import providers  # noqa: E402 (the project root is on the path from here)
+from bench import providers, redis_modes  # noqa: E402 (the project root is on the path from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -59,6 +68,7 @@ HISTORY_EVENTS = int(os.environ.get("BENCH_HISTORY", "10000000"))
 HISTORY_DECISIONS = HISTORY_EVENTS // 10
 HISTORY_DAYS = 60
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
+REDIS_MODES = [mode.strip() for mode in os.environ.get("BENCH_REDIS_MODES", ",".join(redis_modes.MODES)).split(",") if mode.strip()]
 BARE_PORT = PORT + 1
 
 ENV = {
@@ -93,8 +103,6 @@ def prepare() -> str:
     name = urlparse(DATABASE_URL).path.lstrip("/")
     psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     psql(f'CREATE DATABASE "{name}"')
-    import redis
-
     redis.Redis.from_url(REDIS_URL).flushdb()
     redis.Redis.from_url(BROKER_URL).flushdb()
     python = str(BIN / "python")
@@ -139,13 +147,16 @@ class Server:
 class Drainer:
     """The Celery worker with beat that writes the ledger from Redis to PostgreSQL every second, as in production."""
 
+    def __init__(self, env: dict | None = None) -> None:
+        self.env = env or ENV
+
     def __enter__(self) -> "Drainer":
         self.schedule = tempfile.TemporaryDirectory()
         self.process = subprocess.Popen(
             [str(BIN / "celery"), "-A", "switchboard", "worker", "--beat", "--concurrency", "1", "--loglevel", "WARNING",
              "--schedule", str(Path(self.schedule.name) / "beat")],
             # Celery warns about running as root, which the bench machine does.
-            cwd=ROOT, env=ENV | {"PYTHONWARNINGS": "ignore::UserWarning"}, stdout=subprocess.DEVNULL,
+            cwd=ROOT, env=self.env | {"PYTHONWARNINGS": "ignore::UserWarning"}, stdout=subprocess.DEVNULL,
         )
         return self
 
@@ -155,20 +166,20 @@ class Drainer:
         self.schedule.cleanup()
 
 
-def ledger_backlog() -> int:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)  # the stream is named after the installation: <prefix><installation>:ledger
-    return sum(client.xlen(key) for key in client.scan_iter(ENV["ROUTER_REDIS_PREFIX"] + "*:ledger"))
+def ledger_backlog(primaries: list[redis.Redis]) -> int:
+    """Rows waiting in the primaries' ledger streams, each named after its installation: <prefix>{sb:<installation>}:ledger."""
+    return sum(client.xlen(key) for client in primaries for key in client.scan_iter(ENV["ROUTER_REDIS_PREFIX"] + "*:ledger"))
 
 
-def redis_cpu() -> tuple[float, float]:
-    """Redis's CPU seconds so far (user + system, INFO cpu) and its commands' time (INFO commandstats), in seconds."""
-    import redis
-    client = redis.Redis.from_url(REDIS_URL)
-    cpu = client.info("cpu")
-    commands = client.info("commandstats")
-    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], sum(stats["usec"] for stats in commands.values()) / 1e6
+def redis_cpu(primaries: list[redis.Redis]) -> tuple[float, float]:
+    """The primaries' CPU seconds so far (user + system, INFO cpu) and their commands' time (INFO commandstats), in
+    seconds, summed over them."""
+    cpu = commands = 0.0
+    for client in primaries:
+        info = client.info("cpu")
+        cpu += info["used_cpu_user"] + info["used_cpu_sys"]
+        commands += sum(stats["usec"] for stats in client.info("commandstats").values()) / 1e6
+    return cpu, commands
 
 
 def process_cpu(pids: list[int]) -> float:
@@ -183,30 +194,35 @@ def process_cpu(pids: list[int]) -> float:
 
 
 class CpuPerRequest:
-    """What one request costs in CPU: of the web workers (gunicorn's children), of Redis, of Redis's commands."""
+    """What one request costs in CPU: of the web workers (gunicorn's children), of the Redis primaries, of their commands."""
 
-    def __init__(self, server: "Server") -> None:
-        self.server = server
+    def __init__(self, server: "Server", primaries: list[redis.Redis]) -> None:
+        self.server, self.primaries = server, primaries
 
     def __enter__(self) -> "CpuPerRequest":
         self.workers = self.server.workers()
-        self.web, (self.redis, self.commands) = process_cpu(self.workers), redis_cpu()
+        self.web, (self.redis, self.commands) = process_cpu(self.workers), redis_cpu(self.primaries)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.web, (redis_seconds, command_seconds) = process_cpu(self.workers) - self.web, redis_cpu()
+        self.web, (redis_seconds, command_seconds) = process_cpu(self.workers) - self.web, redis_cpu(self.primaries)
         self.redis, self.commands = redis_seconds - self.redis, command_seconds - self.commands
 
+    def per_request(self, requests: int) -> dict[str, float]:
+        """Microseconds of CPU per request: web workers, Redis, Redis's commands."""
+        return {"web": self.web / requests * 1e6, "redis": self.redis / requests * 1e6, "commands": self.commands / requests * 1e6}
+
     def report(self, label: str, requests: int) -> str:
-        return (f"{label}: {requests} requests; per request, web workers {self.web / requests * 1e6:.0f} us CPU"
-                f" ({requests / self.web:.0f} requests per web core-second), Redis {self.redis / requests * 1e6:.0f} us CPU"
-                f" of which its commands {self.commands / requests * 1e6:.0f} us")
+        cost = self.per_request(requests)
+        return (f"{label}: {requests} requests; per request, web workers {cost['web']:.0f} us CPU"
+                f" ({requests / self.web:.0f} requests per web core-second), Redis {cost['redis']:.0f} us CPU"
+                f" of which its commands {cost['commands']:.0f} us")
 
 
-def wait_for_ledger() -> tuple[int, float]:
+def wait_for_ledger(primaries: list[redis.Redis]) -> tuple[int, float]:
     """Rows still in Redis when the load stopped, and how long the drainer took to write them."""
-    waiting, started = ledger_backlog(), time.time()
-    while ledger_backlog() and time.time() - started < 60:
+    waiting, started = ledger_backlog(primaries), time.time()
+    while ledger_backlog(primaries) and time.time() - started < 60:
         time.sleep(0.1)
     return waiting, time.time() - started
 
@@ -276,7 +292,7 @@ def measure(targets: list[Target], bare: Target) -> dict[str, float]:
                     ratios[target.label].append(target.runs[32][-1]["rps"] / bare.runs[32][-1]["rps"])
                 for target in [*targets, bare]:
                     target.run(4)
-        waiting, seconds = wait_for_ledger()
+        waiting, seconds = wait_for_ledger([redis.Redis.from_url(REDIS_URL)])
     for target in [*targets, bare]:
         target.report()
     print(f"ledger: {waiting} rows were still in Redis when the load stopped; written to PostgreSQL {seconds:.1f} s later",
@@ -293,19 +309,32 @@ DRAIN_SCRIPT = (
 )
 
 
-def measure_capacity(targets: list[Target]) -> None:
-    """What a decision and a usage report cost, for the capacity model (docs/operations.md, "Scaling"): the CPU of
-    the web workers and of Redis (INFO cpu; INFO commandstats, its commands alone) during a run at 32 connections
-    with the drain worker writing the ledger, as in production; then how many rows a second one drain writes into
-    PostgreSQL, from a backlog made by a run without the drain worker."""
-    with tempfile.TemporaryDirectory() as metrics_dir, Drainer():
-        with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT) as server:
+def capacity_on(deployment: redis_modes.Deployment, targets: list[Target]) -> dict[str, dict[str, float]]:
+    """What a decision and a usage report cost with the counters on `deployment`: the CPU of the web workers and of
+    the Redis primaries (INFO cpu; INFO commandstats, their commands alone) during a run at 32 connections with the
+    drain worker writing the ledger, as in production. Per target: microseconds per request (web, redis, commands)
+    and the run's requests/s."""
+    env = ENV | deployment.env
+    figures = {}
+    with tempfile.TemporaryDirectory() as metrics_dir, Drainer(env):
+        with Server("switchboard.wsgi", env | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT) as server:
             for target in targets:
                 wrk(target.url, 8, target.key, target.body, "3s")
-                with CpuPerRequest(server) as cpu:
+                with CpuPerRequest(server, deployment.primaries) as cpu:
                     load = wrk(target.url, 32, target.key, target.body)
-                print(cpu.report(f"capacity, {target.label}", load["requests"]), flush=True)
-        wait_for_ledger()
+                print(cpu.report(f"capacity on {deployment.label} Redis, {target.label}", load["requests"])
+                      + (f"  NON-2XX: {load['errors']}" if load["errors"] else ""), flush=True)
+                figures[target.label] = cpu.per_request(load["requests"]) | {"rps": load["rps"]}
+        wait_for_ledger(deployment.primaries)
+    return figures
+
+
+def measure_capacity(targets: list[Target]) -> dict[str, dict[str, float]]:
+    """For the capacity model (docs/operations.md, "Scaling"): what a decision and a usage report cost on the standalone
+    Redis (capacity_on); then how many rows a second one drain writes into PostgreSQL, from a backlog made by a run
+    without the drain worker."""
+    with redis_modes.deployment("standalone", REDIS_URL) as standalone:
+        figures = capacity_on(standalone, targets)
     with tempfile.TemporaryDirectory() as metrics_dir:
         with Server("switchboard.wsgi", ENV | {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}, PORT):
             for target in targets:
@@ -314,6 +343,60 @@ def measure_capacity(targets: list[Target]) -> None:
                 rows, seconds = re.search(r"DRAINED (\d+) ([\d.]+)", output).groups()
                 print(f"drain into PostgreSQL, {target.label}: {int(rows)} rows in {float(seconds):.1f} s,"
                       f" {int(rows) / float(seconds):.0f} rows/s", flush=True)
+    return figures
+
+
+def use_redis(env: dict) -> None:
+    """Move the bench's counters onto another Redis: rebuilt there from the ledger, and the previous Redis's
+    data-loss mark (router.counters.marks) forgotten, since a drain would report its absence from the new one as a
+    loss."""
+    psql("DELETE FROM providers_redismark", database=urlparse(DATABASE_URL).path.lstrip("/"))
+    run(str(BIN / "python"), "manage.py", "rebuild_counters", env=env, capture=True)
+
+
+Figures = dict[str, dict[str, float]]  # per target: capacity_on's figures
+
+
+def measure_redis_modes(targets: list[Target], standalone: Figures | None) -> None:
+    """The capacity figures on a Sentinel deployment and on a cluster as BENCH_REDIS_MODES asks, each started for the
+    bench and stopped after, then every deployment's side by side, the standalone Redis's (`standalone`) first."""
+    capacity: dict[str, Figures] = {}
+    descriptions: dict[str, str] = {}
+    if standalone:
+        with redis_modes.deployment("standalone", REDIS_URL) as deployment:
+            capacity[deployment.label], descriptions[deployment.label] = standalone, deployment.describe()
+    for mode in [mode for mode in REDIS_MODES if mode != "standalone"]:
+        missing = redis_modes.missing_programs(mode)
+        if missing:
+            print(f"capacity on {redis_modes.LABELS[mode]} Redis: skipped, {' and '.join(missing)} not found"
+                  " (Debian's redis-server package has both)", flush=True)
+            continue
+        with redis_modes.deployment(mode, REDIS_URL) as deployment:
+            use_redis(ENV | deployment.env)
+            capacity[deployment.label], descriptions[deployment.label] = capacity_on(deployment, targets), deployment.describe()
+        use_redis(ENV)
+    if capacity:
+        print_capacity(capacity, descriptions)
+
+
+def print_capacity(capacity: dict[str, Figures], descriptions: dict[str, str]) -> None:
+    """Each Redis deployment's capacity figures in a column of its own."""
+    labels = list(capacity)
+    rows = []
+    for target in capacity[labels[0]]:
+        name = target.split(" (")[0]
+        figures = [capacity[label][target] for label in labels]
+        rows += [(f"{name}: web workers' CPU", [f"{each['web']:.0f} us" for each in figures]),
+                 (f"{name}: Redis CPU (its commands)", [f"{each['redis']:.0f} us ({each['commands']:.0f} us)" for each in figures]),
+                 (f"{name}: at 32 connections", [f"{each['rps']:.0f} req/s" for each in figures])]
+    print("capacity per request on each Redis deployment (on a cluster, Redis CPU is summed over its primaries; one"
+          " installation's keys carry one hash tag, so one primary does the work):", flush=True)
+    for label in labels:
+        print(f"  {label}: {descriptions[label]}")
+    width = max(len(name) for name, _ in rows)
+    print(f"  {'':<{width}}" + "".join(f"{label:>18}" for label in labels))
+    for name, cells in rows:
+        print(f"  {name:<{width}}" + "".join(f"{cell:>18}" for cell in cells), flush=True)
 
 
 def create_history_partitions(days: int) -> None:
@@ -443,6 +526,8 @@ def main() -> None:
         return
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
+    if unknown := set(REDIS_MODES) - set(redis_modes.MODES):
+        sys.exit(f"BENCH_REDIS_MODES: unknown {', '.join(sorted(unknown))}; choose from {', '.join(redis_modes.MODES)}")
     key = prepare()
     print(f"Machine: {os.cpu_count()} cores; gunicorn {WORKERS} {WORKER_CLASS} workers x {THREADS} threads; wrk -t2, {DURATION} per run,"
           f" {ROUNDS} rounds; PostgreSQL and Redis on localhost", flush=True)
@@ -454,7 +539,8 @@ def main() -> None:
     ratios = measure([decisions, usage], bare)
     print(f"ratio to the bare WSGI app at 32 connections (median of the rounds' ratios): decisions {ratios[decisions.label]:.2f},"
           f" usage reports {ratios[usage.label]:.2f}", flush=True)
-    measure_capacity([decisions, usage])
+    standalone = measure_capacity([decisions, usage]) if "standalone" in REDIS_MODES else None
+    measure_redis_modes([decisions, usage], standalone)
     with Drainer(), Server("switchboard.wsgi", ENV, PORT):
         providers.report(switchboard, key)
     # What the client library adds to a call (route + report), against the provider stand-ins.

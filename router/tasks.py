@@ -6,7 +6,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from router.counters import redis_counters
+from router.counters import RedisUnreachable, redis_counters
 from router.database_outage import DATABASE_ERRORS
 from router.ledger import LedgerBusy
 from router.partitions import create_ahead
@@ -27,6 +27,10 @@ def drain_ledger() -> int:
     except DATABASE_ERRORS as exc:
         # The rows stay in the Redis stream, written on the first run after the database is back.
         logger.warning("Ledger not written: the database cannot be reached (%s); the rows wait in Redis", exc.__class__.__name__)
+        return 0
+    except RedisUnreachable as exc:
+        # Rows leave the stream only once written (router.ledger.drain), and writing one again changes nothing.
+        logger.warning("Ledger drain stopped: Redis cannot be reached (%s); the next run drains what is left", exc.__class__.__name__)
         return 0
 
 
