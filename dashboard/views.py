@@ -22,6 +22,7 @@ from router.counting import display_amount
 from router.engine import UnknownChoice
 from router.exports import decisions_csv
 from router.models import Decision
+from router.replica import replica_reads
 from router.snapshot import current_snapshot
 from router.tuning import DEFAULT_DAYS, MAXIMUM_DAYS, TuningError, tune, tune_period
 
@@ -62,6 +63,9 @@ def dashboard_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpR
 
 
 @dashboard_view
+# The ledger's sums are already a second behind the counters (the drain), and the page refreshes every 15 s:
+# a replica's lag of a few seconds more shows the same picture a moment later.
+@replica_reads()
 def overview(request: HttpRequest) -> HttpResponse:
     """What is hurting now, then decision volume over the range, quota bars per provider and pool, model
     availability and the latest fallbacks.
@@ -108,6 +112,9 @@ def alerts(request: HttpRequest) -> HttpResponse:
 
 
 @dashboard_view
+# The chart, the decisions and the tuning of a range, read like the overview's: a replica a few seconds behind
+# misses at most the range's last seconds.
+@replica_reads()
 def quota(request: HttpRequest, quota_id: int) -> HttpResponse:
     """One quota: its usage now and over the range against its soft and hard limits, the policy changes that
     touched it, the fallbacks and refusals it caused, and its tuning."""
@@ -149,6 +156,9 @@ def quota(request: HttpRequest, quota_id: int) -> HttpResponse:
 
 
 @dashboard_view
+# A history, and its export, of decisions already made: a replica a few seconds behind leaves out only the newest
+# (GET /api/v1/decisions is the export that holds every decision answered before it).
+@replica_reads()
 def fallbacks(request: HttpRequest) -> HttpResponseBase:
     """Every fallback and refusal, filtered, 50 a page; `?format=csv` exports exactly what the filters show."""
     params = request.GET.copy()
@@ -231,6 +241,8 @@ def policy_version(request: HttpRequest, number: int) -> HttpResponse:
 
 
 @dashboard_view
+# Judged on whole minutes up to the last whole minute, over days: a replica seconds behind changes nothing.
+@replica_reads()
 def tuning(request: HttpRequest) -> HttpResponse:
     """Per quota, the fallbacks and refusals it caused over the period, how many fallbacks were unnecessary, and the ratio to try."""
     form = TuningForm(request.GET or {"days": DEFAULT_DAYS})

@@ -43,6 +43,7 @@ from router.policy.fields import PolicyError
 from router.policy.plan import plan_policy
 from router.policy.versions import UnknownVersion, version_document
 from router.records import DecisionRecord, UsageRecord
+from router.replica import replica_reads
 from router.selectors import model_cooldowns, quota_status
 from router.shapes import ModelRef, api_trace, catalog_model_ref, rfc3339
 from router.snapshot import current_snapshot
@@ -297,7 +298,9 @@ class TuningView(ApiView):
     def get(self, request):
         days = request.query_params.get("days", str(DEFAULT_DAYS))
         try:
-            results = tune(int(days) if days.isascii() and days.isdigit() else -1)
+            # Judged on whole minutes up to the last whole minute, over days: a replica seconds behind changes nothing.
+            with replica_reads():
+                results = tune(int(days) if days.isascii() and days.isdigit() else -1)
         except TuningError as exc:
             raise ApiError("invalid_request", str(exc)) from exc
         return Response(s.TuningSerializer({"days": int(days), "results": results}).data)
@@ -358,6 +361,8 @@ class DecisionFilter(filters.FilterSet):
         fields = ["outcome", "category", "model", "provider", "since", "until"]
 
 
+# Reads the primary, never the read replica (router.replica): a replica could still miss the rows flush_ledger() has
+# just written, and this list holds every decision answered before the request.
 class DecisionsView(KnownQueryParameters, generics.ListAPIView):
     query_parameters = ("format",)
     permission_classes = [ReadScope]

@@ -37,6 +37,8 @@ def cell(value) -> str:
 def decisions_csv(queryset, filename: str = "decisions.csv") -> StreamingHttpResponse:
     """Every decision of the queryset as CSV, streamed (the export of what the filters show)."""
     writer = csv.writer(_Echo())
+    # The rows are read while the response streams, after the view has returned: from the database chosen now.
+    queryset = queryset.using(queryset.db)
 
     def rows():
         yield writer.writerow(CSV_COLUMNS)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import connection
+from django.db import Error, connection
 from django.db.models import Max
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from providers.models import AvailabilityCheck
-from router import counters, database_outage, metrics
+from router import counters, database_outage, metrics, replica
 from router.counters import marks
 from router.shapes import rfc3339
 from router.snapshot import snapshot_trusted
@@ -79,6 +79,15 @@ def _check_redis() -> dict:
     return body
 
 
+def _check_replica() -> dict:
+    if not replica.replica_configured():
+        return {"configured": False, "ok": None}
+    try:
+        return {"configured": True, "ok": True, "lag_seconds": replica.replica_lag()}
+    except Error as exc:
+        return {"configured": True, "ok": False, "error": exc.__class__.__name__}
+
+
 def _check_broker() -> dict:
     from switchboard.celery import app
 
@@ -98,9 +107,12 @@ def _last_refresh() -> dict:
     return {"last_at": rfc3339(last), "age_seconds": round(time.time() - last.timestamp())}
 
 
-def _warnings(redis_state: dict) -> list[str]:
+def _warnings(redis_state: dict, replica_state: dict) -> list[str]:
     """What an operator should fix though nothing fails yet."""
     warnings = []
+    if replica_state["ok"] is False:
+        warnings.append("The read replica (DATABASE_REPLICA_URL) cannot be reached: the dashboard, its exports and the tuning "
+                        "read the primary until it answers again.")
     if redis_state.get("persistence") in ("none", "snapshots"):
         warnings.append("Redis does not keep its data with appendonly: a restart loses the decisions and usage reports "
                         "it accepted since the last write to the database (docs/operations.md, Consistency contract).")
@@ -120,7 +132,7 @@ class HealthView(APIView):
     @extend_schema(responses={200: inline_serializer("Health", {"status": serializers.CharField()}),
                               503: inline_serializer("Unhealthy", {"status": serializers.CharField()})})
     def get(self, request):
-        database, redis_state, broker = _check_database(), _check_redis(), _check_broker()
+        database, redis_state, broker, replica_state = _check_database(), _check_redis(), _check_broker(), _check_replica()
         refusing = redis_state.get("counters") == "refusing"
         # Without the database, routing goes on only on Redis counters and a policy snapshot still trusted.
         routing_without_database = database.get("routing_from_memory") and redis_state.get("counters") == "redis"
@@ -130,8 +142,9 @@ class HealthView(APIView):
             state = "degraded"
         else:
             state = "ok"
-        body = {"status": state, "database": database, "redis": redis_state, "broker": broker,
-                "availability_refresh": _last_refresh() if database["ok"] else None, "warnings": _warnings(redis_state)}
+        # A replica that cannot be reached is a warning: its readers fall back to the primary.
+        body = {"status": state, "database": database, "replica": replica_state, "redis": redis_state, "broker": broker,
+                "availability_refresh": _last_refresh() if database["ok"] else None, "warnings": _warnings(redis_state, replica_state)}
         for name, check in _extra_checks.items():
             body[name] = check() if database["ok"] else None
             body["warnings"] += body[name].pop("warnings", []) if body[name] else []

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from django.db import connection
+from django.db import connections
 from django.db.models import BigIntegerField, Func
 
 from router.counting import COST_SCALE, covered_by, summed_amount
@@ -169,6 +169,7 @@ def _fallbacks(quotas: dict[int, QuotaSpec], since: datetime, start: datetime, u
     candidate) away below its hard limit (used + estimate within the limit)."""
     found: dict[int, list[_Fallback]] = {quota_id: [] for quota_id in quotas}
     first_second = int(start.timestamp())
+    connection = connections[Decision.objects.db]  # the read replica within router.replica.replica_reads()
     sql = _BLOCKED_SQL[connection.vendor].format(quota_ids=", ".join(str(int(quota_id)) for quota_id in quotas))
     with connection.cursor() as cursor:
         cursor.execute(sql, [connection.ops.adapt_datetimefield_value(since), connection.ops.adapt_datetimefield_value(until)])

@@ -127,12 +127,11 @@ TEMPLATES = [
 ]
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+_connection_options = {"conn_max_age": env_int("DATABASE_CONN_MAX_AGE", 600),
+                       "conn_health_checks": env_bool("DATABASE_CONN_HEALTH_CHECKS", False)}
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'switchboard.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
-        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
-    )
+    "default": dj_database_url.parse(os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'switchboard.sqlite3'}",
+                                     **_connection_options),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock when a transaction starts, so two processes counting against
@@ -146,6 +145,17 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 5)
     # One test database per test run, so that runs side by side on one server do not drop each other's.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+# A streaming replica of DATABASE_URL for the ops pages' heavy reads of the audit (router.replica); empty: every read
+# goes to DATABASE_URL.
+DATABASE_REPLICA_URL = os.environ.get("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    raise ImproperlyConfigured("DATABASE_REPLICA_URL names a replica of DATABASE_URL's PostgreSQL: set DATABASE_URL too.")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(DATABASE_REPLICA_URL, **_connection_options)
+    DATABASES["replica"]["OPTIONS"] = DATABASES["default"].get("OPTIONS", {}) | DATABASES["replica"].get("OPTIONS", {})
+    # Tests read the test database through it.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["router.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
