@@ -42,9 +42,7 @@ def call(endpoint: str, count: int, key: str) -> None:
     """Calls POST /api/v1/<endpoint> `count` times through the WSGI app, in this process."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchboard.settings")
-    from django.core.wsgi import get_wsgi_application
-
-    app = get_wsgi_application()
+    from switchboard.wsgi import application as app
     body = BODIES[endpoint]
     statuses: list[str] = []
 

@@ -125,7 +125,7 @@ def _refusal(decision: DecisionRecord) -> HttpResponse:
 
 
 class RoutingCallView(ApiView, ABC):
-    """The two calls made around every LLM call; also answered by router.middleware.RoutingCallMiddleware,
+    """The two calls made around every LLM call; also answered by router.wsgi.RoutingCalls,
     which calls the same `parse` and `respond`."""
 
     endpoint = ""

@@ -96,7 +96,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "router.middleware.RoutingCallMiddleware",
     "switchboard.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "switchboard.middleware.BrowserSessionMiddleware",

@@ -142,7 +142,7 @@ def test_a_body_the_server_takes_is_one_its_schema_allows(validate, values, decl
 
 @pytest.mark.parametrize(("validate", "values"), [(route_request, ROUTE_VALUES), (usage_report, USAGE_VALUES)], ids=["route", "usage"])
 def test_the_body_as_sent_and_as_drf_parsed_it_are_taken_alike(validate, values):
-    """The hot path decodes the bytes (router.middleware); DRF's view converts what its parser read: one answer."""
+    """The hot path decodes the bytes (router.wsgi); DRF's view converts what its parser read: one answer."""
 
     @given(body=bodies(values))
     @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None)

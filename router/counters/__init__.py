@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -104,6 +105,8 @@ class _Outage:
 
 outage = _Outage()
 _redis: dict[tuple, RedisCounters] = {}
+# The counters the current settings name (redis_counters), found once.
+_in_use: list[RedisCounters] = []
 _installation: list[str] = []
 
 
@@ -117,11 +120,14 @@ def installation_id() -> str:
 def forget_installation() -> None:
     """Read the installation id again on next use (after the database was recreated, as tests do)."""
     _installation.clear()
+    _in_use.clear()
 
 
 def redis_counters() -> RedisCounters:
     """This process's Redis counters; the first call finds out whether REDIS_URL names a cluster (REDIS_CLUSTER unset),
     and raises RedisUnreachable when it cannot."""
+    if _in_use:
+        return _in_use[0]
     key = (settings.REDIS_URL, tuple(settings.REDIS_SENTINELS), settings.REDIS_SENTINEL_MASTER, settings.REDIS_CLUSTER,
            settings.REDIS_MIN_REPLICAS, settings.REDIS_MIN_REPLICAS_TIMEOUT_MS, settings.ROUTER_REDIS_PREFIX, installation_id())
     if key not in _redis:
@@ -133,7 +139,18 @@ def redis_counters() -> RedisCounters:
                             cluster=cluster, read_timeout=0.5 + replicas_wait)
         _redis[key] = RedisCounters(client, settings.ROUTER_REDIS_PREFIX, key[-1], min_replicas=settings.REDIS_MIN_REPLICAS,
                                     replicas_timeout_ms=settings.REDIS_MIN_REPLICAS_TIMEOUT_MS)
+    _in_use.append(_redis[key])
     return _redis[key]
+
+
+def _settings_changed(setting: str, **kwargs) -> None:
+    """A test changed the settings: the counters in use are found again from them (reading eight settings on every
+    call costs the hot path more than its Redis round trip's packing)."""
+    if setting.startswith(("REDIS_", "ROUTER_REDIS_")):
+        _in_use.clear()
+
+
+setting_changed.connect(_settings_changed)
 
 
 def mark_store() -> str:

@@ -11,9 +11,13 @@ local function admits(used, amount, soft, limit)
   return used + amount <= limit and (soft < 0 or used < soft)
 end
 
+-- A bucket that held nothing before is new: only then can it be older than 'low' (a hash holding any bucket keeps
+-- 'low'), and only then does the hash's lifetime have to run from it (`ttl` outlasts the window from a bucket's start).
 local function add(key, bucket, amount, ttl)
-  redis.call('HINCRBY', key, bucket, amount)
   redis.call('HINCRBY', key, 'total', amount)
+  if redis.call('HINCRBY', key, bucket, amount) ~= tonumber(amount) then
+    return
+  end
   local low = tonumber(redis.call('HGET', key, 'low'))
   if low == nil or tonumber(bucket) < low then
     redis.call('HSET', key, 'low', bucket)
