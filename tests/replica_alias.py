@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connections
 
 
@@ -24,3 +25,10 @@ def replica_alias(**overrides: object) -> Iterator[None]:
         connections["replica"].close()
         del connections["replica"]
         del settings.DATABASES["replica"]
+
+
+def empty_for_serialized_rollback() -> None:
+    """Empty the test database's tables, as a serialized rollback expects to find them before it restores the database
+    as migrated: a transactional test without one, run before, leaves what post_migrate recreates (content types,
+    permissions) under new ids, which the restored rows would collide with."""
+    call_command("flush", interactive=False, inhibit_post_migrate=True, verbosity=0)

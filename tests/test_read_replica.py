@@ -15,15 +15,17 @@ from rest_framework.test import APIClient
 from providers.models import LLMModel
 from router.models import Decision
 from tests.factories import DecisionFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
-from tests.replica_alias import replica_alias
+from tests.replica_alias import empty_for_serialized_rollback, replica_alias
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"])
 
 
 @pytest.fixture(autouse=True, scope="module")
 def replica(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock(), replica_alias():
-        yield
+    with django_db_blocker.unblock():
+        empty_for_serialized_rollback()
+        with replica_alias():
+            yield
 
 
 @pytest.fixture(autouse=True)

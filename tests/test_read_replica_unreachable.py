@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import DecisionFactory, make_api_key
-from tests.replica_alias import replica_alias
+from tests.replica_alias import empty_for_serialized_rollback, replica_alias
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"])
 
@@ -17,8 +17,10 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True, d
 @pytest.fixture(autouse=True, scope="module")
 def unreachable_replica(django_db_setup, django_db_blocker):
     """A replica on a port nothing listens on."""
-    with django_db_blocker.unblock(), replica_alias(HOST="127.0.0.1", PORT=1):
-        yield
+    with django_db_blocker.unblock():
+        empty_for_serialized_rollback()
+        with replica_alias(HOST="127.0.0.1", PORT=1):
+            yield
 
 
 @pytest.fixture(autouse=True)
