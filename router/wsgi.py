@@ -42,14 +42,18 @@ _added_headers: dict[bool, list[tuple[str, str]]] = {}
 
 
 class RoutingCalls:
+    """WSGI middleware: answers the routing calls and usage reports the views would take as they are; hands on the rest."""
+
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
         self.views: dict[str, RoutingCallView] = {reverse("api-route"): RouteView(), reverse("api-usage"): UsageView()}
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         view = self.views.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
+        if view is None:
+            return self.app(environ, start_response)
         secure = _is_secure(environ)
-        if view is None or not _takes(environ, view, secure):
+        if not _takes(environ, view, secure):
             return self.app(environ, start_response)
         request_started.send(sender=self.__class__, environ=environ)
         try:
