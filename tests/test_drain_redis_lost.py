@@ -57,7 +57,8 @@ def paused(server: RedisServer):
 
 @contextlib.contextmanager
 def after_the_decisions_are_written(outage: contextlib.AbstractContextManager):
-    """`outage` begins once the drain has inserted its batch's decisions into the database, and ends with the block."""
+    """`outage` begins once the drain has inserted its batch's decisions into PostgreSQL (router.ledger's INSERT), and ends
+    with the block."""
     with contextlib.ExitStack() as stack:
         def begin_outage(execute, sql, params, many, context):
             result = execute(sql, params, many, context)
@@ -70,7 +71,8 @@ def after_the_decisions_are_written(outage: contextlib.AbstractContextManager):
 
 
 @pytest.mark.parametrize(("outage", "error"), [(killed, "ConnectionError"), (paused, "TimeoutError")])
-def test_a_drain_that_loses_redis_logs_it_and_the_next_one_writes_each_row_once(api, policy, own_redis, caplog, outage, error):
+def test_a_drain_that_loses_redis_logs_it_and_the_next_one_writes_each_row_once(postgres_only, api, policy, own_redis, caplog, outage,
+                                                                               error):
     decisions = [route(api, category="general", estimated_input_tokens=1000, estimated_output_tokens=500)["decision_id"]
                  for _ in range(2)]
     reports = [report(api, decision_id=decisions[0])["usage_id"], report(api, idempotency_key="call-1")["usage_id"]]

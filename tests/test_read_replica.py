@@ -7,6 +7,7 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -17,7 +18,11 @@ from router.models import Decision
 from tests.factories import DecisionFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
 from tests.replica_alias import empty_for_serialized_rollback, replica_alias
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"])
+pytestmark = [
+    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                       reason="DATABASE_REPLICA_URL names a PostgreSQL replica"),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"]),
+]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,13 +5,18 @@ import logging
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import DecisionFactory, make_api_key
 from tests.replica_alias import empty_for_serialized_rollback, replica_alias
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"])
+pytestmark = [
+    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                       reason="DATABASE_REPLICA_URL names a PostgreSQL replica"),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"]),
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
