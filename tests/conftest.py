@@ -79,6 +79,18 @@ def redis_on_cluster(cluster_servers, settings):
     yield from _own_keys(cluster_servers.client(), settings)
 
 
+@pytest.fixture
+def general_with_requests_quota(db):
+    """A route for the category "general" to gpt-4o, whose provider has a quota of 1,000 requests a minute."""
+    from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
+
+    provider = ProviderFactory(slug="openai", kind="openai")
+    model = LLMModelFactory(key="gpt-4o", provider=provider)
+    QuotaFactory(provider=provider, name="requests-minute", metric="requests", window="minute", limit=1000, soft_limit_ratio=1,
+                 models=[model])
+    make_route("general", [model])
+
+
 @pytest.fixture(params=["standalone", "sentinel", "cluster"])
 def any_redis(request):
     """Runs the test on REDIS_URL's Redis, on a primary found through Sentinel and on a Redis Cluster; a client of it."""

@@ -1,22 +1,11 @@
 """On a Redis Cluster the counters keep every key of an installation in one slot, and follow that slot when the
 cluster moves it to another primary or promotes a replica in place of a primary that died, with no restart."""
 
-import pytest
 import redis
 
 from router import counters
 from tests.calls import post, quotas_used, route
-from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import ClusterServers, wait_until
-
-
-@pytest.fixture
-def general(db):
-    provider = ProviderFactory(slug="openai", kind="openai")
-    model = LLMModelFactory(key="gpt-4o", provider=provider)
-    QuotaFactory(provider=provider, name="requests-minute", metric="requests", window="minute", limit=1000, soft_limit_ratio=1,
-                 models=[model])
-    make_route("general", [model])
 
 
 def report(api, decision_id: str) -> int:
@@ -40,7 +29,7 @@ def move_slot(cluster: ClusterServers, slot: int, target_port: int) -> None:
             redis.Redis(port=node.port).execute_command("CLUSTER SETSLOT", slot, "NODE", node_id(target_port))
 
 
-def test_every_key_of_an_installation_is_in_one_slot_of_the_cluster(api, general, redis_on_cluster):
+def test_every_key_of_an_installation_is_in_one_slot_of_the_cluster(api, general_with_requests_quota, redis_on_cluster):
     decisions = [route(api, category="general")["decision_id"] for _ in range(3)]
     assert [report(api, decision_id) for decision_id in decisions] == [201, 201, 201]
     counters.redis_counters().drain()
@@ -54,7 +43,7 @@ def test_every_key_of_an_installation_is_in_one_slot_of_the_cluster(api, general
     assert [row["decision_id"] for row in api.get("/api/v1/decisions").json()["results"]] == decisions[::-1]
 
 
-def test_the_counters_follow_their_slot_moved_to_another_primary(api, general, redis_on_cluster, cluster_servers):
+def test_the_counters_follow_their_slot_moved_to_another_primary(api, general_with_requests_quota, redis_on_cluster, cluster_servers):
     before = [route(api, category="general") for _ in range(3)]
     slot = redis_on_cluster.keyslot(counters.redis_counters().ready_key)
     source = cluster_servers.primary_of_slot(slot)
@@ -71,7 +60,7 @@ def test_the_counters_follow_their_slot_moved_to_another_primary(api, general, r
     assert report(api, after[-1]["decision_id"]) == 201
 
 
-def test_the_counters_follow_a_replica_promoted_in_place_of_a_primary_killed(api, general, tmp_path, settings, monkeypatch):
+def test_the_counters_follow_a_replica_promoted_in_place_of_a_primary_killed(api, general_with_requests_quota, tmp_path, settings, monkeypatch):
     cluster = ClusterServers(tmp_path).start()
     try:
         settings.REDIS_URL = cluster.url
@@ -99,7 +88,7 @@ def test_the_counters_follow_a_replica_promoted_in_place_of_a_primary_killed(api
         cluster.kill()
 
 
-def test_with_min_replicas_a_decision_is_answered_once_the_replica_of_its_slot_holds_it(api, general, redis_on_cluster, settings):
+def test_with_min_replicas_a_decision_is_answered_once_the_replica_of_its_slot_holds_it(api, general_with_requests_quota, redis_on_cluster, settings):
     settings.REDIS_MIN_REPLICAS = 1
 
     answer = route(api, category="general")
@@ -109,7 +98,8 @@ def test_with_min_replicas_a_decision_is_answered_once_the_replica_of_its_slot_h
     assert quotas_used(api)["requests-minute"] == 1
 
 
-def test_the_user_and_password_in_the_url_reach_every_node_of_the_cluster(api, general, redis_on_cluster, cluster_servers, settings):
+def test_the_user_and_password_in_the_url_reach_every_node_of_the_cluster(api, general_with_requests_quota, redis_on_cluster, cluster_servers,
+                                                                           settings):
     password = "a-password-of-this-test"
     for node in cluster_servers.nodes:  # an ACL user who may do only what the counters do, on every node
         redis.Redis(port=node.port).acl_setuser("counters", enabled=True, passwords=[f"+{password}"], keys=["switchboard-test-*"],

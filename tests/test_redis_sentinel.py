@@ -6,7 +6,6 @@ import redis
 
 from router import counters
 from tests.calls import post, quotas_used, route
-from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import SentinelGroup, wait_until
 
 
@@ -20,16 +19,7 @@ def sentinel_redis(tmp_path, settings):
     group.kill()
 
 
-@pytest.fixture
-def general(db):
-    provider = ProviderFactory(slug="openai", kind="openai")
-    model = LLMModelFactory(key="gpt-4o", provider=provider)
-    QuotaFactory(provider=provider, name="requests-minute", metric="requests", window="minute", limit=1000, soft_limit_ratio=1,
-                 models=[model])
-    make_route("general", [model])
-
-
-def test_the_counters_follow_the_primary_across_a_failover(api, general, sentinel_redis, monkeypatch):
+def test_the_counters_follow_the_primary_across_a_failover(api, general_with_requests_quota, sentinel_redis, monkeypatch):
     primary, replica, sentinels = sentinel_redis
     clock = [0.0]
     monkeypatch.setattr(counters.outage, "clock", lambda: clock[0])

@@ -12,7 +12,6 @@ import redis
 from router import counters
 from tests.calls import audit, post, quotas_used, route
 from tests.conftest import _required_in_ci
-from tests.factories import LLMModelFactory, ProviderFactory, QuotaFactory, make_route
 from tests.redis_servers import RedisServer, free_port, wait_until
 
 PASSWORD = "a-password-of-this-test"
@@ -75,17 +74,8 @@ def tls_cluster(tmp_path_factory, certificate):
         node.kill()
 
 
-@pytest.fixture
-def general(db):
-    provider = ProviderFactory(slug="openai", kind="openai")
-    model = LLMModelFactory(key="gpt-4o", provider=provider)
-    QuotaFactory(provider=provider, name="requests-minute", metric="requests", window="minute", limit=1000, soft_limit_ratio=1,
-                 models=[model])
-    make_route("general", [model])
-
-
 @pytest.mark.parametrize("deployment", ["single_tls_redis", "tls_cluster"])
-def test_decisions_are_counted_and_written_over_tls_as_the_user_in_the_url(api, general, settings, request, deployment):
+def test_decisions_are_counted_and_written_over_tls_as_the_user_in_the_url(api, general_with_requests_quota, settings, request, deployment):
     settings.REDIS_URL = request.getfixturevalue(deployment)
     settings.ROUTER_REDIS_PREFIX = "switchboard-test-tls:"
 
