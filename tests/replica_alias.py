@@ -4,6 +4,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
@@ -32,3 +33,20 @@ def empty_for_serialized_rollback() -> None:
     as migrated: a transactional test without one, run before, leaves what post_migrate recreates (content types,
     permissions) under new ids, which the restored rows would collide with."""
     call_command("flush", interactive=False, inhibit_post_migrate=True, verbosity=0)
+
+
+# The marks of a module whose tests read through the replica alias: PostgreSQL only, committed rows, both aliases.
+REPLICA_TESTS = [
+    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                       reason="DATABASE_REPLICA_URL names a PostgreSQL replica"),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"]),
+]
+
+
+@contextmanager
+def replica_for_the_module(django_db_blocker, **overrides: object) -> Iterator[None]:
+    """The replica alias (replica_alias) for a module's tests, the tables emptied first for their serialized rollbacks."""
+    with django_db_blocker.unblock():
+        empty_for_serialized_rollback()
+        with replica_alias(**overrides):
+            yield

@@ -7,7 +7,6 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -16,21 +15,15 @@ from rest_framework.test import APIClient
 from providers.models import LLMModel
 from router.models import Decision
 from tests.factories import DecisionFactory, LLMModelFactory, ProviderFactory, QuotaFactory, make_api_key, make_route
-from tests.replica_alias import empty_for_serialized_rollback, replica_alias
+from tests.replica_alias import REPLICA_TESTS, replica_for_the_module
 
-pytestmark = [
-    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-                       reason="DATABASE_REPLICA_URL names a PostgreSQL replica"),
-    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"]),
-]
+pytestmark = REPLICA_TESTS
 
 
 @pytest.fixture(autouse=True, scope="module")
 def replica(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        empty_for_serialized_rollback()
-        with replica_alias():
-            yield
+    with replica_for_the_module(django_db_blocker):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -5,27 +5,20 @@ import logging
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.factories import DecisionFactory, make_api_key
-from tests.replica_alias import empty_for_serialized_rollback, replica_alias
+from tests.replica_alias import REPLICA_TESTS, replica_for_the_module
 
-pytestmark = [
-    pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-                       reason="DATABASE_REPLICA_URL names a PostgreSQL replica"),
-    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=["default", "replica"]),
-]
+pytestmark = REPLICA_TESTS
 
 
 @pytest.fixture(autouse=True, scope="module")
 def unreachable_replica(django_db_setup, django_db_blocker):
     """A replica on a port nothing listens on."""
-    with django_db_blocker.unblock():
-        empty_for_serialized_rollback()
-        with replica_alias(HOST="127.0.0.1", PORT=1):
-            yield
+    with replica_for_the_module(django_db_blocker, HOST="127.0.0.1", PORT=1):
+        yield
 
 
 @pytest.fixture(autouse=True)
