@@ -7,7 +7,6 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
@@ -19,12 +18,12 @@ from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
-from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
 from providers.models import LLMModel
 from router import metrics, payloads, retries
 from router import serializers as s
+from router.answers import JsonAnswer, json_answer
 from router.auth import AdminScope, ApiKeyAuthentication, Caller, PolicyAccess, ReadScope, RouteScope, UsageScope
 from router.counters import CountersUnavailable, LedgerIncomplete, flush_ledger
 from router.counters.connections import PoolExhausted
@@ -54,7 +53,6 @@ from switchboard.vocabulary import Outcome
 # The routing and usage bodies are a few hundred bytes; a policy document is larger.
 MAX_CALL_BODY_BYTES = 64 * 1024
 COST_PLACES = Decimal("0.000001")
-JSON = msgspec.json.Encoder(enc_hook=JSONEncoder().default)
 
 
 class JSONOnly(DefaultContentNegotiation):
@@ -97,15 +95,6 @@ class ApiView(KnownQueryParameters, APIView):
         super().initial(request, *args, **kwargs)
 
 
-def json_response(body: dict | msgspec.Struct, status_code: int = status.HTTP_200_OK, headers: dict | None = None) -> HttpResponse:
-    """A body (a dict or one of the Structs the answers are declared as) written by msgspec, which costs the hot path
-    far less than DRF's renderer (docs/performance.md); what msgspec does not know goes to DRF's encoder."""
-    content = JSON.encode(body)
-    response = HttpResponse(content, status=status_code, headers=headers, content_type="application/json")
-    response["Content-Length"] = str(len(content))
-    return response
-
-
 def counters_error(exc: Exception) -> ApiError:
     """503 when the counters cannot answer: Redis down with ROUTER_REDIS_DOWN=refuse, every connection of this
     process busy for a moment (retry in a second), or too few replicas holding what was counted (retry in a second)."""
@@ -116,12 +105,12 @@ def counters_error(exc: Exception) -> ApiError:
     return ApiError("counters_unavailable", str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
-def _refusal(decision: DecisionRecord) -> HttpResponse:
+def _refusal(decision: DecisionRecord) -> JsonAnswer:
     answer = refusal(decision)
     body = Refusal(error=answer.code, detail=answer.detail, reason=decision.reason, decision_id=decision.id, outcome=decision.outcome,
                    primary=catalog_model_ref(decision.primary_key), trace=api_trace(decision.trace), policy_version=decision.policy_version)
     headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else None
-    return json_response(body, answer.status, headers=headers)
+    return json_answer(body, answer.status, headers=headers)
 
 
 class RoutingCallView(ApiView, ABC):
@@ -134,23 +123,23 @@ class RoutingCallView(ApiView, ABC):
         if request.META.get("CONTENT_LENGTH", "") in ("", "0"):
             # DRF reads no body as {}: which would be a call with every default, not the call that was meant.
             raise ApiError("invalid_request", "The request body is empty: send a JSON object ({} for every default).")
-        return self.respond(self.parse(request.data), request.user)
+        return self.respond(self.parse(request.data), request.user).http_response()
 
-    def respond(self, call: Any, caller: Caller) -> HttpResponse:
+    def respond(self, call: Any, caller: Caller) -> JsonAnswer:
         """`answer`, timed into switchboard_request_duration_seconds."""
         started = time.perf_counter()
         try:
             return self.answer(call, caller)
         finally:
-            metrics.REQUEST_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
+            metrics.observe_answer_time(self.endpoint, time.perf_counter() - started)
 
     @abstractmethod
     def parse(self, data: Any) -> Any:
         """The call in a request body; raises a ValidationError (400) naming what is wrong."""
 
     @abstractmethod
-    def answer(self, call: Any, caller: Caller) -> HttpResponse:
-        """The response to a parsed call."""
+    def answer(self, call: Any, caller: Caller) -> JsonAnswer:
+        """The answer to a parsed call."""
 
 
 @extend_schema_view(post=extend_schema(
@@ -165,7 +154,7 @@ class RouteView(RoutingCallView):
     def parse(self, data: Any) -> tuple[RouteRequest, bool]:
         return payloads.route_request(data)
 
-    def answer(self, call: tuple[RouteRequest, bool], caller: Caller) -> HttpResponse:
+    def answer(self, call: tuple[RouteRequest, bool], caller: Caller) -> JsonAnswer:
         route_request, dry_run = call
         if route_request.request_id is None or dry_run:
             return self.decide(route_request, caller, dry_run)
@@ -180,7 +169,7 @@ class RouteView(RoutingCallView):
         except PoolExhausted as exc:
             raise counters_error(exc) from exc
 
-    def decide(self, route_request: RouteRequest, caller: Caller, dry_run: bool, decision_id: uuid.UUID | None = None) -> HttpResponse:
+    def decide(self, route_request: RouteRequest, caller: Caller, dry_run: bool, decision_id: uuid.UUID | None = None) -> JsonAnswer:
         try:
             decision = decide(route_request, caller=caller.name, dry_run=dry_run, decision_id=decision_id)
         except UnroutableRequest as exc:
@@ -203,12 +192,12 @@ def unroutable_error(cause: str, detail: str, valid: list[str], stored: Decision
                     decision_id=str(stored.id) if stored else None, policy_version=stored.policy_version if stored else None)
 
 
-def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> HttpResponse:
+def decision_answer(decision: DecisionRecord, dry_run: bool = False) -> JsonAnswer:
     """The answer to a routing request: the decision, or its refusal."""
     if decision.refused:
         return _refusal(decision)
     model = decision.model or current_snapshot().models[decision.model_key]
-    return json_response(RouteAnswer(
+    return json_answer(RouteAnswer(
         decision_id=decision.id,
         outcome=decision.outcome,
         reason=decision.reason,
@@ -234,7 +223,7 @@ class UsageView(RoutingCallView):
     def parse(self, data: Any) -> UsageReport:
         return payloads.usage_report(data)
 
-    def answer(self, call: UsageReport, caller: Caller) -> HttpResponse:
+    def answer(self, call: UsageReport, caller: Caller) -> JsonAnswer:
         try:
             usage, created = record_usage(call, caller=caller.name)
         except UsageRejected as exc:
@@ -242,7 +231,7 @@ class UsageView(RoutingCallView):
             raise ApiError(exc.code, exc.detail, exc.status, headers=headers, **exc.extra) from exc
         except (PoolExhausted, ReplicasBehind) as exc:
             raise counters_error(exc) from exc
-        return json_response(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return json_answer(usage_body(usage), status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 def usage_body(report: UsageRecord) -> UsageAnswer:

@@ -7,6 +7,7 @@ Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (an empty direc
 """
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from router.records import DecisionRecord
 from switchboard.vocabulary import Outcome, Verdict
@@ -32,8 +33,20 @@ REQUEST_SECONDS = Histogram(
 PROCESS_COUNTERS = (DECISIONS, FALLBACKS, SKIPPED, USAGE_REPORTS, UNROUTABLE, SERVER_ERRORS, REQUEST_SECONDS)
 
 
+# Each metric's child per label, as labels() gives it: labels() checks and looks up its arguments on every call, which
+# costs the hot path (docs/performance.md).
+_children: dict[tuple[MetricWrapperBase, str], MetricWrapperBase] = {}
+
+
+def _labelled(metric: MetricWrapperBase, label: str) -> MetricWrapperBase:
+    child = _children.get((metric, label))
+    if child is None:
+        child = _children[(metric, label)] = metric.labels(label)
+    return child
+
+
 def count_decision(decision: DecisionRecord) -> None:
-    DECISIONS.labels(decision.outcome).inc()
+    _labelled(DECISIONS, decision.outcome).inc()
     if decision.outcome == Outcome.PRIMARY:
         return
     for entry in decision.trace:
@@ -41,6 +54,10 @@ def count_decision(decision: DecisionRecord) -> None:
             SKIPPED.labels(entry["reason"]).inc()
     if decision.outcome == Outcome.FALLBACK and decision.trace[0]["verdict"] == Verdict.SKIPPED:
         FALLBACKS.labels(decision.trace[0]["reason"]).inc()
+
+
+def observe_answer_time(endpoint: str, seconds: float) -> None:
+    _labelled(REQUEST_SECONDS, endpoint).observe(seconds)
 
 
 def count_server_error(kind: str) -> None:
@@ -53,4 +70,4 @@ def count_unroutable(error: str) -> None:
 
 
 def count_usage(status: str) -> None:
-    USAGE_REPORTS.labels(status).inc()
+    _labelled(USAGE_REPORTS, status).inc()

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from django.db import IntegrityError, connection, transaction
-from django.http import HttpResponse
 
 from router import counters
+from router.answers import JsonAnswer
 from router.counters import RedisUnreachable
 from router.counters.redis import DECISION_MEMORY_SECONDS
 from router.engine import RouteRequest
@@ -56,8 +56,8 @@ def fingerprint(request: RouteRequest) -> str:
     return hashlib.sha256(orjson.dumps(fields)).hexdigest()[:32]
 
 
-def answer_once(key_id: str, request: RouteRequest, decide: Callable[[uuid.UUID | None], HttpResponse],
-                replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
+def answer_once(key_id: str, request: RouteRequest, decide: Callable[[uuid.UUID | None], JsonAnswer],
+                replay: Callable[[DecisionRecord], JsonAnswer]) -> JsonAnswer:
     """The answer to `request`: the stored one if its request_id was answered before, else `decide(decision_id)`'s
     (a decision_id of None lets the decision pick its own); `replay` answers a stored decision again.
     Raises RequestIdReused and RequestInProgress."""
@@ -78,7 +78,7 @@ def _derived_id(named: str, body: str) -> uuid.UUID:
     return uuid.UUID(bytes=own + of_body, version=5)
 
 
-def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], HttpResponse]) -> HttpResponse:
+def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], JsonAnswer]) -> JsonAnswer:
     deadline = time.monotonic() + WAIT_SECONDS
     while not client.set(key, orjson.dumps({"fingerprint": body}), nx=True, ex=CLAIM_SECONDS):
         stored = client.get(key)
@@ -89,7 +89,7 @@ def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], 
             raise RequestIdReused("It was used within the last hour for a routing request with another body.")
         if "status" in earlier:
             headers = {"Retry-After": earlier["retry_after"]} if earlier["retry_after"] else None
-            return HttpResponse(earlier["body"], status=earlier["status"], headers=headers, content_type="application/json")
+            return JsonAnswer(earlier["status"], earlier["body"].encode(), headers)
         if time.monotonic() >= deadline:
             raise RequestInProgress("A copy of this request is still being decided.")
         time.sleep(0.01)
@@ -100,16 +100,16 @@ def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], 
             client.delete(key)  # nothing was decided (an error answer): a retry decides afresh
         raise
     try:
-        client.set(key, orjson.dumps({"fingerprint": body, "status": response.status_code, "body": response.content.decode(),
-                                      "retry_after": response.get("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
+        client.set(key, orjson.dumps({"fingerprint": body, "status": response.status, "body": response.content.decode(),
+                                      "retry_after": response.header("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
     except RedisUnreachable as exc:
         # Decided (on the database, if Redis went meanwhile) but not remembered: a copy sent later decides again.
         logger.warning("The answer to a routing request_id could not be kept (%s)", exc.__class__.__name__)
     return response
 
 
-def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], HttpResponse],
-                 replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
+def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], JsonAnswer],
+                 replay: Callable[[DecisionRecord], JsonAnswer]) -> JsonAnswer:
     if connection.vendor != "postgresql":
         return _decide_once(decision_id, decide, replay)
     # On PostgreSQL the decisions are partitioned by day (router.partitions): their primary key holds the day, so
@@ -120,8 +120,8 @@ def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], Ht
         return _decide_once(decision_id, decide, replay)
 
 
-def _decide_once(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], HttpResponse],
-                 replay: Callable[[DecisionRecord], HttpResponse]) -> HttpResponse:
+def _decide_once(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], JsonAnswer],
+                 replay: Callable[[DecisionRecord], JsonAnswer]) -> JsonAnswer:
     stored = Decision.objects.filter(pk=decision_id).first()
     if stored is None:
         if _same_request_id(decision_id).exclude(pk=decision_id).exists():  # not a copy that stored it since

@@ -12,8 +12,9 @@ as it is:
 Anything else goes on to Django, where the view and DRF answer it as they answer every other
 endpoint. Both paths call the view's `parse(data)`, which validates the body into a call, and its
 `respond(call, caller)`, which runs the service and returns the response (timed). The answers here
-carry the headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to every answer, and
-Django's request signals are sent around each (its database connections are looked after on them).
+carry the headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to every answer. Django's
+`request_finished` is sent after a call that reached the database, whose connections are looked after on it
+(router.database_use); most calls never do.
 """
 
 import io
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import request_finished, request_started, setting_changed
+from django.core.signals import request_finished, setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.middleware.clickjacking import XFrameOptionsMiddleware
@@ -29,16 +30,20 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
-from router.api import RouteView, RoutingCallView, UsageView, json_response
+from router import database_use
+from router.answers import JsonAnswer, json_answer
+from router.api import RouteView, RoutingCallView, UsageView
 from router.auth import Caller, bearer_key, caller_for_key
 from router.database_outage import DATABASE_UNAVAILABLE
 from router.errors import ApiError, database_unavailable, error_body, server_error
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 JSON_TYPES = frozenset({"application/json", "application/json; charset=utf-8"})
-# The headers Django's middleware adds to every answer, by whether the request came over HTTPS; cleared when a test
-# changes the settings they come from.
+# The headers Django's middleware adds to every answer, by whether the request came over HTTPS, and whether
+# ALLOWED_HOSTS accepts a Host header, by header: both cleared when a test changes the settings they come from.
 _added_headers: dict[bool, list[tuple[str, str]]] = {}
+_allowed_hosts: dict[str, bool] = {}
+HOSTS_REMEMBERED = 256
 
 
 class RoutingCalls:
@@ -46,6 +51,7 @@ class RoutingCalls:
 
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
+        database_use.watch_queries()
         self.views: dict[str, RoutingCallView] = {reverse("api-route"): RouteView(), reverse("api-usage"): UsageView()}
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -55,22 +61,24 @@ class RoutingCalls:
         secure = _is_secure(environ)
         if not _takes(environ, view, secure):
             return self.app(environ, start_response)
-        request_started.send(sender=self.__class__, environ=environ)
+        database_use.clear()
         try:
-            response = self._answer(environ, view)
+            answer = self._answer(environ, view)
         except Exception:
-            response = server_error(_Request(environ, secure))
+            answer = _json_answer(server_error(_Request(environ, secure)))
         finally:
-            request_finished.send(sender=self.__class__)
-        if response is None:
+            if database_use.reached():
+                request_finished.send(sender=self.__class__)
+        if answer is None:
             return self.app(environ, start_response)
-        headers = list(response.items())
-        headers += [(name, value) for name, value in _headers_added(secure) if name not in response]
-        start_response(f"{response.status_code} {response.reason_phrase}", headers)
-        return [response.content]
+        headers = answer.wsgi_headers()
+        own = {name.lower() for name in answer.headers} if answer.headers else ()
+        headers += [(name, value) for name, value in _headers_added(secure) if name.lower() not in own]
+        start_response(answer.wsgi_status(), headers)
+        return [answer.content]
 
     @staticmethod
-    def _answer(environ: dict, view: RoutingCallView) -> HttpResponse | None:
+    def _answer(environ: dict, view: RoutingCallView) -> JsonAnswer | None:
         """The view's answer, or None when Django should answer instead (the body put back for it)."""
         try:
             caller = _caller(environ, view)
@@ -84,9 +92,14 @@ class RoutingCalls:
             return view.respond(call, caller)
         except DATABASE_UNAVAILABLE as exc:
             exc = database_unavailable(exc)
-            return json_response(error_body(exc), exc.status_code, headers=exc.headers)
+            return json_answer(error_body(exc), exc.status_code, exc.headers)
         except ApiError as exc:
-            return json_response(error_body(exc), exc.status_code, headers=exc.headers)
+            return json_answer(error_body(exc), exc.status_code, exc.headers)
+
+
+def _json_answer(response: HttpResponse) -> JsonAnswer:
+    """A JSON HttpResponse (router.errors.server_error's) as the answers here are written."""
+    return JsonAnswer(response.status_code, response.content, {name: value for name, value in response.items() if name != "Content-Type"})
 
 
 def _is_secure(environ: dict) -> bool:
@@ -107,10 +120,20 @@ def _takes(environ: dict, view: RoutingCallView, secure: bool) -> bool:
         return False
     if environ.get("QUERY_STRING") or (settings.SECURE_SSL_REDIRECT and not secure):
         return False  # these calls take no query parameters: DRF refuses them
-    host = environ.get("HTTP_X_FORWARDED_HOST" if settings.USE_X_FORWARDED_HOST else "HTTP_HOST", "")
-    domain, _ = split_domain_port(host)
-    allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-    return bool(domain) and validate_host(domain, allowed)
+    return _host_allowed(environ.get("HTTP_X_FORWARDED_HOST" if settings.USE_X_FORWARDED_HOST else "HTTP_HOST", ""))
+
+
+def _host_allowed(host: str) -> bool:
+    """Whether ALLOWED_HOSTS accepts the Host header, as HttpRequest.get_host() checks it; remembered per header."""
+    allowed = _allowed_hosts.get(host)
+    if allowed is None:
+        domain, _ = split_domain_port(host)
+        patterns = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+        allowed = bool(domain) and validate_host(domain, patterns)
+        if len(_allowed_hosts) >= HOSTS_REMEMBERED:  # the caller chooses the header: what is remembered stays bounded
+            _allowed_hosts.clear()
+        _allowed_hosts[host] = allowed
+    return allowed
 
 
 def _caller(environ: dict, view: RoutingCallView) -> Caller | None:
@@ -140,11 +163,12 @@ def _headers_added(secure: bool) -> list[tuple[str, str]]:
     return _added_headers[secure]
 
 
-def _forget_added_headers(**kwargs) -> None:
+def _forget_what_settings_gave(**kwargs) -> None:
     _added_headers.clear()
+    _allowed_hosts.clear()
 
 
-setting_changed.connect(_forget_added_headers)
+setting_changed.connect(_forget_what_settings_gave)
 
 
 class _Request(HttpRequest):
