@@ -51,9 +51,9 @@ def count_decision(decision: DecisionRecord) -> None:
         return
     for entry in decision.trace:
         if entry["verdict"] == Verdict.SKIPPED:
-            SKIPPED.labels(entry["reason"]).inc()
+            _labelled(SKIPPED, entry["reason"]).inc()
     if decision.outcome == Outcome.FALLBACK and decision.trace[0]["verdict"] == Verdict.SKIPPED:
-        FALLBACKS.labels(decision.trace[0]["reason"]).inc()
+        _labelled(FALLBACKS, decision.trace[0]["reason"]).inc()
 
 
 def observe_answer_time(endpoint: str, seconds: float) -> None:
@@ -61,12 +61,12 @@ def observe_answer_time(endpoint: str, seconds: float) -> None:
 
 
 def count_server_error(kind: str) -> None:
-    SERVER_ERRORS.labels(kind).inc()
+    _labelled(SERVER_ERRORS, kind).inc()
 
 
 def count_unroutable(error: str) -> None:
-    DECISIONS.labels(Outcome.UNROUTABLE).inc()
-    UNROUTABLE.labels(error).inc()
+    _labelled(DECISIONS, Outcome.UNROUTABLE).inc()
+    _labelled(UNROUTABLE, error).inc()
 
 
 def count_usage(status: str) -> None:

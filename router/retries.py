@@ -94,18 +94,18 @@ def _on_redis(client, key: str, body: str, decide: Callable[[uuid.UUID | None], 
             raise RequestInProgress("A copy of this request is still being decided.")
         time.sleep(0.01)
     try:
-        response = decide(None)
+        answer = decide(None)
     except BaseException:
         with contextlib.suppress(*RedisUnreachable):
             client.delete(key)  # nothing was decided (an error answer): a retry decides afresh
         raise
     try:
-        client.set(key, orjson.dumps({"fingerprint": body, "status": response.status, "body": response.content.decode(),
-                                      "retry_after": response.header("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
+        client.set(key, orjson.dumps({"fingerprint": body, "status": answer.status, "body": answer.content.decode(),
+                                      "retry_after": answer.header("Retry-After")}), ex=DECISION_MEMORY_SECONDS)
     except RedisUnreachable as exc:
         # Decided (on the database, if Redis went meanwhile) but not remembered: a copy sent later decides again.
         logger.warning("The answer to a routing request_id could not be kept (%s)", exc.__class__.__name__)
-    return response
+    return answer
 
 
 def _on_database(decision_id: uuid.UUID, decide: Callable[[uuid.UUID | None], JsonAnswer],
