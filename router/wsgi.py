@@ -11,7 +11,7 @@ as it is:
 
 Anything else goes on to Django, where the view and DRF answer it as they answer every other
 endpoint. Both paths call the view's `parse(data)`, which validates the body into a call, and its
-`respond(call, caller)`, which runs the service and returns the response (timed). The answers here
+`respond(call, caller)`, which runs the service and returns its answer (timed). The answers here
 carry the headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to every answer. Django's
 `request_finished` is sent after a call that reached the database, whose connections are looked after on it
 (router.database_use); most calls never do.
@@ -98,8 +98,10 @@ class RoutingCalls:
 
 
 def _json_answer(response: HttpResponse) -> JsonAnswer:
-    """A JSON HttpResponse (router.errors.server_error's) as the answers here are written."""
-    return JsonAnswer(response.status_code, response.content, {name: value for name, value in response.items() if name != "Content-Type"})
+    """A JSON HttpResponse (router.errors.server_error's) as the answers here are written: its own headers kept, the
+    body's type and length written by JsonAnswer."""
+    own = {name: value for name, value in response.items() if name.lower() not in ("content-type", "content-length")}
+    return JsonAnswer(response.status_code, response.content, own)
 
 
 def _is_secure(environ: dict) -> bool:
